@@ -1,0 +1,1 @@
+"""Channel simulator: a Link proxy that impairs bursts like a wireless channel."""

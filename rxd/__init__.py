@@ -1,0 +1,1 @@
+"""Receiver daemon: regenerate, index and answer queries."""

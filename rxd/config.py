@@ -1,0 +1,56 @@
+"""The receiver daemon's configuration (RxdConfig), loaded once in __main__."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
+
+
+class TaskConfig(Frozen):
+    """What the receiver asks the transmitter to describe."""
+
+    schema_id: str = Field("person/1", description="task schema sent to txd as the task requirement")
+
+
+class IndexConfig(Frozen):
+    """Where received records are kept."""
+
+    path: Path = Field(Path("var/rxd/index.db"), description="SQLite file of the index; ':memory:' for none")
+
+
+class LinkRxConfig(Frozen):
+    """Decoding of incoming bursts."""
+
+    ldpc_iterations: int = Field(20, ge=1, le=200, description="belief-propagation iterations per codeword")
+
+
+class QueryConfig(Frozen):
+    """Query limits."""
+
+    default_top_k: int = Field(10, ge=1, description="hits returned when a query names no top_k")
+    max_top_k: int = Field(1000, ge=1, description="largest top_k accepted")
+
+
+class TransmitterPeerConfig(Frozen):
+    """The transmitter, reached over the backward channel for clips."""
+
+    address: str = Field("127.0.0.1:50051", description="host:port of txd's Transmitter service")
+    timeout_s: float = Field(60.0, gt=0, description="deadline of a clip fetch")
+
+
+class RxdConfig(Frozen):
+    """Root configuration of rxd."""
+
+    server: ServerConfig = Field(
+        ServerConfig(listen="127.0.0.1:50053"), description="Link + Receiver gRPC server"
+    )
+    metrics: MetricsConfig = Field(MetricsConfig(), description="Prometheus /metrics")
+    logging: LoggingConfig = Field(LoggingConfig(), description="log output")
+    task: TaskConfig = Field(TaskConfig(), description="the task requirement")
+    index: IndexConfig = Field(IndexConfig(), description="the record index")
+    link: LinkRxConfig = Field(LinkRxConfig(), description="burst decoding")
+    query: QueryConfig = Field(QueryConfig(), description="query limits")
+    transmitter: TransmitterPeerConfig = Field(TransmitterPeerConfig(), description="the txd peer")

@@ -1,0 +1,142 @@
+"""Frames <-> Link bursts: the physical layer turns a codec frame into IQ symbols, and back."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from semcom import phy
+from semcom.errors import DecodeError, InvalidInput
+from semcom.pb.v1 import common_pb2, link_pb2
+from semcom.phy.mcs import Mcs
+
+_MODULATIONS: dict[str, int] = {
+    "bpsk": link_pb2.MODULATION_BPSK,
+    "qpsk": link_pb2.MODULATION_QPSK,
+    "qam16": link_pb2.MODULATION_QAM16,
+    "qam64": link_pb2.MODULATION_QAM64,
+}
+_CODINGS: dict[str, int] = {"none": link_pb2.CODING_NONE, "ldpc_r12": link_pb2.CODING_LDPC_R12}
+_MODULATION_NAMES = {v: k for k, v in _MODULATIONS.items()}
+_CODING_NAMES = {v: k for k, v in _CODINGS.items()}
+
+BYTES_MODE = "bytes"
+
+
+def parse_mcs(text: str) -> Mcs | None:
+    """ "qam16/ldpc_r12" -> Mcs; "bytes" -> None (the frame travels as bytes with no physical layer)."""
+    if text == BYTES_MODE:
+        return None
+    modulation, _, coding = text.partition("/")
+    if modulation not in _MODULATIONS or (coding or "none") not in _CODINGS:
+        raise InvalidInput(
+            f"unknown modulation/coding {text!r}; use '{BYTES_MODE}' or MODULATION/CODING with modulation in "
+            f"{sorted(_MODULATIONS)} and coding in {sorted(_CODINGS)}"
+        )
+    return Mcs(modulation=modulation, coding=coding or "none")  # type: ignore[arg-type]
+
+
+def mcs_name(mcs: Mcs | None) -> str:
+    return BYTES_MODE if mcs is None else f"{mcs.modulation}/{mcs.coding}"
+
+
+def build_burst(
+    frame: bytes,
+    *,
+    stream_id: str,
+    sequence: int,
+    schema_id: str,
+    kind: int,
+    record_count: int,
+    mcs: Mcs | None,
+    pilot_count: int = 16,
+    attempt: int = 0,
+) -> link_pb2.Burst:
+    """Encode one frame for the air (or as plain bytes when `mcs` is None)."""
+    header = link_pb2.BurstHeader(
+        stream_id=stream_id,
+        sequence=sequence,
+        schema_id=schema_id,
+        kind=kind,  # type: ignore[arg-type]
+        record_count=record_count,
+        info_bits=8 * len(frame),
+        tx_time_s=time.time(),
+        attempt=attempt,
+    )
+    if mcs is None:
+        header.modulation = link_pb2.MODULATION_NONE
+        header.coding = link_pb2.CODING_NONE
+        header.coded_bits = 8 * len(frame)
+        payload = common_pb2.Tensor(dtype=common_pb2.DTYPE_UINT8, shape=[len(frame)], data=frame)
+        return link_pb2.Burst(header=header, payload=payload)
+    tx = phy.transmit(frame, mcs, pilot_count=pilot_count)
+    header.modulation = _MODULATIONS[mcs.modulation]  # type: ignore[assignment]
+    header.coding = _CODINGS[mcs.coding]  # type: ignore[assignment]
+    header.coded_bits = tx.coded_bits
+    header.pilot_symbols = tx.pilot_symbols
+    symbols = np.ascontiguousarray(tx.symbols, dtype=np.complex64)
+    payload = common_pb2.Tensor(
+        dtype=common_pb2.DTYPE_COMPLEX64, shape=[symbols.size], data=symbols.tobytes()
+    )
+    return link_pb2.Burst(header=header, payload=payload)
+
+
+def burst_mcs(header: link_pb2.BurstHeader) -> Mcs | None:
+    """The header's modulation and coding (None for a bytes payload); DecodeError when unknown."""
+    if header.modulation == link_pb2.MODULATION_NONE:
+        return None
+    modulation = _MODULATION_NAMES.get(header.modulation)
+    coding = _CODING_NAMES.get(header.coding)
+    if modulation is None or coding is None:
+        raise DecodeError(
+            f"unsupported modulation/coding {header.modulation}/{header.coding} in burst header"
+        )
+    return Mcs(modulation=modulation, coding=coding)  # type: ignore[arg-type]
+
+
+def payload_symbols(payload: common_pb2.Tensor) -> np.ndarray:
+    """A COMPLEX64 tensor as a 1-D array; DecodeError when its bytes and shape disagree."""
+    if payload.dtype != common_pb2.DTYPE_COMPLEX64:
+        raise DecodeError(f"payload dtype {payload.dtype} is not COMPLEX64")
+    n = math.prod(payload.shape) if payload.shape else 0
+    if len(payload.data) != 8 * n:
+        raise DecodeError(
+            f"payload holds {len(payload.data)} bytes; shape {list(payload.shape)} needs {8 * n}"
+        )
+    return np.frombuffer(payload.data, dtype=np.complex64)
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    """A frame recovered from a burst, with what the receiver measured on the way."""
+
+    frame: bytes
+    snr_db: float
+    pre_fec_ber: float
+    blocks_failed: int
+    channel_symbols: int
+
+
+def open_burst(burst: link_pb2.Burst, *, max_iter: int = 20) -> ReceivedFrame:
+    """Demodulate and decode a burst's payload back into frame bytes (the frame's CRC is checked later)."""
+    header = burst.header
+    mcs = burst_mcs(header)
+    if mcs is None:
+        if burst.payload.dtype != common_pb2.DTYPE_UINT8:
+            raise DecodeError(f"payload dtype {burst.payload.dtype} is not UINT8 for a bytes burst")
+        return ReceivedFrame(bytes(burst.payload.data), math.nan, math.nan, 0, 0)
+    symbols = payload_symbols(burst.payload)
+    if header.info_bits == 0 or header.info_bits % 8:
+        raise DecodeError(f"info_bits {header.info_bits} is not a positive whole number of bytes")
+    rx = phy.receive(
+        symbols,
+        mcs,
+        info_bits=header.info_bits,
+        coded_bits=header.coded_bits,
+        pilot_count=header.pilot_symbols,
+        max_iter=max_iter,
+    )
+    return ReceivedFrame(rx.frame, rx.snr_db, rx.pre_fec_ber, rx.blocks_failed, symbols.size)

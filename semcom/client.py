@@ -1,0 +1,120 @@
+"""Blocking client helpers used by the CLI, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+
+from semcom.pb.v1 import common_pb2, receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
+from semcom.record import Record
+from semcom.server import channel_options
+
+CHUNK_BYTES = 256 * 1024
+
+
+def open_channel(address: str, max_message_bytes: int = 16 * 1024 * 1024) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+
+
+def ingest_file(
+    stub: transmitter_pb2_grpc.TransmitterStub,
+    path: Path,
+    *,
+    stream_id: str,
+    location_id: int = 0,
+    container: str = "",
+    timeout_s: float = 600.0,
+    on_bytes: Callable[[int], object] | None = None,
+) -> transmitter_pb2.IngestReply:
+    """Stream a video file into txd's Ingest, header first, then chunks."""
+
+    def parts() -> Iterator[transmitter_pb2.IngestRequest]:
+        yield transmitter_pb2.IngestRequest(
+            header=transmitter_pb2.IngestHeader(
+                stream_id=stream_id, location_id=location_id, container=container, start_time_s=time.time()
+            )
+        )
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                yield transmitter_pb2.IngestRequest(chunk=chunk)
+
+    reply: transmitter_pb2.IngestReply = stub.Ingest(parts(), timeout=timeout_s)
+    return reply
+
+
+def announce(
+    stub: transmitter_pb2_grpc.TransmitterStub,
+    *,
+    stream_id: str,
+    fields: Mapping[str, str],
+    schema_id: str = "",
+    track_id: int = 0,
+    location_id: int = 0,
+    time_s: float = 0.0,
+    timeout_s: float = 10.0,
+) -> transmitter_pb2.AnnounceReply:
+    rec = Record(
+        schema_id=schema_id,
+        stream_id=stream_id,
+        track_id=track_id,
+        record_id=0,
+        time_s=time_s,
+        location_id=location_id,
+        fields=dict(fields),
+    )
+    reply: transmitter_pb2.AnnounceReply = stub.Announce(
+        transmitter_pb2.AnnounceRequest(record=rec.to_pb()), timeout=timeout_s
+    )
+    return reply
+
+
+def query(
+    stub: receiver_pb2_grpc.ReceiverStub,
+    *,
+    text: str = "",
+    filters: Mapping[str, str] | None = None,
+    top_k: int = 0,
+    stream_id: str = "",
+    location_ids: Sequence[int] = (),
+    timeout_s: float = 10.0,
+) -> receiver_pb2.QueryReply:
+    request = receiver_pb2.QueryRequest(
+        text=text,
+        filters=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in (filters or {}).items()],
+        top_k=top_k,
+        stream_id=stream_id,
+        location_ids=list(location_ids),
+    )
+    reply: receiver_pb2.QueryReply = stub.Query(request, timeout=timeout_s)
+    return reply
+
+
+def fetch_clip(
+    stub: receiver_pb2_grpc.ReceiverStub, clip: common_pb2.ClipRef, out: Path, *, timeout_s: float = 120.0
+) -> int:
+    """Fetch a clip through rxd's backward channel into `out`; returns the bytes written."""
+    request = common_pb2.FetchClipRequest(stream_id=clip.stream_id, t0_s=clip.t0_s, t1_s=clip.t1_s)
+    written = 0
+    with out.open("wb") as f:
+        for chunk in stub.FetchClip(request, timeout=timeout_s):
+            f.write(chunk.data)
+            written += len(chunk.data)
+    return written
+
+
+def format_hit(hit: receiver_pb2.Hit) -> str:
+    rec = Record.from_pb(hit.record)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.time_s))
+    attrs = ", ".join(f"{k}={v}" for k, v in rec.fields.items())
+    desc = f' "{hit.description}"' if hit.description else ""
+    return (
+        f"[{hit.score:.3f}] {rec.stream_id}#{rec.record_id} track {rec.track_id} at {when} "
+        f"loc {rec.location_id}: "
+        f"{attrs}{desc} | matched {', '.join(hit.matched_slots) or '-'} | clip {hit.clip.stream_id} "
+        f"{hit.clip.t0_s:.1f}..{hit.clip.t1_s:.1f}"
+    )

@@ -1,0 +1,154 @@
+"""gRPC server plumbing shared by the daemons: error mapping, health, reflection, lifecycle and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from semcom.config import ServerConfig
+from semcom.errors import SemcomError
+
+log = logging.getLogger(__name__)
+
+# grpc's handler signatures are loosely typed (sync and aio share them); the wrappers only pass values on.
+Handler = Callable[..., Any]
+
+
+async def _abort(context: aio.ServicerContext[Any, Any], err: Exception) -> None:
+    if isinstance(err, SemcomError):
+        await context.abort(err.code, str(err))
+    log.exception("unexpected error in handler")
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
+
+
+def _wrap_unary(fn: Handler) -> Handler:
+    async def wrapper(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await fn(request, context)
+        except (SemcomError, Exception) as err:
+            if isinstance(err, asyncio.CancelledError) or _is_abort(err):
+                raise
+            await _abort(context, err)
+
+    return wrapper
+
+
+def _wrap_stream(fn: Handler) -> Handler:
+    async def wrapper(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(request, context):
+                yield item
+        except (SemcomError, Exception) as err:
+            if isinstance(err, asyncio.CancelledError) or _is_abort(err):
+                raise
+            await _abort(context, err)
+
+    return wrapper
+
+
+def _is_abort(err: BaseException) -> bool:
+    # context.abort() raises this internal exception to end the call; it must pass through untouched.
+    return type(err).__name__ == "AbortError"
+
+
+class ErrorInterceptor(aio.ServerInterceptor[Any, Any]):
+    """Maps each SemcomError subclass to its gRPC status once, for every method of every service."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+class GrpcServer:
+    """An aio server with health checking and reflection, bound on creation, started by `start()`."""
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        register: Sequence[Callable[[aio.Server], None]],
+        service_names: Sequence[str],
+    ) -> None:
+        self.cfg = cfg
+        self.server = aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[("grpc.so_reuseport", 0), *channel_options(cfg.max_message_bytes)],
+        )
+        for add in register:
+            add(self.server)
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(cfg.listen)
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC server to {cfg.listen}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, stop accepting calls, let in-flight ones run for up to grace_s."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.cfg.grace_s if grace_s is None else grace_s)
+
+    async def _set_all(self, status: int) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+
+async def wait_for_signal() -> signal.Signals:
+    """Wait for SIGTERM or SIGINT; a second one exits the process at once."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if got.done():
+            log.warning("second %s: exiting now", sig.name)
+            os._exit(1)
+        got.set_result(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    return await got

@@ -1,0 +1,218 @@
+"""Records announced at txd travel txd -> channel-sim -> rxd over Link and come back from Receiver.Query."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from semcom.pb.v1 import (
+    channel_pb2,
+    channel_pb2_grpc,
+    common_pb2,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    transmitter_pb2,
+    transmitter_pb2_grpc,
+)
+from semcom.record import Record
+from tests.conftest import Chain, start_chain, stop_chain
+
+PEOPLE = [
+    {
+        "gender": "male",
+        "upper_color": "white",
+        "sleeve": "long",
+        "lower_color": "black",
+        "lower_length": "long",
+        "shoe_color": "black",
+    },
+    {"gender": "female", "upper_color": "red", "sleeve": "short", "lower_color": "blue"},
+    {"gender": "male", "upper_color": "white", "sleeve": "short", "lower_color": "black"},
+]
+
+
+async def announce_all(address: str, stream_id: str, people: list[dict[str, str]]) -> list[int]:
+    async with aio.insecure_channel(address) as ch:
+        stub = transmitter_pb2_grpc.TransmitterStub(ch)
+        ids = []
+        for i, fields in enumerate(people):
+            rec = Record("person/1", stream_id, i + 1, 0, 1_700_000_000.0 + i, 3, fields)
+            reply = await stub.Announce(transmitter_pb2.AnnounceRequest(record=rec.to_pb()), timeout=5)
+            ids.append(reply.record_id)
+        return ids
+
+
+async def wait_indexed(address: str, n: int, timeout_s: float = 20.0) -> receiver_pb2.ReceiverStats:
+    async with aio.insecure_channel(address) as ch:
+        stub = receiver_pb2_grpc.ReceiverStub(ch)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                stats = await stub.Stats(receiver_pb2.StatsRequest(), timeout=5)
+                if stats.records_indexed + stats.records_failed >= n:
+                    return stats
+                await asyncio.sleep(0.02)
+
+
+async def query(address: str, **filters: str) -> receiver_pb2.QueryReply:
+    async with aio.insecure_channel(address) as ch:
+        stub = receiver_pb2_grpc.ReceiverStub(ch)
+        request = receiver_pb2.QueryRequest(
+            filters=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in filters.items()]
+        )
+        return await stub.Query(request, timeout=5)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mcs", ["bytes", "qpsk/ldpc_r12", "qam16/ldpc_r12", "qam64/none"])
+async def test_announced_records_are_found_by_exact_filter(tmp_path: Path, mcs: str) -> None:
+    chain = await start_chain(tmp_path, mcs=mcs)
+    try:
+        ids = await announce_all(chain.txd_address, "cam-a", PEOPLE)
+        assert ids == [1, 2, 3]
+        stats = await wait_indexed(chain.rxd_address, 3)
+        assert stats.records_indexed == 3 and stats.records_failed == 0
+        reply = await query(chain.rxd_address, upper_color="white", lower_color="black")
+        got = sorted(h.record.record_id for h in reply.hits)
+        assert got == [1, 3]
+        hit = next(h for h in reply.hits if h.record.record_id == 1)
+        fields = {f.name: f.value for f in hit.record.fields}
+        assert fields == PEOPLE[0]
+        assert hit.record.location_id == 3 and hit.record.track_id == 1
+        assert hit.record.time_s == pytest.approx(1_700_000_000.0, abs=0.05)
+        assert sorted(hit.matched_slots) == ["lower_color", "upper_color"]
+        # Fields the announcement left out arrive as an explicit "unknown", not as a guess.
+        second = (await query(chain.rxd_address, gender="female")).hits[0]
+        assert {f.name: f.value for f in second.record.fields}["shoe_color"] == "unknown"
+    finally:
+        await stop_chain(chain)
+
+
+@pytest.mark.asyncio
+async def test_bits_are_counted_from_the_wire(chain: Chain) -> None:
+    await announce_all(chain.txd_address, "cam-b", PEOPLE)
+    rx_stats = await wait_indexed(chain.rxd_address, 3)
+    async with aio.insecure_channel(chain.txd_address) as ch:
+        status = await transmitter_pb2_grpc.TransmitterStub(ch).Status(
+            transmitter_pb2.StatusRequest(), timeout=5
+        )
+    assert status.records_acked == 3 and status.records_queued == 0
+    assert status.task_schema_id == "person/1" and status.link_up
+    (stream,) = rx_stats.streams
+    assert stream.info_bits == status.info_bits_sent > 0
+    # qpsk: 2 bits/symbol, rate-1/2 code: at least info_bits symbols carry the data, plus pilots.
+    assert stream.channel_symbols == status.channel_symbols_sent >= status.info_bits_sent
+    assert stream.payload_bytes == 8 * stream.channel_symbols
+    async with aio.insecure_channel(chain.channel_address) as ch:
+        cstats = await channel_pb2_grpc.ChannelAdminStub(ch).GetStats(
+            channel_pb2.GetStatsRequest(), timeout=5
+        )
+    assert cstats.bursts_forwarded == status.bursts_sent
+    assert cstats.symbols_forwarded == stream.channel_symbols
+
+
+@pytest.mark.asyncio
+async def test_health_reflection_and_metrics(chain: Chain) -> None:
+    for address, service in [
+        (chain.txd_address, "semcom.v1.Transmitter"),
+        (chain.rxd_address, "semcom.v1.Receiver"),
+        (chain.channel_address, "semcom.v1.ChannelAdmin"),
+    ]:
+        async with aio.insecure_channel(address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+            responses = refl.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            names = [s.name async for r in responses for s in r.list_services_response.service]
+            assert service in names and "grpc.health.v1.Health" in names
+    await announce_all(chain.txd_address, "cam-m", PEOPLE[:1])
+    await wait_indexed(chain.rxd_address, 1)
+    metrics = chain.rxd.metrics
+    assert metrics is not None
+    url = f"http://127.0.0.1:{metrics.port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    assert b'semcom_rxd_records_total{outcome="indexed"}' in body
+
+
+@pytest.mark.asyncio
+async def test_get_record_and_not_found(chain: Chain) -> None:
+    await announce_all(chain.txd_address, "cam-g", PEOPLE[:1])
+    await wait_indexed(chain.rxd_address, 1)
+    async with aio.insecure_channel(chain.rxd_address) as ch:
+        stub = receiver_pb2_grpc.ReceiverStub(ch)
+        hit = await stub.GetRecord(receiver_pb2.GetRecordRequest(stream_id="cam-g", record_id=1), timeout=5)
+        assert hit.record.stream_id == "cam-g"
+        with pytest.raises(aio.AioRpcError) as info:
+            await stub.GetRecord(receiver_pb2.GetRecordRequest(stream_id="cam-g", record_id=99), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "99" in (info.value.details() or "")
+
+
+@pytest.mark.asyncio
+async def test_chain_is_replaced_at_run_time(chain: Chain) -> None:
+    async with aio.insecure_channel(chain.channel_address) as ch:
+        admin = channel_pb2_grpc.ChannelAdminStub(ch)
+        new = channel_pb2.ChannelChain(
+            models=[channel_pb2.ChannelModelSpec(kind="awgn", params_json='{"snr_db": 20}')], seed=3
+        )
+        got = await admin.SetChain(new, timeout=5)
+        assert [m.kind for m in got.models] == ["awgn"] and got.seed == 3
+        with pytest.raises(aio.AioRpcError) as info:
+            bad = channel_pb2.ChannelChain(models=[channel_pb2.ChannelModelSpec(kind="teleport")])
+            await admin.SetChain(bad, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "teleport" in (info.value.details() or "")
+        assert [m.kind for m in (await admin.GetChain(channel_pb2.GetChainRequest(), timeout=5)).models] == [
+            "awgn"
+        ]
+    await announce_all(chain.txd_address, "cam-c", PEOPLE)
+    stats = await wait_indexed(chain.rxd_address, 3)
+    assert stats.records_indexed == 3
+    (stream,) = stats.streams
+    assert 17.0 < stream.snr_db < 23.0  # the receiver's pilot-based estimate of the 20 dB set at run time
+
+
+@pytest.mark.asyncio
+async def test_ingest_decodes_real_video(chain: Chain, shared_data: Path) -> None:
+    video = shared_data / "videos" / "tud_campus.mp4"
+
+    async def parts() -> AsyncIterator[transmitter_pb2.IngestRequest]:
+        yield transmitter_pb2.IngestRequest(
+            header=transmitter_pb2.IngestHeader(stream_id="tud", location_id=2, container="mp4")
+        )
+        data = video.read_bytes()
+        for i in range(0, len(data), 65536):
+            yield transmitter_pb2.IngestRequest(chunk=data[i : i + 65536])
+
+    async with aio.insecure_channel(chain.txd_address) as ch:
+        stub = transmitter_pb2_grpc.TransmitterStub(ch)
+        reply = await stub.Ingest(parts(), timeout=60)
+        assert reply.frames_decoded == 71
+        assert reply.duration_s == pytest.approx(71 / 25, abs=0.05)
+        status = await stub.Status(transmitter_pb2.StatusRequest(), timeout=5)
+    (stream,) = [s for s in status.streams if s.stream_id == "tud"]
+    assert stream.state == "done" and stream.frames_decoded == 71 and stream.location_id == 2
+    assert stream.bytes_received == video.stat().st_size
+
+
+@pytest.mark.asyncio
+async def test_fetch_clip_names_what_is_missing(chain: Chain) -> None:
+    async with aio.insecure_channel(chain.rxd_address) as ch:
+        stub = receiver_pb2_grpc.ReceiverStub(ch)
+        with pytest.raises(aio.AioRpcError) as info:
+            async for _ in stub.FetchClip(
+                common_pb2.FetchClipRequest(stream_id="x", t0_s=0, t1_s=1), timeout=5
+            ):
+                pass
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "clip store" in (info.value.details() or "")

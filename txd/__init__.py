@@ -1,0 +1,1 @@
+"""Transmitter daemon: video in, people understood, records out."""

@@ -1,0 +1,71 @@
+"""Builds, runs and drains the transmitter daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
+from semcom.schema import SchemaRegistry
+from semcom.server import GrpcServer
+from semcom.telemetry import MetricsEndpoint, start_metrics
+from txd.config import TxdConfig
+from txd.link import LinkSender
+from txd.service import TransmitterService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = transmitter_pb2.DESCRIPTOR.services_by_name["Transmitter"].full_name
+
+
+class Txd:
+    """The transmitter: a gRPC server, the link sender and their executor, started and stopped in order."""
+
+    def __init__(self, cfg: TxdConfig, schemas: SchemaRegistry | None = None) -> None:
+        self.cfg = cfg
+        self.schemas = schemas or SchemaRegistry.builtin()
+        self.schemas.get(cfg.site.schema_id)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="txd")
+        self.link = LinkSender(
+            cfg.link,
+            self.schemas,
+            schema_id=cfg.site.schema_id,
+            max_message_bytes=cfg.server.max_message_bytes,
+        )
+        self.service = TransmitterService(cfg, self.link, self.schemas, self.executor)
+        self.grpc = GrpcServer(
+            cfg.server,
+            [lambda s: transmitter_pb2_grpc.add_TransmitterServicer_to_server(self.service, s)],
+            [SERVICE_NAME],
+        )
+        self.metrics: MetricsEndpoint | None = None
+        self._link_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    async def start(self) -> None:
+        self.metrics = start_metrics(self.cfg.metrics)
+        self._link_task = asyncio.create_task(self.link.run(), name="txd-link")
+        await self.grpc.start()
+        log.info("txd serving on port %d, link to %s (%s)", self.port, self.cfg.link.upstream, self.link.mcs)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain: stop taking calls, let in-flight ones finish, deliver what was accepted, then close."""
+        await self.grpc.stop(grace_s)
+        if not await self.link.flush(self.cfg.link.flush_timeout_s):
+            log.error("shutdown: %d records still unacknowledged", self.link.stats.records_queued)
+        if self._link_task is not None:
+            self._link_task.cancel()
+            await asyncio.gather(self._link_task, return_exceptions=True)
+        await self.link.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info(
+            "txd stopped: %d records acked, %d lost",
+            self.link.stats.records_acked,
+            self.link.stats.records_lost,
+        )

@@ -1,0 +1,74 @@
+"""The transmitter daemon's configuration (TxdConfig), loaded once in __main__."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from semcom.burst import parse_mcs
+from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
+from semcom.errors import InvalidInput
+
+
+class LinkConfig(Frozen):
+    """The semantic link towards the receiver (directly, or through channel-sim)."""
+
+    upstream: str = Field("127.0.0.1:50052", description="host:port of the Link service (channel-sim or rxd)")
+    mcs: str = Field(
+        "qpsk/ldpc_r12", description="modulation/coding of bursts, e.g. qam16/ldpc_r12, or 'bytes' for no phy"
+    )
+    adaptive_mcs: bool = Field(False, description="pick the MCS from the receiver's SNR feedback")
+    mcs_margin_db: float = Field(1.0, ge=0, description="SNR margin kept when choosing the MCS adaptively")
+    pilot_symbols: int = Field(16, ge=4, le=1024, description="known symbols at the start of each burst")
+    max_records_per_burst: int = Field(32, ge=1, le=255, description="records framed into one burst at most")
+    batch_delay_s: float = Field(
+        0.05, ge=0, description="how long a record may wait for others to share a burst"
+    )
+    max_attempts: int = Field(
+        4, ge=1, le=16, description="transmissions of a burst before its records count lost"
+    )
+    window: int = Field(64, ge=1, description="bursts in flight without an acknowledgement")
+    max_queued_records: int = Field(
+        10_000, ge=1, description="records waiting to be sent before Announce refuses"
+    )
+    reconnect_s: float = Field(0.5, gt=0, description="pause before reconnecting a broken link")
+    flush_timeout_s: float = Field(10.0, gt=0, description="how long shutdown waits for outstanding acks")
+
+    @field_validator("mcs")
+    @classmethod
+    def _known_mcs(cls, value: str) -> str:
+        try:
+            parse_mcs(value)
+        except InvalidInput as err:
+            raise ValueError(str(err)) from err
+        return value
+
+
+class SiteConfig(Frozen):
+    """Where this camera site is."""
+
+    location_id: int = Field(0, ge=0, le=255, description="default location id of ingested streams")
+    schema_id: str = Field("person/1", description="task schema until the receiver asks for another")
+
+
+class IngestConfig(Frozen):
+    """Video coming in."""
+
+    spool_dir: Path = Field(
+        Path("var/txd/spool"), description="where streamed video is written while decoded"
+    )
+    max_stream_bytes: int = Field(2 * 1024**3, gt=0, description="largest video accepted on one Ingest call")
+
+
+class TxdConfig(Frozen):
+    """Root configuration of txd."""
+
+    server: ServerConfig = Field(
+        ServerConfig(listen="127.0.0.1:50051"), description="the Transmitter gRPC server"
+    )
+    metrics: MetricsConfig = Field(MetricsConfig(), description="Prometheus /metrics")
+    logging: LoggingConfig = Field(LoggingConfig(), description="log output")
+    link: LinkConfig = Field(LinkConfig(), description="the semantic link")
+    site: SiteConfig = Field(SiteConfig(), description="this site")
+    ingest: IngestConfig = Field(IngestConfig(), description="video ingest")

@@ -1,0 +1,179 @@
+"""The Transmitter gRPC service: converts protobuf at the edge and hands plain values to the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpc import aio
+
+from semcom.codec.frame import check_time_s
+from semcom.errors import InvalidInput, NotImplementedYet
+from semcom.pb.v1 import common_pb2, transmitter_pb2, transmitter_pb2_grpc
+from semcom.record import Record
+from semcom.schema import SchemaRegistry
+from txd.config import TxdConfig
+from txd.link import LinkSender
+from txd.video import VideoInfo, decode_info
+
+log = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[object, object]
+
+
+@dataclass
+class StreamState:
+    stream_id: str
+    location_id: int
+    state: str = "receiving"
+    bytes_received: int = 0
+    frames_decoded: int = 0
+    duration_s: float = 0.0
+    error: str = ""
+
+
+class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
+    def __init__(self, cfg: TxdConfig, link: LinkSender, schemas: SchemaRegistry, executor: Executor) -> None:
+        self.cfg = cfg
+        self.link = link
+        self.schemas = schemas
+        self.executor = executor
+        self.streams: dict[str, StreamState] = {}
+        self._next_record_id: dict[str, int] = defaultdict(lambda: 1)
+
+    # -- Announce -----------------------------------------------------------------------------------------
+    async def Announce(
+        self, request: transmitter_pb2.AnnounceRequest, context: Context
+    ) -> transmitter_pb2.AnnounceReply:
+        if not request.HasField("record"):
+            raise InvalidInput("AnnounceRequest.record is missing")
+        rec = Record.from_pb(request.record)
+        if not rec.stream_id:
+            raise InvalidInput("record.stream_id is empty")
+        schema = self.schemas.get(rec.schema_id or self.link.stats.task_schema_id)
+        fields = schema.normalise(rec.fields)
+        # Ids are assigned here so that each stream's records are consecutive, which the codec relies on.
+        record_id = self._next_record_id[rec.stream_id]
+        rec = Record(
+            schema_id=schema.id,
+            stream_id=rec.stream_id,
+            track_id=rec.track_id,
+            record_id=record_id,
+            time_s=rec.time_s or time.time(),
+            location_id=rec.location_id,
+            fields=fields,
+            confidence=rec.confidence,
+        )
+        schema.validate(rec)
+        check_time_s(rec)
+        self.link.submit(rec)
+        self._next_record_id[rec.stream_id] = record_id + 1
+        log.info("announced stream_id=%s record_id=%d track_id=%d", rec.stream_id, record_id, rec.track_id)
+        return transmitter_pb2.AnnounceReply(record_id=record_id, info_bits=schema.record_bits)
+
+    # -- Ingest -------------------------------------------------------------------------------------------
+    async def Ingest(
+        self, request_iterator: AsyncIterator[transmitter_pb2.IngestRequest], context: Context
+    ) -> transmitter_pb2.IngestReply:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidInput("the first IngestRequest must carry the header")
+        header = first.header
+        stream_id = header.stream_id or uuid.uuid4().hex[:12]
+        if stream_id in self.streams and self.streams[stream_id].state == "receiving":
+            raise InvalidInput(f"stream {stream_id!r} is already being ingested")
+        state = StreamState(stream_id, header.location_id or self.cfg.site.location_id)
+        self.streams[stream_id] = state
+        spool = self.cfg.ingest.spool_dir / f"{stream_id}.{uuid.uuid4().hex[:8]}"
+        try:
+            await self._receive(request_iterator, spool, state)
+            info = await asyncio.get_running_loop().run_in_executor(
+                self.executor, decode_info, spool, header.container
+            )
+        except Exception as err:
+            state.state, state.error = "failed", str(err)
+            log.warning("ingest failed stream_id=%s: %s", stream_id, err)
+            raise
+        finally:
+            spool.unlink(missing_ok=True)
+        self._finish(state, info)
+        return transmitter_pb2.IngestReply(
+            stream_id=stream_id,
+            bytes_received=state.bytes_received,
+            frames_decoded=state.frames_decoded,
+            duration_s=state.duration_s,
+            records_sent=self.link.stats.per_stream_sent.get(stream_id, 0),
+        )
+
+    async def _receive(
+        self, parts: AsyncIterator[transmitter_pb2.IngestRequest], spool: Path, state: StreamState
+    ) -> None:
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        with spool.open("wb") as out:
+            async for part in parts:
+                if part.WhichOneof("part") != "chunk":
+                    raise InvalidInput("only the first IngestRequest may carry a header")
+                state.bytes_received += len(part.chunk)
+                if state.bytes_received > self.cfg.ingest.max_stream_bytes:
+                    raise InvalidInput(
+                        f"stream exceeds ingest.max_stream_bytes ({self.cfg.ingest.max_stream_bytes} bytes)"
+                    )
+                out.write(part.chunk)
+        if state.bytes_received == 0:
+            raise InvalidInput("the stream carried no video bytes")
+
+    def _finish(self, state: StreamState, info: VideoInfo) -> None:
+        state.state = "done"
+        state.frames_decoded = info.frames
+        state.duration_s = info.duration_s
+        log.info(
+            "ingested stream_id=%s %s/%s %dx%d frames=%d duration_s=%.1f",
+            state.stream_id,
+            info.container,
+            info.codec,
+            info.width,
+            info.height,
+            info.frames,
+            info.duration_s,
+        )
+
+    # -- FetchClip, Status --------------------------------------------------------------------------------
+    async def FetchClip(
+        self, request: common_pb2.FetchClipRequest, context: Context
+    ) -> AsyncIterator[common_pb2.ClipChunk]:
+        raise NotImplementedYet("FetchClip needs the clip store, which this build does not have yet")
+        yield common_pb2.ClipChunk()  # pragma: no cover - makes this an async generator
+
+    async def Status(
+        self, request: transmitter_pb2.StatusRequest, context: Context
+    ) -> transmitter_pb2.TransmitterStatus:
+        stats = self.link.stats
+        return transmitter_pb2.TransmitterStatus(
+            streams=[
+                transmitter_pb2.StreamStatus(
+                    stream_id=s.stream_id,
+                    location_id=s.location_id,
+                    state=s.state,
+                    bytes_received=s.bytes_received,
+                    frames_decoded=s.frames_decoded,
+                    duration_s=s.duration_s,
+                    records_sent=stats.per_stream_sent.get(s.stream_id, 0),
+                    error=s.error,
+                )
+                for s in self.streams.values()
+            ],
+            records_queued=stats.records_queued,
+            records_acked=stats.records_acked,
+            bursts_sent=stats.bursts_sent,
+            info_bits_sent=stats.info_bits_sent,
+            channel_symbols_sent=stats.channel_symbols_sent,
+            task_schema_id=stats.task_schema_id,
+            link_up=stats.link_up,
+        )
