@@ -25,6 +25,8 @@ RECORDS = Counter("semcom_rxd_records_total", "Records, by outcome", ["outcome"]
 LINK_BITS = Counter("semcom_rxd_link_bits_total", "Bits received on the link", ["kind"])
 SNR = Gauge("semcom_rxd_snr_db", "Last SNR estimate (Es/N0, dB)")
 
+_DEDUP_WINDOW = 8192
+
 
 @dataclass
 class StreamStats:
@@ -84,6 +86,9 @@ class BurstReceiver:
         if h.sequence in stats.accepted:
             return fb  # a retransmission of a burst already indexed (its ack was lost): ack again, count once
         stats.accepted.add(h.sequence)
+        if len(stats.accepted) > _DEDUP_WINDOW:
+            # Retransmissions only repeat bursts inside the sender's window, so old sequences can go.
+            stats.accepted = {seq for seq in stats.accepted if seq > h.sequence - _DEDUP_WINDOW // 2}
         stats.bursts_ok += 1
         stats.records_indexed += len(records)
         BURSTS.labels("ok").inc()

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="video file (default: the PETS 2009 sample, fetched and cached once)")
     p.add_argument("--snr-db", type=float, default=12.0, help="AWGN SNR (Es/N0 per symbol) of the channel")
     p.add_argument("--mcs", default="qpsk/ldpc_r12", help="modulation/coding of the link")
-    p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="logs, index and spool go here")
+    p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="logs, index and clip store go here")
     p.add_argument("--keep-running", action="store_true", help="leave the daemons running until Ctrl-C")
     p.set_defaults(func=cmd_demo)
 

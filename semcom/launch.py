@@ -179,7 +179,7 @@ def loopback_stack(
                 "--mcs",
                 mcs,
                 "--set",
-                f"ingest.spool_dir={workdir / 'spool'}",
+                f"clips.dir={workdir / 'clips'}",
                 *txd_args,
             ],
             workdir,

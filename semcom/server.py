@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
@@ -19,6 +19,12 @@ from semcom.config import ServerConfig
 from semcom.errors import SemcomError
 
 log = logging.getLogger(__name__)
+
+# The stubs make ServerInterceptor generic; at run time it is a plain class.
+if TYPE_CHECKING:
+    _InterceptorBase = aio.ServerInterceptor[Any, Any]
+else:
+    _InterceptorBase = aio.ServerInterceptor
 
 # grpc's handler signatures are loosely typed (sync and aio share them); the wrappers only pass values on.
 Handler = Callable[..., Any]
@@ -61,7 +67,7 @@ def _is_abort(err: BaseException) -> bool:
     return type(err).__name__ == "AbortError"
 
 
-class ErrorInterceptor(aio.ServerInterceptor[Any, Any]):
+class ErrorInterceptor(_InterceptorBase):
     """Maps each SemcomError subclass to its gRPC status once, for every method of every service."""
 
     async def intercept_service(

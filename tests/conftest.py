@@ -83,7 +83,7 @@ async def start_chain(
                 f"link.upstream=127.0.0.1:{channel.port}",
                 f"link.mcs={mcs}",
                 "link.batch_delay_s=0.01",
-                f"ingest.spool_dir={tmp / 'spool'}",
+                f"clips.dir={tmp / 'clips'}",
                 *txd_set,
             ],
         )

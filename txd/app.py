@@ -10,6 +10,7 @@ from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer
 from semcom.telemetry import MetricsEndpoint, start_metrics
+from txd.clips import ClipStore
 from txd.config import TxdConfig
 from txd.link import LinkSender
 from txd.service import TransmitterService
@@ -33,7 +34,8 @@ class Txd:
             schema_id=cfg.site.schema_id,
             max_message_bytes=cfg.server.max_message_bytes,
         )
-        self.service = TransmitterService(cfg, self.link, self.schemas, self.executor)
+        self.clips = ClipStore(cfg.clips)
+        self.service = TransmitterService(cfg, self.link, self.schemas, self.clips, self.executor)
         self.grpc = GrpcServer(
             cfg.server,
             [lambda s: transmitter_pb2_grpc.add_TransmitterServicer_to_server(self.service, s)],

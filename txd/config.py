@@ -33,6 +33,7 @@ class LinkConfig(Frozen):
         10_000, ge=1, description="records waiting to be sent before Announce refuses"
     )
     reconnect_s: float = Field(0.5, gt=0, description="pause before reconnecting a broken link")
+    reconnect_max_s: float = Field(5.0, gt=0, description="longest pause between reconnection attempts")
     flush_timeout_s: float = Field(10.0, gt=0, description="how long shutdown waits for outstanding acks")
 
     @field_validator("mcs")
@@ -55,10 +56,16 @@ class SiteConfig(Frozen):
 class IngestConfig(Frozen):
     """Video coming in."""
 
-    spool_dir: Path = Field(
-        Path("var/txd/spool"), description="where streamed video is written while decoded"
-    )
     max_stream_bytes: int = Field(2 * 1024**3, gt=0, description="largest video accepted on one Ingest call")
+
+
+class ClipStoreConfig(Frozen):
+    """The original video kept on site for clips fetched on demand."""
+
+    dir: Path = Field(Path("var/txd/clips"), description="where each stream's original video is kept")
+    max_bytes: int = Field(20 * 1024**3, gt=0, description="oldest segments go once the store exceeds this")
+    max_age_s: float = Field(7 * 86400.0, gt=0, description="segments older than this go")
+    max_clip_s: float = Field(600.0, gt=0, description="longest clip one FetchClip may ask for")
 
 
 class TxdConfig(Frozen):
@@ -72,3 +79,4 @@ class TxdConfig(Frozen):
     link: LinkConfig = Field(LinkConfig(), description="the semantic link")
     site: SiteConfig = Field(SiteConfig(), description="this site")
     ingest: IngestConfig = Field(IngestConfig(), description="video ingest")
+    clips: ClipStoreConfig = Field(ClipStoreConfig(), description="the clip store")

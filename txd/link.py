@@ -73,7 +73,15 @@ class LinkSender:
         self.stats = LinkStats(task_schema_id=schema_id)
         self._mcs: Mcs | None = parse_mcs(cfg.mcs)
         self._on_task = on_task
-        self._channel = aio.insecure_channel(cfg.upstream, options=channel_options(max_message_bytes))
+        self._channel = aio.insecure_channel(
+            cfg.upstream,
+            options=[
+                *channel_options(max_message_bytes),
+                # Reconnect promptly after an outage instead of gRPC's default backoff of up to 120 s.
+                ("grpc.initial_reconnect_backoff_ms", int(cfg.reconnect_s * 1000)),
+                ("grpc.max_reconnect_backoff_ms", int(cfg.reconnect_max_s * 1000)),
+            ],
+        )
         self._stub = link_pb2_grpc.LinkStub(self._channel)
         self._records: dict[str, list[Record]] = defaultdict(list)
         self._unacked: dict[tuple[str, int], _Pending] = {}
@@ -161,14 +169,15 @@ class LinkSender:
             await asyncio.sleep(self.cfg.reconnect_s)
 
     def _requeue_all(self) -> None:
-        while not self._resend.empty():
-            self._resend.get_nowait()
+        # A fresh queue per session: a previous session's request generator may still be parked on the old
+        # one, and must not take bursts meant for the new stream.
+        self._resend = asyncio.Queue()
         for key in sorted(self._unacked):
             self._resend.put_nowait(key)
 
-    async def _bursts(self) -> AsyncIterator[link_pb2.Burst]:
+    async def _bursts(self, queue: asyncio.Queue[tuple[str, int]]) -> AsyncIterator[link_pb2.Burst]:
         while True:
-            key = await self._resend.get()
+            key = await queue.get()
             pending = self._unacked.get(key)
             if pending is None:
                 continue
@@ -206,7 +215,7 @@ class LinkSender:
         )
 
     async def _session(self) -> None:
-        call = self._stub.Transmit(self._bursts(), wait_for_ready=True)
+        call = self._stub.Transmit(self._bursts(self._resend), wait_for_ready=True)
         async for fb in call:
             if not self.stats.link_up:
                 self.stats.link_up = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -15,10 +16,11 @@ from pathlib import Path
 from grpc import aio
 
 from semcom.codec.frame import check_time_s
-from semcom.errors import InvalidInput, NotImplementedYet
+from semcom.errors import InvalidInput
 from semcom.pb.v1 import common_pb2, transmitter_pb2, transmitter_pb2_grpc
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
+from txd.clips import ClipStore, read_chunks
 from txd.config import TxdConfig
 from txd.link import LinkSender
 from txd.video import VideoInfo, decode_info
@@ -40,8 +42,11 @@ class StreamState:
 
 
 class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
-    def __init__(self, cfg: TxdConfig, link: LinkSender, schemas: SchemaRegistry, executor: Executor) -> None:
+    def __init__(
+        self, cfg: TxdConfig, link: LinkSender, schemas: SchemaRegistry, clips: ClipStore, executor: Executor
+    ) -> None:
         self.cfg = cfg
+        self.clips = clips
         self.link = link
         self.schemas = schemas
         self.executor = executor
@@ -91,18 +96,27 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             raise InvalidInput(f"stream {stream_id!r} is already being ingested")
         state = StreamState(stream_id, header.location_id or self.cfg.site.location_id)
         self.streams[stream_id] = state
-        spool = self.cfg.ingest.spool_dir / f"{stream_id}.{uuid.uuid4().hex[:8]}"
+        spool = self.clips.incoming_path(stream_id)
+        start_time_s = header.start_time_s or time.time()
         try:
             await self._receive(request_iterator, spool, state)
             info = await asyncio.get_running_loop().run_in_executor(
                 self.executor, decode_info, spool, header.container
+            )
+            self.clips.add(
+                stream_id,
+                spool,
+                start_time_s=start_time_s,
+                duration_s=info.duration_s,
+                codec=info.codec,
+                container=info.container,
             )
         except Exception as err:
             state.state, state.error = "failed", str(err)
             log.warning("ingest failed stream_id=%s: %s", stream_id, err)
             raise
         finally:
-            spool.unlink(missing_ok=True)
+            spool.unlink(missing_ok=True)  # gone already when the clip store took it
         self._finish(state, info)
         return transmitter_pb2.IngestReply(
             stream_id=stream_id,
@@ -148,8 +162,25 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
     async def FetchClip(
         self, request: common_pb2.FetchClipRequest, context: Context
     ) -> AsyncIterator[common_pb2.ClipChunk]:
-        raise NotImplementedYet("FetchClip needs the clip store, which this build does not have yet")
-        yield common_pb2.ClipChunk()  # pragma: no cover - makes this an async generator
+        segment = self.clips.find(request.stream_id, request.t0_s, request.t1_s)
+        with tempfile.TemporaryDirectory(dir=self.clips.incoming) as tmp:
+            out = Path(tmp) / "clip.mp4"
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.clips.extract, segment, request.t0_s, request.t1_s, out
+            )
+            size = out.stat().st_size
+            log.info(
+                "clip stream_id=%s %.1f..%.1f: %d bytes", request.stream_id, request.t0_s, request.t1_s, size
+            )
+            first = True
+            for data in read_chunks(out):
+                if first:
+                    yield common_pb2.ClipChunk(
+                        container="mp4", t0_s=request.t0_s, t1_s=request.t1_s, total_bytes=size, data=data
+                    )
+                    first = False
+                else:
+                    yield common_pb2.ClipChunk(data=data)
 
     async def Status(
         self, request: transmitter_pb2.StatusRequest, context: Context
@@ -176,4 +207,7 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             channel_symbols_sent=stats.channel_symbols_sent,
             task_schema_id=stats.task_schema_id,
             link_up=stats.link_up,
+            mcs=self.link.mcs,
+            records_lost=stats.records_lost,
+            last_snr_db=stats.last_snr_db,
         )

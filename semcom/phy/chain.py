@@ -71,23 +71,13 @@ class _Plan:
     """How K information bits map onto LDPC codewords and onto the coded bit stream."""
 
     code: LdpcCode
-    info_per_block: NDArray[np.int64]  # K_c per codeword
-    sent_positions: tuple[NDArray[np.int64], ...]  # codeword positions sent, per codeword, in air order
-    stream_block: NDArray[np.int64]  # for each coded bit on the air: its codeword ...
-    stream_pos: NDArray[np.int64]  # ... and its index in that codeword's sent_positions
+    info_mask: NDArray[np.bool_]  # (blocks, k): True on the K_c carried positions of each codeword
+    air_index: NDArray[np.int64]  # flat index into (blocks, n) of each coded bit, in air order
+    llr_template: NDArray[np.float32]  # (blocks, n): +LLR_MAX on shortened positions, 0 elsewhere
 
     @property
-    def coded_bits(self) -> int:
-        return int(self.stream_block.size)
-
-
-@cache
-def _sent_positions(z: int, info: int) -> NDArray[np.int64]:
-    k = m = 12 * z
-    parity = k + (np.arange(info, dtype=np.int64) * m) // info
-    out = np.concatenate([np.arange(info, dtype=np.int64), parity])
-    out.setflags(write=False)
-    return out
+    def blocks(self) -> int:
+        return int(self.info_mask.shape[0])
 
 
 @cache
@@ -97,13 +87,23 @@ def _plan(info_bits: int) -> _Plan:
     info_per_block[: info_bits % blocks] += 1
     z = -(-int(info_per_block[0]) // 12)
     code = LdpcCode.wimax_r12(z)
-    sent = tuple(_sent_positions(z, int(kc)) for kc in info_per_block)
-    lengths = np.array([s.size for s in sent], dtype=np.int64)
+    k = m = 12 * z
+    info_mask = np.arange(k)[None, :] < info_per_block[:, None]
+    template = np.zeros((blocks, code.n), dtype=np.float32)
+    template[:, :k][~info_mask] = LLR_MAX
+    # Sent per codeword: its K_c information bits, then parity positions floor(i m / K_c).
+    sent = [
+        np.concatenate([np.arange(kc), k + (np.arange(kc) * m) // kc]) + b * code.n
+        for b, kc in enumerate(info_per_block.tolist())
+    ]
+    flat = np.concatenate(sent)
     # Interleave: order all coded bits by (index within codeword, codeword).
-    block_of = np.repeat(np.arange(blocks, dtype=np.int64), lengths)
-    pos_of = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
-    order = np.lexsort((block_of, pos_of))
-    return _Plan(code, info_per_block, sent, block_of[order], pos_of[order])
+    order = np.lexsort(
+        (np.repeat(np.arange(blocks), 2 * info_per_block), np.concatenate([np.arange(x.size) for x in sent]))
+    )
+    for array in (info_mask, template, flat):
+        array.setflags(write=False)
+    return _Plan(code, info_mask, flat[order], template)
 
 
 def coded_bits_for(info_bits: int, mcs: Mcs) -> int:
@@ -135,19 +135,9 @@ def _encode(bits: NDArray[np.uint8], mcs: Mcs) -> NDArray[np.uint8]:
     if mcs.coding == "none" or bits.size == 0:
         return bits
     plan = _plan(bits.size)
-    info = np.zeros((plan.info_per_block.size, plan.code.k), dtype=np.uint8)
-    starts = np.concatenate([[0], np.cumsum(plan.info_per_block)])
-    for b, kc in enumerate(plan.info_per_block):
-        info[b, :kc] = bits[starts[b] : starts[b + 1]]
-    return _to_air(plan, plan.code.encode(info))
-
-
-def _to_air(plan: _Plan, codewords: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    sent = [codewords[b, pos] for b, pos in enumerate(plan.sent_positions)]
-    lengths = [s.size for s in sent]
-    flat = np.concatenate(sent)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return flat[offsets[plan.stream_block] + plan.stream_pos]
+    info = np.zeros(plan.info_mask.shape, dtype=np.uint8)
+    info[plan.info_mask] = bits
+    return plan.code.encode(info).reshape(-1)[plan.air_index]
 
 
 def receive(
@@ -172,21 +162,15 @@ def receive(
         frame = np.packbits(llr < 0).tobytes()
         return _result(frame, estimate, 0, 0, math.nan)
     plan = _plan(info_bits)
-    code = plan.code
-    blocks = plan.info_per_block.size
-    offsets = np.concatenate([[0], np.cumsum([p.size for p in plan.sent_positions])[:-1]])
-    flat = np.empty(coded_bits, dtype=np.float32)
-    flat[offsets[plan.stream_block] + plan.stream_pos] = llr
-    full = np.zeros((blocks, code.n), dtype=np.float32)  # punctured positions stay 0: no information
-    for b, (kc, pos) in enumerate(zip(plan.info_per_block, plan.sent_positions, strict=True)):
-        full[b, kc : code.k] = LLR_MAX  # shortened: known zeros
-        full[b, pos] = flat[offsets[b] : offsets[b] + pos.size]
-    info, ok = code.decode(full, max_iter=max_iter)
-    frame_bits = np.concatenate([info[b, :kc] for b, kc in enumerate(plan.info_per_block)])
-    air = _to_air(plan, code.encode(info))
+    full = plan.llr_template.copy()  # punctured positions stay 0: no information
+    full.reshape(-1)[plan.air_index] = llr
+    info, ok = plan.code.decode(full, max_iter=max_iter)
+    frame_bits = info[plan.info_mask]
+    air = plan.code.encode(info).reshape(-1)[plan.air_index]
     known = llr != 0  # erased symbols carry no decision
     errors = np.count_nonzero((llr[known] < 0) != air[known].astype(bool))
     pre_fec_ber = errors / max(int(known.sum()), 1)
+    blocks = plan.blocks
     failed = int(blocks - ok.sum())
     if failed == 0:
         estimate = _data_aided(y, pilots, air, mcs) or estimate

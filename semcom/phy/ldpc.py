@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from importlib import resources
 
@@ -271,14 +272,14 @@ def _layered_min_sum(
     q = np.empty((max_deg, z), dtype=np.float32)
     min1 = np.empty(z, dtype=np.float32)
     min2 = np.empty(z, dtype=np.float32)
-    arg = np.empty(z, dtype=np.int32)
-    neg = np.empty(z, dtype=np.int32)
+    sign = np.empty(z, dtype=np.float32)
+    parity = np.empty(z, dtype=np.int32)
     for b in range(blocks):
         for v in range(n):
             val = llr[b, v]
             post[v] = 0.0 if np.isnan(val) else min(max(val, -LLR_MAX), LLR_MAX)
         msg[:] = 0.0
-        passed = _syndrome_zero(post, layer_ptr, blk_col, blk_shift, z, neg)
+        passed = _syndrome_zero(post, layer_ptr, blk_col, blk_shift, z, parity)
         it = 0
         while not passed and it < max_iter:
             it += 1
@@ -287,8 +288,7 @@ def _layered_min_sum(
                 deg = layer_ptr[i + 1] - first
                 min1[:] = np.inf
                 min2[:] = np.inf
-                arg[:] = -1
-                neg[:] = 0
+                sign[:] = 1.0
                 for e in range(deg):
                     qe = q[e]
                     me = msg[first + e]
@@ -297,20 +297,21 @@ def _layered_min_sum(
                         val = qe[r] - me[r]
                         qe[r] = val
                         mag = abs(val)
-                        arg[r] = e if mag < min1[r] else arg[r]
                         min2[r] = min(min2[r], max(min1[r], mag))
                         min1[r] = min(min1[r], mag)
-                        neg[r] ^= np.int32(val < 0)
+                        sign[r] *= math.copysign(np.float32(1.0), val)
                 for e in range(deg):
                     qe = q[e]
                     me = msg[first + e]
                     for r in range(z):
-                        mag = alpha * (min2[r] if arg[r] == e else min1[r])
-                        out = mag * np.float32(1 - 2 * (neg[r] ^ np.int32(qe[r] < 0)))
+                        val = qe[r]
+                        # The edge holding the minimum gets the second minimum; on a tie both are equal.
+                        mag = alpha * (min2[r] if abs(val) == min1[r] else min1[r])
+                        out = math.copysign(mag, val) * sign[r]
                         me[r] = out
-                        qe[r] += out
+                        qe[r] = val + out
                     _scatter(qe, blk_col[first + e] * z, blk_shift[first + e], z, post)
-            passed = _syndrome_zero(post, layer_ptr, blk_col, blk_shift, z, neg)
+            passed = _syndrome_zero(post, layer_ptr, blk_col, blk_shift, z, parity)
         for v in range(n):
             bits[b, v] = np.uint8(post[v] < 0)
         ok[b] = passed

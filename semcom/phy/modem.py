@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numba
@@ -71,16 +72,9 @@ def modulate(bits: NDArray[np.uint8], modulation: ModulationName) -> NDArray[np.
     b = np.asarray(bits, dtype=np.uint8).reshape(-1)
     if b.size % bps:
         raise ValueError(f"{modulation} needs a multiple of {bps} bits, got {b.size}")
-    table = _LEVEL_OF_LABEL[modulation]
-    if modulation == "bpsk":
-        return table[b & 1].astype(np.complex64)
-    per_axis = bps // 2
-    groups = (b & 1).reshape(-1, 2, per_axis).astype(np.intp)
-    weights = 1 << np.arange(per_axis - 1, -1, -1)
-    label = groups @ weights
-    out = np.empty(label.shape[0], dtype=np.complex64)
-    out.real = table[label[:, 0]]
-    out.imag = table[label[:, 1]]
+    out = np.empty(b.size // bps, dtype=np.complex64)
+    axes = 1 if modulation == "bpsk" else 2
+    _modulate_kernel(np.ascontiguousarray(b), _LEVEL_OF_LABEL[modulation], axes, bps // axes, out)
     return out
 
 
@@ -100,22 +94,18 @@ def demap_llr(
     order `modulate` takes bits.
     """
     mod = _check(modulation)
-    y = np.asarray(symbols, dtype=np.complex64).reshape(-1)
-    n0 = np.broadcast_to(np.asarray(noise_var, dtype=np.float32), y.shape)
-    if np.any(n0 <= 0) or np.any(~np.isfinite(n0)):
+    y = np.ascontiguousarray(symbols, dtype=np.complex64).reshape(-1)
+    n0 = np.ascontiguousarray(noise_var, dtype=np.float32).reshape(-1)
+    smallest, largest = (float(n0[0]), float(n0[0])) if n0.size == 1 else (float(n0.min()), float(n0.max()))
+    if not (smallest > 0 and math.isfinite(largest)):
         raise ValueError("noise_var must be positive and finite")
-    if gain is None:
-        eq = y
-        weight = np.ascontiguousarray(1.0 / n0, dtype=np.float32)
-    else:
-        h = np.broadcast_to(np.asarray(gain, dtype=np.complex64), y.shape)
-        h2 = (h.real**2 + h.imag**2).astype(np.float32)
-        safe = np.where(h2 > 0, h2, np.float32(1.0))
-        eq = (y * np.conj(h) / safe).astype(np.complex64)
-        weight = np.ascontiguousarray(h2 / n0, dtype=np.float32)
+    h = np.ascontiguousarray(1.0 if gain is None else gain, dtype=np.complex64).reshape(-1)
+    for name, values in (("noise_var", n0), ("gain", h)):
+        if values.size not in (1, y.size):
+            raise ValueError(f"{name} must be a scalar or one value per symbol ({y.size}), got {values.size}")
     levels, labels = _TABLES[mod]
     out = np.empty(y.size * BITS_PER_SYMBOL[mod], dtype=np.float32)
-    _demap_kernel(np.ascontiguousarray(eq), weight, levels, labels, 1 if mod == "bpsk" else 2, out)
+    _demap_kernel(y, h, n0, levels, labels, 1 if mod == "bpsk" else 2, out)
     return out
 
 
@@ -130,9 +120,32 @@ def hard_bits(
 
 
 @numba.njit(cache=True, nogil=True)
+def _modulate_kernel(
+    bits: NDArray[np.uint8],
+    level_of_label: NDArray[np.float32],
+    axes: int,
+    per_axis: int,
+    out: NDArray[np.complex64],
+) -> None:  # pragma: no cover - compiled
+    for s in range(out.size):
+        base = s * axes * per_axis
+        re = 0
+        for j in range(per_axis):
+            re = (re << 1) | (bits[base + j] & 1)
+        im_level = np.float32(0.0)
+        if axes == 2:
+            im = 0
+            for j in range(per_axis):
+                im = (im << 1) | (bits[base + per_axis + j] & 1)
+            im_level = level_of_label[im]
+        out[s] = complex(level_of_label[re], im_level)
+
+
+@numba.njit(cache=True, nogil=True)
 def _demap_kernel(
-    eq: NDArray[np.complex64],
-    weight: NDArray[np.float32],
+    ys: NDArray[np.complex64],
+    gains: NDArray[np.complex64],
+    noise: NDArray[np.float32],
     levels: NDArray[np.float32],
     labels: NDArray[np.uint8],
     axes: int,
@@ -141,15 +154,21 @@ def _demap_kernel(
     count, per_axis = labels.shape
     bps = axes * per_axis
     dist = np.empty(count, dtype=np.float32)
-    for s in range(eq.size):
-        y = eq[s]
-        w = weight[s]
-        if np.isnan(y.real) or np.isnan(y.imag):
+    for s in range(ys.size):
+        h = gains[s if gains.size > 1 else 0]
+        h2 = h.real * h.real + h.imag * h.imag
+        y = ys[s]
+        if np.isnan(y.real) or np.isnan(y.imag) or h2 == 0:
             for j in range(bps):
                 out[s * bps + j] = 0.0
             continue
+        # y conj(h) / |h|^2 in real arithmetic (numba's complex division takes the slow, overflow-safe path).
+        inv = np.float32(1.0) / h2
+        eq_re = (y.real * h.real + y.imag * h.imag) * inv
+        eq_im = (y.imag * h.real - y.real * h.imag) * inv
+        w = h2 / noise[s if noise.size > 1 else 0]
         for a in range(axes):
-            x = y.real if a == 0 else y.imag
+            x = eq_re if a == 0 else eq_im
             for lv in range(count):
                 d = x - levels[lv]
                 dist[lv] = d * d

