@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from grpc import aio
 
 from rxd.config import RxdConfig
-from rxd.index import RecordIndex, SqliteIndex
+from rxd.core import ReceiverCore
+from rxd.http import HttpApi
 from rxd.receiver import BurstReceiver
+from rxd.retrieval.describe import Describer, TemplateDescriber
+from rxd.retrieval.embed import Embedder, TextEncoder
+from rxd.retrieval.engine import RetrievalEngine
+from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
 from semcom.schema import SchemaRegistry
@@ -25,31 +31,46 @@ SERVICE_NAMES = [
 
 
 class Rxd:
-    """The receiver: Link + Receiver services over one index, started and stopped in order."""
+    """The receiver: Link + Receiver services and the HTTP API over one retrieval engine."""
 
     def __init__(
-        self, cfg: RxdConfig, schemas: SchemaRegistry | None = None, index: RecordIndex | None = None
+        self,
+        cfg: RxdConfig,
+        schemas: SchemaRegistry | None = None,
+        *,
+        describer: Describer | None = None,
+        embedder: TextEncoder | None = None,
     ) -> None:
         self.cfg = cfg
         self.schemas = schemas or SchemaRegistry.builtin()
         self.schemas.get(cfg.task.schema_id)
-        self.index = index if index is not None else SqliteIndex(cfg.index.path)
-        # One worker: bursts of a stream are decoded and indexed in arrival order.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rxd-decode")
+        self.store = RecordStore(cfg.index.path, self.schemas)
+        self.engine = RetrievalEngine(
+            self.schemas,
+            self.store,
+            describer or TemplateDescriber(),
+            embedder
+            or Embedder(
+                cfg.embedder.model_path, batch_size=cfg.embedder.batch_size, threads=cfg.embedder.threads
+            ),
+        )
+        # One worker: bursts are decoded and indexed in arrival order; the embedder runs one batch at a time.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rxd-model")
         self.receiver = BurstReceiver(
-            self.schemas, self.index, self.executor, ldpc_iterations=cfg.link.ldpc_iterations
+            self.schemas, self.engine, self.executor, ldpc_iterations=cfg.link.ldpc_iterations
         )
         self.tx_channel = aio.insecure_channel(
             cfg.transmitter.address, options=channel_options(cfg.server.max_message_bytes)
         )
-        self.link_service = LinkService(self.receiver, cfg.task.schema_id)
-        self.receiver_service = ReceiverService(
+        self.core = ReceiverCore(
             cfg,
-            self.schemas,
-            self.index,
+            self.engine,
             self.receiver,
+            self.executor,
             transmitter_pb2_grpc.TransmitterStub(self.tx_channel),
         )
+        self.link_service = LinkService(self.receiver, cfg.task.schema_id)
+        self.receiver_service = ReceiverService(self.core)
         self.grpc = GrpcServer(
             cfg.server,
             [
@@ -58,6 +79,7 @@ class Rxd:
             ],
             SERVICE_NAMES,
         )
+        self.http = HttpApi(self.core, cfg.http.listen) if cfg.http.enabled else None
         self.metrics: MetricsEndpoint | None = None
 
     @property
@@ -65,21 +87,29 @@ class Rxd:
         return self.grpc.port
 
     async def start(self) -> None:
+        # Load the models before serving, so health turns SERVING only when the first burst can be indexed.
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.embedder.encode, ["warm-up"])
         self.metrics = start_metrics(self.cfg.metrics)
         await self.grpc.start()
+        web = ""
+        if self.http is not None:
+            web = f", web page on http://{self.cfg.http.listen.rsplit(':', 1)[0]}:{await self.http.start()}/"
         log.info(
-            "rxd serving on port %d, index %s (%d records)",
+            "rxd serving on port %d%s, index %s (%d records)",
             self.port,
+            web,
             self.cfg.index.path,
-            self.index.count(),
+            self.engine.count(),
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain: in-flight bursts are decoded and committed before the index closes."""
         await self.grpc.stop(grace_s)
+        if self.http is not None:
+            await self.http.stop()
         self.executor.shutdown(wait=True)
         await self.tx_channel.close(None)
-        self.index.close()
+        self.store.close()
         if self.metrics is not None:
             self.metrics.close()
         log.info("rxd stopped")

@@ -16,9 +16,26 @@ class TaskConfig(Frozen):
 
 
 class IndexConfig(Frozen):
-    """Where received records are kept."""
+    """Where received records, their descriptions and embeddings are kept."""
 
     path: Path = Field(Path("var/rxd/index.db"), description="SQLite file of the index; ':memory:' for none")
+
+
+class EmbedderConfig(Frozen):
+    """The functional head: all-MiniLM-L6-v2 sentence embeddings."""
+
+    model_path: str | None = Field(
+        None, description="sentence-transformers folder; default: the packaged model"
+    )
+    batch_size: int = Field(64, ge=1, description="sentences embedded per batch")
+    threads: int = Field(1, ge=1, description="torch threads (1 is fastest on a small, busy machine)")
+
+
+class HttpConfig(Frozen):
+    """The HTTP/JSON API and the web page."""
+
+    enabled: bool = Field(True, description="serve the web page and /api/*")
+    listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP server; port 0 picks one")
 
 
 class LinkRxConfig(Frozen):
@@ -31,7 +48,9 @@ class QueryConfig(Frozen):
     """Query limits."""
 
     default_top_k: int = Field(10, ge=1, description="hits returned when a query names no top_k")
-    max_top_k: int = Field(1000, ge=1, description="largest top_k accepted")
+    max_top_k: int = Field(1000, ge=1, le=1000, description="largest top_k accepted")
+    clip_before_s: float = Field(2.0, ge=0, description="a hit's clip starts this long before the record")
+    clip_after_s: float = Field(3.0, ge=0, description="a hit's clip ends this long after the record")
 
 
 class TransmitterPeerConfig(Frozen):
@@ -51,6 +70,8 @@ class RxdConfig(Frozen):
     logging: LoggingConfig = Field(LoggingConfig(), description="log output")
     task: TaskConfig = Field(TaskConfig(), description="the task requirement")
     index: IndexConfig = Field(IndexConfig(), description="the record index")
+    embedder: EmbedderConfig = Field(EmbedderConfig(), description="the functional head")
+    http: HttpConfig = Field(HttpConfig(), description="HTTP API and web page")
     link: LinkRxConfig = Field(LinkRxConfig(), description="burst decoding")
     query: QueryConfig = Field(QueryConfig(), description="query limits")
     transmitter: TransmitterPeerConfig = Field(TransmitterPeerConfig(), description="the txd peer")

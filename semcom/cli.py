@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
-from tqdm import tqdm
 
 from semcom import client
 from semcom.pb.v1 import (
@@ -39,12 +38,10 @@ def _print_pb(msg: object) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    path = Path(args.video)
     stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(args.txd))
-    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"ingest {path.name}") as bar:
-        reply = client.ingest_file(
-            stub, path, stream_id=args.stream_id, location_id=args.location_id, on_bytes=bar.update
-        )
+    reply = client.ingest_with_progress(
+        stub, Path(args.video), stream_id=args.stream_id, location_id=args.location_id
+    )
     _print_pb(reply)
     return 0
 
@@ -128,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="video file (default: the PETS 2009 sample, fetched and cached once)")
     p.add_argument("--snr-db", type=float, default=12.0, help="AWGN SNR (Es/N0 per symbol) of the channel")
     p.add_argument("--mcs", default="qpsk/ldpc_r12", help="modulation/coding of the link")
-    p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="logs, index and clip store go here")
+    p.add_argument(
+        "--workdir", type=Path, default=Path("var/demo"), help="logs, index and clip store go here"
+    )
     p.add_argument("--keep-running", action="store_true", help="leave the daemons running until Ctrl-C")
+    p.add_argument("--http-port", type=int, default=8080, help="port of rxd's web page on 127.0.0.1")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="stream a video file into txd")

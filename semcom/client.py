@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
+from tqdm import tqdm
 
 from semcom.pb.v1 import common_pb2, receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
 from semcom.record import Record
@@ -44,6 +47,67 @@ def ingest_file(
                 yield transmitter_pb2.IngestRequest(chunk=chunk)
 
     reply: transmitter_pb2.IngestReply = stub.Ingest(parts(), timeout=timeout_s)
+    return reply
+
+
+def ingest_with_progress(
+    stub: transmitter_pb2_grpc.TransmitterStub,
+    path: Path,
+    *,
+    stream_id: str,
+    location_id: int = 0,
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.5,
+) -> transmitter_pb2.IngestReply:
+    """Upload with a byte progress bar, then show txd's analysis (frames, fps, ETA) until Ingest returns."""
+    size = path.stat().st_size
+    upload = tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {path.name}", leave=False)
+    analysis: tqdm[NoReturn] | None = None
+    done = threading.Event()
+    result: list[transmitter_pb2.IngestReply | BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(
+                ingest_file(
+                    stub,
+                    path,
+                    stream_id=stream_id,
+                    location_id=location_id,
+                    timeout_s=timeout_s,
+                    on_bytes=upload.update,
+                )
+            )
+        except BaseException as err:  # re-raised on the calling thread
+            result.append(err)
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    while not done.wait(poll_s):
+        if upload.n < size:
+            continue
+        st = next((s for s in _status(stub).streams if s.stream_id == stream_id), None)
+        if st is None or not st.frames_total:
+            continue
+        if analysis is None:
+            upload.close()
+            analysis = tqdm(total=st.frames_total, unit="frame", desc=f"analyse {stream_id}")
+        analysis.update(st.frames_decoded - analysis.n)
+        analysis.set_postfix(analysed=st.frames_analysed, keyframes=st.keyframes, records=st.records_sent)
+    worker.join()
+    upload.close()
+    if analysis is not None:
+        analysis.update((analysis.total or analysis.n) - analysis.n)
+        analysis.close()
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _status(stub: transmitter_pb2_grpc.TransmitterStub) -> transmitter_pb2.TransmitterStatus:
+    reply: transmitter_pb2.TransmitterStatus = stub.Status(transmitter_pb2.StatusRequest(), timeout=10)
     return reply
 
 

@@ -13,11 +13,13 @@ from channel_sim.app import ChannelSim
 from channel_sim.config import ChannelSimConfig
 from rxd.app import Rxd
 from rxd.config import RxdConfig
+from rxd.retrieval.embed import Embedder
 from semcom.config import load_config
 from semcom.data import data_dir
 from semcom.launch import free_port
 from txd.app import Txd
 from txd.config import TxdConfig
+from txd.understanding.base import Understander
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +28,16 @@ def shared_data() -> Path:
     if not (root / "videos").is_dir():
         pytest.skip(f"shared test data not found at {root} (set SEMCOM_DATA_DIR)")
     return root
+
+
+_EMBEDDER: list[Embedder] = []
+
+
+def shared_embedder() -> Embedder:
+    """One all-MiniLM-L6-v2 for the whole session: loading it for every chain would dominate the run time."""
+    if not _EMBEDDER:
+        _EMBEDDER.append(Embedder())
+    return _EMBEDDER[0]
 
 
 @dataclass
@@ -53,6 +65,7 @@ async def start_chain(
     mcs: str = "qpsk/ldpc_r12",
     models: Sequence[dict[str, object]] = (),
     txd_set: Sequence[str] = (),
+    understander: Understander | None = None,
 ) -> Chain:
     txd_port = free_port()
     rxd = Rxd(
@@ -63,8 +76,10 @@ async def start_chain(
                 "metrics.listen=127.0.0.1:0",
                 f"index.path={tmp / 'index.db'}",
                 f"transmitter.address=127.0.0.1:{txd_port}",
+                "http.listen=127.0.0.1:0",
             ],
-        )
+        ),
+        embedder=shared_embedder(),
     )
     channel = ChannelSim(
         ChannelSimConfig.model_validate(
@@ -86,7 +101,8 @@ async def start_chain(
                 f"clips.dir={tmp / 'clips'}",
                 *txd_set,
             ],
-        )
+        ),
+        understander=understander,
     )
     for daemon in (rxd, channel, txd):
         await daemon.start()

@@ -14,6 +14,8 @@ from txd.clips import ClipStore
 from txd.config import TxdConfig
 from txd.link import LinkSender
 from txd.service import TransmitterService
+from txd.understanding.attributes import AttributeUnderstander
+from txd.understanding.base import Understander
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,9 @@ SERVICE_NAME = transmitter_pb2.DESCRIPTOR.services_by_name["Transmitter"].full_n
 class Txd:
     """The transmitter: a gRPC server, the link sender and their executor, started and stopped in order."""
 
-    def __init__(self, cfg: TxdConfig, schemas: SchemaRegistry | None = None) -> None:
+    def __init__(
+        self, cfg: TxdConfig, schemas: SchemaRegistry | None = None, understander: Understander | None = None
+    ) -> None:
         self.cfg = cfg
         self.schemas = schemas or SchemaRegistry.builtin()
         self.schemas.get(cfg.site.schema_id)
@@ -35,7 +39,12 @@ class Txd:
             max_message_bytes=cfg.server.max_message_bytes,
         )
         self.clips = ClipStore(cfg.clips)
-        self.service = TransmitterService(cfg, self.link, self.schemas, self.clips, self.executor)
+        self.understander = (
+            understander if understander is not None else AttributeUnderstander(cfg.understanding)
+        )
+        self.service = TransmitterService(
+            cfg, self.link, self.schemas, self.clips, self.executor, self.understander
+        )
         self.grpc = GrpcServer(
             cfg.server,
             [lambda s: transmitter_pb2_grpc.add_TransmitterServicer_to_server(self.service, s)],

@@ -18,8 +18,9 @@ from txd.config import ClipStoreConfig
 
 log = logging.getLogger(__name__)
 
-# Codecs an MP4 can carry as they are; anything else (msmpeg4 in AVI, say) is transcoded to H.264.
-MP4_REMUX_CODECS = frozenset({"h264", "hevc", "mpeg4", "av1", "vp9"})
+# H.264 is copied as it is; anything else (MPEG-4 Part 2, msmpeg4 in AVI...) is transcoded to H.264, the one
+# codec every browser and player decodes in MP4.
+MP4_REMUX_CODECS = frozenset({"h264"})
 CHUNK_BYTES = 64 * 1024
 _EXTENSIONS = {"avi": ".avi", "matroska,webm": ".mkv", "mpegts": ".ts", "mov,mp4,m4a,3gp,3g2,mj2": ".mp4"}
 

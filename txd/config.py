@@ -9,6 +9,8 @@ from pydantic import Field, field_validator
 from semcom.burst import parse_mcs
 from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
 from semcom.errors import InvalidInput
+from txd.perception.pipeline import PerceptionConfig
+from txd.understanding.attributes import AttributesConfig
 
 
 class LinkConfig(Frozen):
@@ -68,6 +70,10 @@ class ClipStoreConfig(Frozen):
     max_clip_s: float = Field(600.0, gt=0, description="longest clip one FetchClip may ask for")
 
 
+def _default_perception() -> PerceptionConfig:
+    return PerceptionConfig(analysis_fps=5.0)
+
+
 class TxdConfig(Frozen):
     """Root configuration of txd."""
 
@@ -80,3 +86,10 @@ class TxdConfig(Frozen):
     site: SiteConfig = Field(SiteConfig(), description="this site")
     ingest: IngestConfig = Field(IngestConfig(), description="video ingest")
     clips: ClipStoreConfig = Field(ClipStoreConfig(), description="the clip store")
+    perception: PerceptionConfig | None = Field(
+        default_factory=_default_perception,
+        description="detector, tracker and keyframes; null: ingested video is only decoded and stored",
+    )
+    understanding: AttributesConfig = Field(
+        AttributesConfig(), description="the understanding agent's backend, selected by `kind`"
+    )

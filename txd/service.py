@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grpc import aio
@@ -19,11 +19,13 @@ from semcom.codec.frame import check_time_s
 from semcom.errors import InvalidInput
 from semcom.pb.v1 import common_pb2, transmitter_pb2, transmitter_pb2_grpc
 from semcom.record import Record
-from semcom.schema import SchemaRegistry
+from semcom.schema import Schema, SchemaRegistry
 from txd.clips import ClipStore, read_chunks
 from txd.config import TxdConfig
 from txd.link import LinkSender
-from txd.video import VideoInfo, decode_info
+from txd.pipeline import StreamPipeline, StreamRun
+from txd.understanding.base import Understander, Understanding
+from txd.video import VideoInfo, decode_info, probe
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,22 @@ class StreamState:
     frames_decoded: int = 0
     duration_s: float = 0.0
     error: str = ""
+    run: StreamRun | None = None  # live analysis counters while the stream is being analysed
 
 
 class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
     def __init__(
-        self, cfg: TxdConfig, link: LinkSender, schemas: SchemaRegistry, clips: ClipStore, executor: Executor
+        self,
+        cfg: TxdConfig,
+        link: LinkSender,
+        schemas: SchemaRegistry,
+        clips: ClipStore,
+        executor: Executor,
+        understander: Understander | None = None,
     ) -> None:
         self.cfg = cfg
         self.clips = clips
+        self.understander = understander
         self.link = link
         self.schemas = schemas
         self.executor = executor
@@ -63,7 +73,17 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
         if not rec.stream_id:
             raise InvalidInput("record.stream_id is empty")
         schema = self.schemas.get(rec.schema_id or self.link.stats.task_schema_id)
-        fields = schema.normalise(rec.fields)
+        published = self.publish(rec, schema)
+        log.info(
+            "announced stream_id=%s record_id=%d track_id=%d",
+            rec.stream_id,
+            published.record_id,
+            rec.track_id,
+        )
+        return transmitter_pb2.AnnounceReply(record_id=published.record_id, info_bits=schema.record_bits)
+
+    def publish(self, rec: Record, schema: Schema) -> Record:
+        """Validate a record, give it the stream's next id and queue it for the link."""
         # Ids are assigned here so that each stream's records are consecutive, which the codec relies on.
         record_id = self._next_record_id[rec.stream_id]
         rec = Record(
@@ -73,15 +93,14 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             record_id=record_id,
             time_s=rec.time_s or time.time(),
             location_id=rec.location_id,
-            fields=fields,
+            fields=schema.normalise(rec.fields),
             confidence=rec.confidence,
         )
         schema.validate(rec)
         check_time_s(rec)
         self.link.submit(rec)
         self._next_record_id[rec.stream_id] = record_id + 1
-        log.info("announced stream_id=%s record_id=%d track_id=%d", rec.stream_id, record_id, rec.track_id)
-        return transmitter_pb2.AnnounceReply(record_id=record_id, info_bits=schema.record_bits)
+        return rec
 
     # -- Ingest -------------------------------------------------------------------------------------------
     async def Ingest(
@@ -100,9 +119,13 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
         start_time_s = header.start_time_s or time.time()
         try:
             await self._receive(request_iterator, spool, state)
-            info = await asyncio.get_running_loop().run_in_executor(
-                self.executor, decode_info, spool, header.container
-            )
+            loop = asyncio.get_running_loop()
+            if self.cfg.perception is None or self.understander is None:
+                info = await loop.run_in_executor(self.executor, decode_info, spool, header.container)
+            else:
+                head = await loop.run_in_executor(self.executor, probe, spool, header.container)
+                run = await self._analyse(spool, header.container, state, start_time_s)
+                info = replace(head, frames=run.decode.frames_decoded, duration_s=run.decode.duration_s)
             self.clips.add(
                 stream_id,
                 spool,
@@ -118,13 +141,60 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
         finally:
             spool.unlink(missing_ok=True)  # gone already when the clip store took it
         self._finish(state, info)
+        times = state.run.times if state.run is not None else None
         return transmitter_pb2.IngestReply(
             stream_id=stream_id,
             bytes_received=state.bytes_received,
             frames_decoded=state.frames_decoded,
             duration_s=state.duration_s,
-            records_sent=self.link.stats.per_stream_sent.get(stream_id, 0),
+            records_sent=times.records if times else 0,
+            frames_analysed=times.frames_analysed if times else 0,
+            keyframes=times.keyframes if times else 0,
         )
+
+    async def _analyse(
+        self, source: Path, container: str, state: StreamState, start_time_s: float
+    ) -> StreamRun:
+        """Run perception and understanding over a stored video; records go to the link as they come."""
+        assert self.cfg.perception is not None and self.understander is not None
+        schema = self.schemas.get(self.link.stats.task_schema_id)
+
+        def publish(track_id: int, time_s: float, seen: Understanding) -> None:
+            rec = Record(
+                schema_id=schema.id,
+                stream_id=state.stream_id,
+                track_id=track_id,
+                record_id=0,
+                time_s=start_time_s + time_s,
+                location_id=state.location_id,
+                fields=seen.fields,
+                confidence=seen.confidence,
+            )
+            self.publish(rec, schema)
+
+        pipeline = StreamPipeline(
+            self.cfg.perception.build(),
+            self.understander,
+            schema,
+            publish,
+            self.executor,
+            analysis_fps=self.cfg.perception.analysis_fps,
+        )
+        state.run = pipeline.run_state
+        await pipeline.run(source, container)
+        t = pipeline.run_state.times
+        log.info(
+            "analysed stream_id=%s frames=%d keyframes=%d records=%d (decode %.1f s, perceive %.1f s, "
+            "understand %.1f s)",
+            state.stream_id,
+            t.frames_analysed,
+            t.keyframes,
+            t.records,
+            t.seconds["decode"],
+            t.seconds["perceive"],
+            t.seconds["understand"],
+        )
+        return pipeline.run_state
 
     async def _receive(
         self, parts: AsyncIterator[transmitter_pb2.IngestRequest], spool: Path, state: StreamState
@@ -197,6 +267,10 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
                     duration_s=s.duration_s,
                     records_sent=stats.per_stream_sent.get(s.stream_id, 0),
                     error=s.error,
+                    frames_total=s.run.decode.frames_total if s.run else 0,
+                    frames_analysed=s.run.times.frames_analysed if s.run else 0,
+                    keyframes=s.run.times.keyframes if s.run else 0,
+                    decode_fps=s.run.fps if s.run else 0.0,
                 )
                 for s in self.streams.values()
             ],

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
+from numpy.typing import NDArray
 
 from semcom.errors import InvalidInput
 
@@ -52,3 +55,72 @@ def decode_info(path: Path, container: str = "") -> VideoInfo:
             )
     except av.FFmpegError as err:
         raise InvalidInput(f"cannot decode the video: {err}") from err
+
+
+def probe(path: Path, container: str = "") -> VideoInfo:
+    """The container's and first video stream's description from the header alone (frames and duration 0)."""
+    try:
+        with av.open(str(path), format=container or None) as box:
+            if not box.streams.video:
+                raise InvalidInput(f"{box.format.name} container holds no video stream")
+            ctx = box.streams.video[0].codec_context
+            return VideoInfo(0, 0.0, ctx.width, ctx.height, ctx.name, box.format.name)
+    except av.FFmpegError as err:
+        raise InvalidInput(f"cannot decode the video: {err}") from err
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame: index in decode order, presentation time in seconds from the start, BGR pixels."""
+
+    index: int
+    time_s: float
+    image: NDArray[np.uint8]
+
+
+@dataclass
+class DecodeProgress:
+    """Counters a decoding loop updates as it goes (read from other threads for progress reports)."""
+
+    frames_decoded: int = 0
+    frames_total: int = 0
+    duration_s: float = 0.0
+
+
+def iter_frames(
+    source: str | Path,
+    *,
+    container: str = "",
+    fps: float | None = None,
+    progress: DecodeProgress | None = None,
+) -> Iterator[VideoFrame]:
+    """Decode the first video stream of a file or URL (rtsp://, http://...), yielding at most `fps` frames per
+    second of video, evenly spaced; every decoder failure, also one mid-stream, becomes InvalidInput."""
+    progress = progress if progress is not None else DecodeProgress()
+    next_t = 0.0
+    try:
+        with av.open(str(source), format=container or None, timeout=30.0) as box:
+            if not box.streams.video:
+                raise InvalidInput(f"{box.format.name} container holds no video stream")
+            stream = box.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            progress.frames_total = int(stream.frames or 0)
+            first: float | None = None
+            for frame in box.decode(stream):
+                t = float(frame.time) if frame.time is not None else progress.frames_decoded / rate
+                first = t if first is None else first
+                index = progress.frames_decoded
+                progress.frames_decoded += 1
+                progress.duration_s = t - first + 1.0 / rate
+                if fps is None or t - first >= next_t - 1e-6:
+                    # Advance on a fixed grid of 1/fps, not from this frame's time, so the rate does not drift.
+                    while fps is not None and next_t <= t - first + 1e-6:
+                        next_t += 1.0 / fps
+                    image: NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
+                    yield VideoFrame(index, t - first, image)
+    except av.FFmpegError as err:
+        at = f" after {progress.frames_decoded} frames" if progress.frames_decoded else ""
+        raise InvalidInput(f"cannot decode the video{at}: {err}") from err
+    if progress.frames_decoded == 0:
+        raise InvalidInput("the video stream decoded to no frames (truncated or empty)")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from semcom.record import UNKNOWN
-from semcom.schema import FieldSpec, Schema
+from semcom.errors import InvalidInput
+from semcom.record import UNKNOWN, Record
+from semcom.schema import FieldSpec, Schema, SchemaRegistry
 
 # Adjectives of size come before colour in English ("long black pants", not "black long pants").
 _SIZE_WORDS = frozenset({"long", "short", "mid", "big", "small", "large", "tall", "wide", "narrow"})
@@ -37,6 +39,40 @@ class _Group:
     def is_part(self) -> bool:
         return self.noun in _PART_NOUNS
 
+    @property
+    def adjective_form(self) -> bool:
+        return all(s.phrase.startswith("{value} ") for s in self.specs)
+
+    def render(self, values: Mapping[str, str], *, bare: bool = False) -> str:
+        known = [(s, values[s.name]) for s in self.specs if values[s.name] != UNKNOWN]
+        if not known and not bare:
+            return ""
+        if not self.adjective_form:
+            return ", ".join(s.render(v) for s, v in known)
+        words = [v for _, v in known if v in _SIZE_WORDS] + [v for _, v in known if v not in _SIZE_WORDS]
+        phrase = " ".join([*words, self.noun])
+        plural = self.noun.endswith("s") and not self.noun.endswith("ss")
+        return phrase if plural else f"{_article(phrase)} {phrase}"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one schema's fields become a sentence, worked out once per schema."""
+
+    head: str | None  # the field naming the subject
+    adjectives: tuple[str, ...]  # other bare fields, said before the subject
+    groups: tuple[_Group, ...]
+
+    @classmethod
+    def of(cls, schema: Schema) -> _Layout:
+        bare = [s.name for s in schema.fields if _noun(s) == ""]
+        order: dict[str, list[FieldSpec]] = {}
+        for spec in schema.fields:
+            if _noun(spec):
+                order.setdefault(_noun(spec), []).append(spec)
+        groups = tuple(_Group(noun, tuple(specs)) for noun, specs in order.items())
+        return cls(bare[0] if bare else None, tuple(bare[1:]), groups)
+
 
 def _noun(spec: FieldSpec) -> str:
     return spec.phrase.replace("{value}", "").strip()
@@ -62,15 +98,17 @@ class TemplateDescriber:
 
     def __init__(self, verbs: Mapping[str, str] = DEFAULT_VERBS) -> None:
         self._verbs = dict(verbs)
+        self._layouts: dict[str, _Layout] = {}
 
     def describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
         values = schema.normalise(fields)
-        bare = [s for s in schema.fields if _noun(s) == ""]
-        head = bare[0] if bare else None
-        adjectives = [values[s.name] for s in bare[1:] if values[s.name] != UNKNOWN]
-        noun = values[head.name] if head is not None and values[head.name] != UNKNOWN else schema.name
-        subject = " ".join([*adjectives, noun])
-        items = self._items(_groups(schema), values)
+        layout = self._layouts.get(schema.id)
+        if layout is None:
+            layout = self._layouts[schema.id] = _Layout.of(schema)
+        adjectives = [values[name] for name in layout.adjectives if values[name] != UNKNOWN]
+        head = values[layout.head] if layout.head is not None else UNKNOWN
+        subject = " ".join([*adjectives, schema.name if head == UNKNOWN else head])
+        items = self._items(layout.groups, values)
         sentence = f"{_article(subject).capitalize()} {subject}"
         if items:
             sentence += f" {self._verbs.get(schema.name, 'with')} {_join(items)}"
@@ -80,39 +118,54 @@ class TemplateDescriber:
     def _items(groups: Sequence[_Group], values: Mapping[str, str]) -> list[str]:
         items: list[str] = []
         for i, group in enumerate(groups):
-            text = _render(group, values)
             if group.is_part:
                 continue
+            text = group.render(values)
             nxt = groups[i + 1] if i + 1 < len(groups) else None
-            part = _render(nxt, values) if nxt is not None and nxt.is_part else ""
+            part = nxt.render(values) if nxt is not None and nxt.is_part else ""
             if part:
                 # A part implies its garment even when the garment's own fields are unknown.
-                text = f"{text or _render(group, values, bare=True)} with {part}"
+                text = f"{text or group.render(values, bare=True)} with {part}"
             if text:
                 items.append(text)
         return items
 
 
-def _groups(schema: Schema) -> list[_Group]:
-    order: dict[str, list[FieldSpec]] = {}
-    for spec in schema.fields:
-        noun = _noun(spec)
-        if noun:
-            order.setdefault(noun, []).append(spec)
-    return [_Group(noun, tuple(specs)) for noun, specs in order.items()]
+class RecordChecker:
+    """Validates records and returns their field values in schema order, cached per distinct field mapping.
 
+    Records repeat a few field combinations many times, so the schema's per-field checks run once per
+    combination rather than once per record.
+    """
 
-def _render(group: _Group, values: Mapping[str, str], *, bare: bool = False) -> str:
-    known = [(s, values[s.name]) for s in group.specs if values[s.name] != UNKNOWN]
-    if not known and not bare:
-        return ""
-    adjective_form = all(s.phrase.startswith("{value} ") for s in group.specs)
-    if not adjective_form:
-        return ", ".join(s.render(v) for s, v in known)
-    words = [v for _, v in known if v in _SIZE_WORDS] + [v for _, v in known if v not in _SIZE_WORDS]
-    phrase = " ".join([*words, group.noun])
-    plural = group.noun.endswith("s") and not group.noun.endswith("ss")
-    return phrase if plural else f"{_article(phrase)} {phrase}"
+    _MAX_ID = (1 << 63) - 1
+    _MAX_CACHED = 1 << 16
+
+    def __init__(self, schemas: SchemaRegistry) -> None:
+        self._schemas = schemas
+        self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Schema, tuple[str, ...]]] = {}
+
+    def values(self, schema_id: str, fields: Mapping[str, str]) -> tuple[Schema, tuple[str, ...]]:
+        """(schema, every field value in schema order, unknown where missing); InvalidInput if any is bad."""
+        key = (schema_id, tuple(fields.items()))
+        found = self._cache.get(key)
+        if found is None:
+            schema = self._schemas.get(schema_id)
+            found = (schema, tuple(schema.normalise(fields).values()))
+            if len(self._cache) >= self._MAX_CACHED:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def check(self, rec: Record) -> tuple[Schema, tuple[str, ...]]:
+        """Everything `Schema.validate` checks, plus ids that fit SQLite and a finite time."""
+        schema, values = self.values(rec.schema_id, rec.fields)
+        ids_ok = 0 <= rec.record_id <= self._MAX_ID and 0 <= rec.track_id <= self._MAX_ID
+        if not (ids_ok and math.isfinite(rec.time_s)):
+            raise InvalidInput(f"record {rec.record_id}: ids must be 0..2^63-1 and time_s finite")
+        if not 0 <= rec.location_id <= schema.max_location_id:
+            schema.validate(rec)  # raises, naming the allowed range
+        return schema, values
 
 
 class DescriptionMemory:
@@ -130,20 +183,20 @@ class DescriptionMemory:
         self.hits = 0
         self.misses = 0
 
-    @staticmethod
-    def key(schema: Schema, fields: Mapping[str, str]) -> DescriptionKey:
-        return schema.id, tuple(schema.normalise(fields).values())
-
     def get(self, schema: Schema, fields: Mapping[str, str]) -> tuple[int, str]:
         """(description id, text); describes the entry only the first time it is seen."""
-        key = self.key(schema, fields)
+        return self.get_values(schema, tuple(schema.normalise(fields).values()))
+
+    def get_values(self, schema: Schema, values: tuple[str, ...]) -> tuple[int, str]:
+        """`get` for values already normalised, in schema order."""
+        key = (schema.id, values)
         with self._lock:
             found = self._by_key.get(key)
             if found is not None:
                 self.hits += 1
                 return found
         # Describing may be slow (an LLM backend): do it outside the lock; a racing twin keeps the first.
-        text = self._describer.describe(schema, dict(zip(schema.field_names, key[1], strict=True)))
+        text = self._describer.describe(schema, dict(zip(schema.field_names, values, strict=True)))
         with self._lock:
             found = self._by_key.get(key)
             if found is not None:
@@ -158,7 +211,7 @@ class DescriptionMemory:
     def peek(self, schema: Schema, fields: Mapping[str, str]) -> tuple[int, str] | None:
         """The entry if already known, without describing and without counting a hit or miss."""
         with self._lock:
-            return self._by_key.get(self.key(schema, fields))
+            return self._by_key.get((schema.id, tuple(schema.normalise(fields).values())))
 
     def remember(self, schema_id: str, values: Sequence[str], desc_id: int, text: str) -> None:
         """Restore one entry (from the store); later ids continue after the largest one seen."""

@@ -62,11 +62,11 @@ class LdpcCode:
             raise ValueError(f"base matrix shifts must be -1 or in [0, {z})")
         self.base = base
         self.z = z
-        mb, nb = base.shape
-        self.kb = nb - mb
-        self.n = nb * z
-        self.k = self.kb * z
-        self.m = mb * z
+        mb, nb = int(base.shape[0]), int(base.shape[1])
+        self.kb: int = nb - mb
+        self.n: int = nb * z
+        self.k: int = self.kb * z
+        self.m: int = mb * z
         self._p0_shift = _check_parity_structure(base, self.kb, z)
         # Nonzero circulants per block row (decoder layers): column block and shift.
         blk_rows, blk_cols = np.nonzero(base >= 0)
@@ -120,7 +120,12 @@ class LdpcCode:
     def decode(
         self, llr: NDArray[np.float32], max_iter: int = 20
     ) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
-        """Decode (blocks, n) channel LLRs (log P(0)/P(1)) -> (info bits (blocks, k), parity-ok per block)."""
+        """Decode (blocks, n) channel LLRs (log P(0)/P(1)) -> (info bits (blocks, k), parity-ok per block).
+
+        Layered normalised min-sum (factor NORMALIZATION), one block row per layer, in float32; a block stops
+        as soon as its hard decisions satisfy every check (before the first iteration too). LLR 0 marks an
+        erased or punctured bit, +-LLR_MAX (or inf) a known one.
+        """
         bits, ok, _ = self.decode_detailed(llr, max_iter)
         return bits[:, : self.k], ok
 
@@ -157,10 +162,9 @@ class LdpcCode:
     def syndrome_ok(self, codewords: NDArray[np.uint8]) -> NDArray[np.bool_]:
         """True per (blocks, n) row when every parity check holds."""
         c = np.atleast_2d(np.asarray(codewords, dtype=np.uint8)) & 1
-        rows = np.repeat(np.arange(self.m), np.diff(self.row_ptr))
-        checks = np.zeros((c.shape[0], self.m), dtype=np.uint8)
-        np.bitwise_xor.at(checks, (slice(None), rows), c[:, self.col_idx])
-        ok: NDArray[np.bool_] = ~checks.any(axis=1)
+        # Ones of H are stored row by row, so each check is a contiguous run of gathered bits.
+        weights = np.add.reduceat(c[:, self.col_idx].astype(np.int32), self.row_ptr[:-1], axis=1)
+        ok: NDArray[np.bool_] = np.all(weights % 2 == 0, axis=1)
         return ok
 
 
@@ -224,8 +228,10 @@ def _encode_kernel(
                 if col < kb:
                     off = col * z
                     s = blk_shift[e]
-                    for r in range(z):
-                        lam[i, r] ^= info[b, off + (r + s) % z]
+                    for r in range(z - s):
+                        lam[i, r] ^= info[b, off + s + r]
+                    for r in range(z - s, z):
+                        lam[i, r] ^= info[b, off + r + s - z]
         # Summing all block rows cancels the dual diagonal and leaves P^t p0 = sum_i lam_i.
         acc[:] = 0
         for i in range(layers):
@@ -240,8 +246,10 @@ def _encode_kernel(
             for e in range(layer_ptr[i], layer_ptr[i + 1]):
                 if blk_col[e] == kb:
                     s = blk_shift[e]
-                    for r in range(z):
-                        acc[r] ^= p0[(r + s) % z]
+                    for r in range(z - s):
+                        acc[r] ^= p0[s + r]
+                    for r in range(z - s, z):
+                        acc[r] ^= p0[r + s - z]
             for r in range(z):
                 acc[r] ^= lam[i, r]
             out[b, k + (i + 1) * z : k + (i + 2) * z] = acc

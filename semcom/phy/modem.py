@@ -56,7 +56,7 @@ _LEVEL_OF_LABEL = {name: _level_of_label(name) for name in BITS_PER_SYMBOL}
 def _check(modulation: str) -> ModulationName:
     if modulation not in BITS_PER_SYMBOL:
         raise ValueError(f"unknown modulation {modulation!r}; expected one of {sorted(BITS_PER_SYMBOL)}")
-    return modulation  # type: ignore[return-value]
+    return modulation
 
 
 def constellation(modulation: ModulationName) -> tuple[NDArray[np.complex64], NDArray[np.uint8]]:

@@ -146,7 +146,8 @@ async def test_malformed_bursts_are_rejected_and_counted(chain: Chain) -> None:
     # The link still works for well-formed traffic.
     await announce_all(chain.txd_address, "fine", PEOPLE)
     await wait_indexed(chain.rxd_address, 7 + 3)
-    assert len((await query(chain.rxd_address, gender="male")).hits) == 2
+    hits = (await query(chain.rxd_address, gender="male")).hits
+    assert len([h for h in hits if not h.contradicted_slots]) == 2
 
 
 @pytest.mark.asyncio

@@ -39,7 +39,7 @@ def _frames(path: Path) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     ("name", "codec", "fps"),
-    [("tud_campus.mp4", "mpeg4", 25.0), ("pets09_s2l1_vtest.avi", "h264", 10.0)],
+    [("tud_campus.mp4", "h264", 25.0), ("pets09_s2l1_vtest.avi", "h264", 10.0)],
 )
 def test_clip_is_playable_mp4_of_the_range(
     tmp_path: Path, shared_data: Path, name: str, codec: str, fps: float
@@ -49,7 +49,7 @@ def test_clip_is_playable_mp4_of_the_range(
     seg = store.find("cam", T0 + 1.0, T0 + 2.0)
     out = store.extract(seg, T0 + 1.0, T0 + 2.0, tmp_path / "clip.mp4")
     frames, got_codec = _frames(out)
-    assert got_codec == codec  # mpeg4 is remuxed as it is; msmpeg4 (AVI) is transcoded to H.264
+    assert got_codec == codec  # MPEG-4 Part 2 and msmpeg4 (AVI) are transcoded to H.264
     # A remuxed clip starts at the keyframe before t0, so it may hold a few frames more than the range.
     assert fps * 1.0 - 1 <= frames <= fps * 1.0 + 13
 
@@ -81,3 +81,17 @@ def test_retention_by_size_and_age_and_restart(tmp_path: Path, shared_data: Path
     dropped = reopened.enforce_retention(now_s=reopened.segments[-1].stored_at_s + 8 * 86400)
     assert len(dropped) == 2 and reopened.segments == []
     assert not any((tmp_path / "clips").glob("cam*/*.mp4"))
+
+
+def test_h264_is_remuxed_not_transcoded(tmp_path: Path, shared_data: Path) -> None:
+    store = _store(tmp_path)
+    _add(store, shared_data / "videos" / "tud_campus.mp4", "src")
+    h264 = store.extract(store.find("src", T0, T0 + 2.5), T0, T0 + 2.5, tmp_path / "h264.mp4")
+    _add(store, h264, "cam", start=T0 + 100)
+    seg = store.find("cam", T0 + 100.5, T0 + 101.5)
+    assert seg.codec == "h264"
+    out = store.extract(seg, T0 + 100.5, T0 + 101.5, tmp_path / "copy.mp4")
+    with av.open(str(out)) as box, av.open(str(h264)) as src:
+        copied = [bytes(p) for p in box.demux(video=0) if p.size]
+        original = {bytes(p) for p in src.demux(video=0) if p.size}
+    assert copied and all(p in original for p in copied)  # the same compressed packets, not re-encoded

@@ -34,7 +34,9 @@ class KeyframeConfig(Frozen):
     cut_penalty: float = Field(0.2, ge=0, le=1, description="quality factor of a view cut by the frame edge")
     min_height_px: float = Field(24.0, ge=1, description="views shorter than this are never keyframes")
     settle_frames: int = Field(
-        5, ge=1, description="analysed frames without a better view before a confirmed track's keyframe is sent"
+        5,
+        ge=1,
+        description="analysed frames without a better view before a confirmed track's keyframe is sent",
     )
     improvement: float = Field(
         1.05, ge=1, description="a view must beat the best by this factor to count as better"
@@ -129,7 +131,8 @@ class KeyframeSelector:
             if not _overlaps(track.box, frame_bgr.shape):
                 continue  # nothing of the person is inside the frame: no view to judge
             views = self._see(frame_bgr, frame_index, time_s, track)
-            if views.confirmed and not views.emitted and views.since_better >= self.config.settle_frames:
+            settled = views.since_better >= self.config.settle_frames and views.best.quality > 0
+            if views.confirmed and not views.emitted and settled:
                 views.emitted = True
                 due.append(views.best)
         return due + self._expire()
@@ -145,7 +148,9 @@ class KeyframeSelector:
         self._views.clear()
         return out
 
-    def _see(self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, track: TrackState) -> _TrackViews:
+    def _see(
+        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, track: TrackState
+    ) -> _TrackViews:
         quality = view_quality(frame_bgr, track.box, self.config)
         views = self._views.get(track.track_id)
         if views is None or quality > views.best.quality * self.config.improvement:
@@ -169,7 +174,9 @@ class KeyframeSelector:
 
     def _expire(self) -> list[Keyframe]:
         """Drop tracks unseen for expire_frames; a confirmed one whose keyframe was never sent sends it now."""
-        gone = [tid for tid, v in self._views.items() if self._frames - v.last_seen >= self.config.expire_frames]
+        gone = [
+            tid for tid, v in self._views.items() if self._frames - v.last_seen >= self.config.expire_frames
+        ]
         out = []
         for tid in gone:
             views = self._views.pop(tid)

@@ -153,7 +153,9 @@ class Tracker:
         measurements = np.array([to_xyah(b) for b in boxes]).reshape(-1, 4)
         matches, unmatched_tracks, unmatched_dets = self._associate(measurements, features)
         for ti, di in matches:
-            self._hit(self._tracks[ti], measurements[di], boxes[di], None if features is None else features[di])
+            self._hit(
+                self._tracks[ti], measurements[di], boxes[di], None if features is None else features[di]
+            )
         for ti in unmatched_tracks:
             track = self._tracks[ti]
             if not track.confirmed or track.time_since_update > self.config.max_age:
@@ -214,7 +216,11 @@ class Tracker:
         return matches, unmatched_tracks, detections
 
     def _appearance_cost(
-        self, tracks: list[int], detections: list[int], measurements: FloatArray, features: NDArray[np.float32]
+        self,
+        tracks: list[int],
+        detections: list[int],
+        measurements: FloatArray,
+        features: NDArray[np.float32],
     ) -> FloatArray:
         det_features = features[detections]
         cost = np.empty((len(tracks), len(detections)))

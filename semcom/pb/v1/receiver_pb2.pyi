@@ -100,14 +100,26 @@ class Hit(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     MATCHED_SLOTS_FIELD_NUMBER: _builtins.int
     CLIP_FIELD_NUMBER: _builtins.int
+    UNKNOWN_SLOTS_FIELD_NUMBER: _builtins.int
+    CONTRADICTED_SLOTS_FIELD_NUMBER: _builtins.int
     description: _builtins.str
     score: _builtins.float
     @_builtins.property
     def record(self) -> _common_pb2.Record: ...
     @_builtins.property
-    def matched_slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def matched_slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """queried attributes this record has"""
+
     @_builtins.property
     def clip(self) -> _common_pb2.ClipRef: ...
+    @_builtins.property
+    def unknown_slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """queried attributes the transmitter could not see"""
+
+    @_builtins.property
+    def contradicted_slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """queried attributes this record has otherwise (ranked last)"""
+
     def __init__(
         self,
         *,
@@ -116,10 +128,12 @@ class Hit(_message.Message):
         score: _builtins.float = ...,
         matched_slots: _abc.Iterable[_builtins.str] | None = ...,
         clip: _common_pb2.ClipRef | None = ...,
+        unknown_slots: _abc.Iterable[_builtins.str] | None = ...,
+        contradicted_slots: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "description", b"description", "matched_slots", b"matched_slots", "record", b"record", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "contradicted_slots", b"contradicted_slots", "description", b"description", "matched_slots", b"matched_slots", "record", b"record", "score", b"score", "unknown_slots", b"unknown_slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from semcom.pb.v1 import common_pb2 as semcom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsemcom/v1/transmitter.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\"_\n\x0cIngestHeader\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\r\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x14\n\x0cstart_time_s\x18\x04 \x01(\x01\"S\n\rIngestRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.semcom.v1.IngestHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"z\n\x0bIngestReply\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\x12\x16\n\x0e\x66rames_decoded\x18\x03 \x01(\x04\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x14\n\x0crecords_sent\x18\x05 \x01(\x04\"4\n\x0f\x41nnounceRequest\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.semcom.v1.Record\"5\n\rAnnounceReply\x12\x11\n\trecord_id\x18\x01 \x01(\x04\x12\x11\n\tinfo_bits\x18\x02 \x01(\r\"\x0f\n\rStatusRequest\"\xae\x01\n\x0cStreamStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\r\x12\r\n\x05state\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x04\x12\x16\n\x0e\x66rames_decoded\x18\x05 \x01(\x04\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x14\n\x0crecords_sent\x18\x07 \x01(\x04\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x98\x02\n\x11TransmitterStatus\x12(\n\x07streams\x18\x01 \x03(\x0b\x32\x17.semcom.v1.StreamStatus\x12\x16\n\x0erecords_queued\x18\x02 \x01(\x04\x12\x15\n\rrecords_acked\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ursts_sent\x18\x04 \x01(\x04\x12\x16\n\x0einfo_bits_sent\x18\x05 \x01(\x04\x12\x1c\n\x14\x63hannel_symbols_sent\x18\x06 \x01(\x04\x12\x16\n\x0etask_schema_id\x18\x07 \x01(\t\x12\x0f\n\x07link_up\x18\x08 \x01(\x08\x12\x0b\n\x03mcs\x18\t \x01(\t\x12\x14\n\x0crecords_lost\x18\n \x01(\x04\x12\x13\n\x0blast_snr_db\x18\x0b \x01(\x01\x32\x91\x02\n\x0bTransmitter\x12<\n\x06Ingest\x12\x18.semcom.v1.IngestRequest\x1a\x16.semcom.v1.IngestReply(\x01\x12@\n\x08\x41nnounce\x12\x1a.semcom.v1.AnnounceRequest\x1a\x18.semcom.v1.AnnounceReply\x12@\n\tFetchClip\x12\x1b.semcom.v1.FetchClipRequest\x1a\x14.semcom.v1.ClipChunk0\x01\x12@\n\x06Status\x12\x18.semcom.v1.StatusRequest\x1a\x1c.semcom.v1.TransmitterStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsemcom/v1/transmitter.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\"_\n\x0cIngestHeader\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\r\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x14\n\x0cstart_time_s\x18\x04 \x01(\x01\"S\n\rIngestRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.semcom.v1.IngestHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xa6\x01\n\x0bIngestReply\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x04\x12\x16\n\x0e\x66rames_decoded\x18\x03 \x01(\x04\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x14\n\x0crecords_sent\x18\x05 \x01(\x04\x12\x17\n\x0f\x66rames_analysed\x18\x06 \x01(\x04\x12\x11\n\tkeyframes\x18\x07 \x01(\x04\"4\n\x0f\x41nnounceRequest\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.semcom.v1.Record\"5\n\rAnnounceReply\x12\x11\n\trecord_id\x18\x01 \x01(\x04\x12\x11\n\tinfo_bits\x18\x02 \x01(\r\"\x0f\n\rStatusRequest\"\x84\x02\n\x0cStreamStatus\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\r\x12\r\n\x05state\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x04\x12\x16\n\x0e\x66rames_decoded\x18\x05 \x01(\x04\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x14\n\x0crecords_sent\x18\x07 \x01(\x04\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x14\n\x0c\x66rames_total\x18\t \x01(\x04\x12\x17\n\x0f\x66rames_analysed\x18\n \x01(\x04\x12\x11\n\tkeyframes\x18\x0b \x01(\x04\x12\x12\n\ndecode_fps\x18\x0c \x01(\x01\"\x98\x02\n\x11TransmitterStatus\x12(\n\x07streams\x18\x01 \x03(\x0b\x32\x17.semcom.v1.StreamStatus\x12\x16\n\x0erecords_queued\x18\x02 \x01(\x04\x12\x15\n\rrecords_acked\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ursts_sent\x18\x04 \x01(\x04\x12\x16\n\x0einfo_bits_sent\x18\x05 \x01(\x04\x12\x1c\n\x14\x63hannel_symbols_sent\x18\x06 \x01(\x04\x12\x16\n\x0etask_schema_id\x18\x07 \x01(\t\x12\x0f\n\x07link_up\x18\x08 \x01(\x08\x12\x0b\n\x03mcs\x18\t \x01(\t\x12\x14\n\x0crecords_lost\x18\n \x01(\x04\x12\x13\n\x0blast_snr_db\x18\x0b \x01(\x01\x32\x91\x02\n\x0bTransmitter\x12<\n\x06Ingest\x12\x18.semcom.v1.IngestRequest\x1a\x16.semcom.v1.IngestReply(\x01\x12@\n\x08\x41nnounce\x12\x1a.semcom.v1.AnnounceRequest\x1a\x18.semcom.v1.AnnounceReply\x12@\n\tFetchClip\x12\x1b.semcom.v1.FetchClipRequest\x1a\x14.semcom.v1.ClipChunk0\x01\x12@\n\x06Status\x12\x18.semcom.v1.StatusRequest\x1a\x1c.semcom.v1.TransmitterStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +36,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTHEADER']._serialized_end=161
   _globals['_INGESTREQUEST']._serialized_start=163
   _globals['_INGESTREQUEST']._serialized_end=246
-  _globals['_INGESTREPLY']._serialized_start=248
-  _globals['_INGESTREPLY']._serialized_end=370
-  _globals['_ANNOUNCEREQUEST']._serialized_start=372
-  _globals['_ANNOUNCEREQUEST']._serialized_end=424
-  _globals['_ANNOUNCEREPLY']._serialized_start=426
-  _globals['_ANNOUNCEREPLY']._serialized_end=479
-  _globals['_STATUSREQUEST']._serialized_start=481
-  _globals['_STATUSREQUEST']._serialized_end=496
-  _globals['_STREAMSTATUS']._serialized_start=499
-  _globals['_STREAMSTATUS']._serialized_end=673
-  _globals['_TRANSMITTERSTATUS']._serialized_start=676
-  _globals['_TRANSMITTERSTATUS']._serialized_end=956
-  _globals['_TRANSMITTER']._serialized_start=959
-  _globals['_TRANSMITTER']._serialized_end=1232
+  _globals['_INGESTREPLY']._serialized_start=249
+  _globals['_INGESTREPLY']._serialized_end=415
+  _globals['_ANNOUNCEREQUEST']._serialized_start=417
+  _globals['_ANNOUNCEREQUEST']._serialized_end=469
+  _globals['_ANNOUNCEREPLY']._serialized_start=471
+  _globals['_ANNOUNCEREPLY']._serialized_end=524
+  _globals['_STATUSREQUEST']._serialized_start=526
+  _globals['_STATUSREQUEST']._serialized_end=541
+  _globals['_STREAMSTATUS']._serialized_start=544
+  _globals['_STREAMSTATUS']._serialized_end=804
+  _globals['_TRANSMITTERSTATUS']._serialized_start=807
+  _globals['_TRANSMITTERSTATUS']._serialized_end=1087
+  _globals['_TRANSMITTER']._serialized_start=1090
+  _globals['_TRANSMITTER']._serialized_end=1363
 # @@protoc_insertion_point(module_scope)

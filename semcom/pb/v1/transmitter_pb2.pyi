@@ -85,11 +85,16 @@ class IngestReply(_message.Message):
     FRAMES_DECODED_FIELD_NUMBER: _builtins.int
     DURATION_S_FIELD_NUMBER: _builtins.int
     RECORDS_SENT_FIELD_NUMBER: _builtins.int
+    FRAMES_ANALYSED_FIELD_NUMBER: _builtins.int
+    KEYFRAMES_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     bytes_received: _builtins.int
     frames_decoded: _builtins.int
     duration_s: _builtins.float
     records_sent: _builtins.int
+    """records published from this stream (queued for, or already on, the link)"""
+    frames_analysed: _builtins.int
+    keyframes: _builtins.int
     def __init__(
         self,
         *,
@@ -98,10 +103,12 @@ class IngestReply(_message.Message):
         frames_decoded: _builtins.int = ...,
         duration_s: _builtins.float = ...,
         records_sent: _builtins.int = ...,
+        frames_analysed: _builtins.int = ...,
+        keyframes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_received", b"bytes_received", "duration_s", b"duration_s", "frames_decoded", b"frames_decoded", "records_sent", b"records_sent", "stream_id", b"stream_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_received", b"bytes_received", "duration_s", b"duration_s", "frames_analysed", b"frames_analysed", "frames_decoded", b"frames_decoded", "keyframes", b"keyframes", "records_sent", b"records_sent", "stream_id", b"stream_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,6 +184,10 @@ class StreamStatus(_message.Message):
     DURATION_S_FIELD_NUMBER: _builtins.int
     RECORDS_SENT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    FRAMES_TOTAL_FIELD_NUMBER: _builtins.int
+    FRAMES_ANALYSED_FIELD_NUMBER: _builtins.int
+    KEYFRAMES_FIELD_NUMBER: _builtins.int
+    DECODE_FPS_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     location_id: _builtins.int
     state: _builtins.str
@@ -186,6 +197,14 @@ class StreamStatus(_message.Message):
     duration_s: _builtins.float
     records_sent: _builtins.int
     error: _builtins.str
+    frames_total: _builtins.int
+    """from the container header; 0 when unknown (live sources)"""
+    frames_analysed: _builtins.int
+    """frames that went through perception (at the analysis rate)"""
+    keyframes: _builtins.int
+    """keyframes understood"""
+    decode_fps: _builtins.float
+    """frames decoded per wall second so far"""
     def __init__(
         self,
         *,
@@ -197,10 +216,14 @@ class StreamStatus(_message.Message):
         duration_s: _builtins.float = ...,
         records_sent: _builtins.int = ...,
         error: _builtins.str = ...,
+        frames_total: _builtins.int = ...,
+        frames_analysed: _builtins.int = ...,
+        keyframes: _builtins.int = ...,
+        decode_fps: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_received", b"bytes_received", "duration_s", b"duration_s", "error", b"error", "frames_decoded", b"frames_decoded", "location_id", b"location_id", "records_sent", b"records_sent", "state", b"state", "stream_id", b"stream_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_received", b"bytes_received", "decode_fps", b"decode_fps", "duration_s", b"duration_s", "error", b"error", "frames_analysed", b"frames_analysed", "frames_decoded", b"frames_decoded", "frames_total", b"frames_total", "keyframes", b"keyframes", "location_id", b"location_id", "records_sent", b"records_sent", "state", b"state", "stream_id", b"stream_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,145 @@
+"""Leave-one-subset-out evaluation of the CPU attribute model on PETA, beside majority-class baselines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from semcom.data import data_dir
+from txd.understanding.attributes import DEFAULT_THRESHOLDS, HEADS
+from txd.understanding.train_attributes import SUBSETS, run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One attribute on one held-out subset; `*_answered` skip abstentions, `*_all` count them as errors."""
+
+    n: int
+    abstain: float
+    acc_answered: float
+    acc_all: float
+    bacc_answered: float
+    bacc_all: float
+    base_acc: float
+    base_bacc: float
+
+
+def balanced_accuracy(primary: NDArray[np.int64], correct: NDArray[np.bool_]) -> float:
+    """Mean over the classes present (by first listed colour) of the share predicted correctly."""
+    classes = np.unique(primary)
+    if not len(classes):
+        return float("nan")
+    return float(np.mean([correct[primary == c].mean() for c in classes]))
+
+
+def score(prob: NDArray[np.float32], target: NDArray[np.float32], threshold: float) -> Scores | None:
+    """A prediction counts as correct when it is any of the listed colours ("black|white": black or white);
+    for per-class recall a multi-colour crop belongs to its first listed colour (PETA lists them in
+    alphabetical order). Unlabelled crops (no colour, sleeve "none", length "mid") are left out."""
+    labelled = target.sum(axis=1) > 0
+    prob, target = prob[labelled], target[labelled]
+    n = len(target)
+    if n == 0:
+        return None
+    pred = prob.argmax(axis=1)
+    answered = prob.max(axis=1) >= threshold
+    correct = target[np.arange(n), pred] > 0
+    primary = target.argmax(axis=1)
+    majority = int(np.bincount(primary, minlength=target.shape[1]).argmax())
+    base_correct = target[:, majority] > 0
+    return Scores(
+        n=n,
+        abstain=float(1.0 - answered.mean()),
+        acc_answered=float(correct[answered].mean()) if answered.any() else float("nan"),
+        acc_all=float((correct & answered).mean()),
+        bacc_answered=balanced_accuracy(primary[answered], correct[answered]),
+        bacc_all=balanced_accuracy(primary, correct & answered),
+        base_acc=float(base_correct.mean()),
+        base_bacc=balanced_accuracy(primary, base_correct),
+    )
+
+
+def evaluate(predictions: Path, thresholds: Mapping[str, float]) -> dict[str, Scores | None]:
+    with np.load(predictions) as z:
+        return {h: score(z[f"prob_{h}"], z[f"target_{h}"], thresholds[h]) for h in HEADS}
+
+
+_HEADER = (
+    f"{'subset':<12} {'attribute':<13} {'n':>5} {'abst':>5} | {'acc':>5} {'acc*':>5} {'base':>5} | "
+    f"{'bacc':>5} {'bacc*':>5} {'base':>5}"
+)
+
+
+def _row(subset: str, head: str, s: Scores) -> str:
+    return (
+        f"{subset:<12} {head:<13} {s.n:>5} {s.abstain:>5.2f} | {s.acc_answered:>5.3f} {s.acc_all:>5.3f} "
+        f"{s.base_acc:>5.3f} | {s.bacc_answered:>5.3f} {s.bacc_all:>5.3f} {s.base_bacc:>5.3f}"
+    )
+
+
+def table(results: Mapping[str, Mapping[str, Scores | None]]) -> str:
+    """Per subset and attribute, then the mean over subsets (each subset weighted equally)."""
+    lines = [
+        "acc/bacc: over answered crops; acc*/bacc*: abstentions counted as errors; base: majority class of "
+        "the held-out subset; bacc = mean recall over the classes present (mA)",
+        _HEADER,
+    ]
+    for subset, per_head in results.items():
+        lines += [_row(subset, h, s) for h, s in per_head.items() if s is not None]
+    lines.append("-" * len(_HEADER))
+    means = []
+    for head in HEADS:
+        rows = [s for r in results.values() if (s := r[head]) is not None]
+        if not rows:
+            continue
+        avg = {f: float(np.nanmean([getattr(r, f) for r in rows])) for f in Scores.__dataclass_fields__}
+        mean = Scores(**{**avg, "n": sum(r.n for r in rows)})  # type: ignore[arg-type]
+        means.append(mean)
+        lines.append(_row("MEAN", head, mean))
+    lines.append(
+        f"{'MEAN':<12} {'all':<13} {'':>5} {np.mean([m.abstain for m in means]):>5.2f} | "
+        f"{np.mean([m.acc_answered for m in means]):>5.3f} {np.mean([m.acc_all for m in means]):>5.3f} "
+        f"{np.mean([m.base_acc for m in means]):>5.3f} | {np.mean([m.bacc_answered for m in means]):>5.3f} "
+        f"{np.mean([m.bacc_all for m in means]):>5.3f} {np.mean([m.base_bacc for m in means]):>5.3f}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=data_dir() / "peta", help="PETA folder")
+    parser.add_argument("--work", type=Path, default=Path("var/attributes_loso"), help="per-fold outputs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--retrain", action="store_true", help="train folds even when predictions exist")
+    parser.add_argument("--subsets", nargs="*", default=list(SUBSETS), choices=SUBSETS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    results: dict[str, dict[str, Scores | None]] = {}
+    for subset in args.subsets:
+        weights = args.work / f"{subset}.pt"
+        predictions = weights.with_suffix(".predictions.npz")
+        if args.retrain or not predictions.is_file():
+            log.info("training without %s", subset)
+            run(
+                args.data,
+                weights,
+                holdout=subset,
+                seed=args.seed,
+                epochs=args.epochs,
+                cache_dir=Path("var/cache"),
+            )
+        results[subset] = evaluate(predictions, DEFAULT_THRESHOLDS)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

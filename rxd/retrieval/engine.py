@@ -1,0 +1,320 @@
+"""The retrieval engine: records in (describe, embed, store) and queries out (parse, filter, tier, rank)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from semcom.errors import InvalidInput
+from semcom.record import UNKNOWN, Record
+from semcom.schema import Schema, SchemaRegistry
+
+from .describe import Describer, DescriptionMemory, RecordChecker
+from .embed import TextEncoder
+from .parse import ParsedQuery, attribute_help, parse_query
+
+MAX_TOP_K = 1000
+_QUERY_CACHE = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """A search: free text and/or exact field filters (filters win over the text), plus hard filters.
+
+    A time bound of 0 is open; empty `location_ids` and `stream_id` constrain nothing.
+    """
+
+    text: str = ""
+    filters: Mapping[str, str] = field(default_factory=dict)
+    schema_id: str
+    stream_id: str = ""
+    location_ids: Sequence[int] = ()
+    t0_s: float = 0.0
+    t1_s: float = 0.0
+    top_k: int = 10
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked record. `score` is the cosine similarity of its description to the query.
+
+    Slots are the attributes the query asked about: `matched_slots` agree, `unknown_slots` were not seen by
+    the transmitter (neither a match nor a contradiction), `contradicted_slots` disagree.
+    """
+
+    record: Record
+    description: str
+    score: float
+    matched_slots: tuple[str, ...]
+    unknown_slots: tuple[str, ...]
+    contradicted_slots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    hits: list[Hit]
+    slots: dict[str, str]
+    note: str
+
+
+@dataclass(frozen=True)
+class DescriptionEntry:
+    """One distinct description: the field values (schema order) it was generated from, and its text."""
+
+    desc_id: int
+    schema_id: str
+    values: tuple[str, ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    record: Record
+    desc_id: int
+    description: str
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A ranked search: hard filters (a time bound of 0 is open), slots to tier by, a unit query vector."""
+
+    schema_id: str
+    slots: dict[str, str]
+    vector: NDArray[np.float32]
+    stream_id: str = ""
+    location_ids: Sequence[int] = ()
+    t0_s: float = 0.0
+    t1_s: float = 0.0
+    top_k: int = 10
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A search result: the record, its cosine similarity to the query, and how each slot fared."""
+
+    stored: StoredRecord
+    score: float
+    matched: tuple[str, ...]
+    unknown: tuple[str, ...]
+    contradicted: tuple[str, ...]
+
+
+class IndexStore(Protocol):
+    """What the engine needs from an index.
+
+    `RecordStore` (one SQLite file, numpy in memory) is the embedded default; a networked vector database
+    can implement this for deployments that outgrow one machine, running the filtered, tiered search itself.
+    """
+
+    def add(self, records: Sequence[Record], desc_ids: Sequence[int]) -> None:
+        """desc_ids[i] is the description generated from records[i]'s field values."""
+
+    def add_descriptions(self, entries: Sequence[DescriptionEntry], vectors: NDArray[np.float32]) -> None: ...
+    def has_description(self, desc_id: int) -> bool: ...
+    def get_description(self, desc_id: int) -> str | None: ...
+    def description_vector(self, desc_id: int) -> NDArray[np.float32] | None: ...
+    def descriptions(self) -> list[DescriptionEntry]: ...
+    def get(self, stream_id: str, record_id: int) -> StoredRecord | None: ...
+    def search(self, spec: SearchSpec) -> list[Ranked]: ...
+    def count(self) -> int: ...
+    def description_count(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SlotTest(NamedTuple):
+    """One queried slot as indices: the field's position in schema order and the wanted value's index."""
+
+    name: str
+    column: int
+    value: int
+
+
+def slot_tests(schema: Schema, slots: Mapping[str, str]) -> list[SlotTest]:
+    names = schema.field_names
+    return [SlotTest(k, names.index(k), schema.field(k).index(v)) for k, v in slots.items()]
+
+
+def rank_descriptions(
+    fields: NDArray[Any], usable: NDArray[np.bool_], tests: Sequence[SlotTest], sims: NDArray[np.float32]
+) -> NDArray[np.int64]:
+    """The ranking policy, per description: its rank (0 best, equal keys share one; unusable: len(fields)).
+
+    `fields` holds each description's value indices (0 = unknown). Key: tier (all slots match < none
+    contradicted < some contradicted), then more matched slots, then higher similarity. Tiers depend only on
+    field values, which a description shares with its records, so a store ranks descriptions, not records.
+    """
+    matched = np.zeros(len(fields), dtype=np.int64)
+    unknown = np.zeros(len(fields), dtype=np.int64)
+    for t in tests:
+        matched += fields[:, t.column] == t.value
+        unknown += fields[:, t.column] == 0
+    n = len(tests)
+    tier = np.where(matched == n, 0, np.where(matched + unknown == n, 1, 2))
+    # Similarity lies in [-1, 1], so 1 - sim < 4 never crosses into the next (tier, matched) step.
+    key = (tier * (n + 1) + (n - matched)) * 4.0 + (1.0 - sims.astype(np.float64))
+    key[~usable] = np.inf
+    ranks = np.searchsorted(np.sort(key), key)
+    ranks[~usable] = len(fields)
+    return ranks
+
+
+def slot_outcome(
+    values: NDArray[Any], tests: Sequence[SlotTest]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(matched, unknown, contradicted) slot names for one description's value indices."""
+    matched = tuple(t.name for t in tests if values[t.column] == t.value)
+    unknown = tuple(t.name for t in tests if values[t.column] == 0)
+    return matched, unknown, tuple(t.name for t in tests if t.name not in matched and t.name not in unknown)
+
+
+class RetrievalEngine:
+    """Generating agent, functional head and index behind one synchronous API (run on a worker thread).
+
+    Ranking is hybrid. Hard filters (time range, locations, stream) drop records. The remaining records are
+    tiered by the query's slots: (0) every slot matches; (1) no slot contradicted, some unknown - more
+    matched slots first; (2) at least one slot contradicted - kept, last, more matched slots first, so a
+    query always returns its closest records and says which slots disagree. Within a tier: cosine similarity
+    between the query (its text; the description of its slots when there is no text) and each record's
+    description, then the most recent first.
+    """
+
+    def __init__(
+        self, schemas: SchemaRegistry, store: IndexStore, describer: Describer, embedder: TextEncoder
+    ) -> None:
+        self.schemas = schemas
+        self.store = store
+        self.describer = describer
+        self.embedder = embedder
+        self.memory = DescriptionMemory(describer)
+        self._checker = RecordChecker(schemas)
+        for entry in store.descriptions():
+            self.memory.remember(entry.schema_id, entry.values, entry.desc_id, entry.text)
+        self._ingest_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._vectors: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._timing = {"describe_s": 0.0, "embed_s": 0.0, "store_s": 0.0}
+        self.embed_calls = 0
+        self.embedded_texts = 0
+
+    def ingest(self, records: Sequence[Record]) -> None:
+        """Describe (through the memory), embed only descriptions never seen, store all records or none."""
+        if not records:
+            return
+        with self._ingest_lock:
+            t0 = time.perf_counter()
+            desc_ids: list[int] = []
+            new: dict[int, DescriptionEntry] = {}
+            for rec in records:
+                schema, values = self._checker.check(rec)
+                desc_id, text = self.memory.get_values(schema, values)
+                desc_ids.append(desc_id)
+                if desc_id not in new and not self.store.has_description(desc_id):
+                    new[desc_id] = DescriptionEntry(desc_id, schema.id, values, text)
+            t1 = time.perf_counter()
+            if new:
+                entries = list(new.values())
+                self.store.add_descriptions(entries, self._encode([e.text for e in entries]))
+            t2 = time.perf_counter()
+            self.store.add(records, desc_ids)
+            t3 = time.perf_counter()
+            self._timing["describe_s"] += t1 - t0
+            self._timing["embed_s"] += t2 - t1
+            self._timing["store_s"] += t3 - t2
+
+    def _encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        vectors = self.embedder.encode(texts)
+        self.embed_calls += 1
+        self.embedded_texts += len(texts)
+        return vectors
+
+    def query(self, q: Query) -> QueryResult:
+        """Ranked hits for `q`; InvalidInput for an empty query, a bad filter or a bad top_k."""
+        schema = self.schemas.get(q.schema_id)
+        if not 1 <= q.top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be 1..{MAX_TOP_K}, got {q.top_k}")
+        if q.t0_s and q.t1_s and q.t1_s < q.t0_s:
+            raise InvalidInput(f"time range ends ({q.t1_s}) before it starts ({q.t0_s})")
+        if any(loc < 0 for loc in q.location_ids):
+            raise InvalidInput(f"location ids must be >= 0, got {list(q.location_ids)}")
+        filters = _filters(schema, q.filters)
+        text = q.text.strip()
+        if not text and not filters:
+            raise InvalidInput(f"empty query: give text or field filters; ask about {attribute_help(schema)}")
+        parsed = parse_query(text, schema) if text else ParsedQuery({})
+        order = {name: i for i, name in enumerate(schema.field_names)}
+        slots = dict(sorted({**parsed.slots, **filters}.items(), key=lambda kv: order[kv[0]]))
+        spec = SearchSpec(
+            schema_id=schema.id,
+            slots=slots,
+            vector=self._query_vector(schema, text, slots),
+            stream_id=q.stream_id,
+            location_ids=tuple(q.location_ids),
+            t0_s=q.t0_s,
+            t1_s=q.t1_s,
+            top_k=q.top_k,
+        )
+        hits = [
+            Hit(r.stored.record, r.stored.description, r.score, r.matched, r.unknown, r.contradicted)
+            for r in self.store.search(spec)
+        ]
+        return QueryResult(hits, slots, parsed.note)
+
+    def _query_vector(self, schema: Schema, text: str, slots: Mapping[str, str]) -> NDArray[np.float32]:
+        if not text:
+            known = self.memory.peek(schema, slots)
+            stored = self.store.description_vector(known[0]) if known is not None else None
+            if stored is not None:
+                return stored
+            text = self.describer.describe(schema, slots)
+        with self._cache_lock:
+            cached = self._vectors.get(text)
+            if cached is not None:
+                self._vectors.move_to_end(text)
+                return cached
+        vector = np.asarray(self._encode([text])[0], dtype=np.float32)
+        with self._cache_lock:
+            self._vectors[text] = vector
+            if len(self._vectors) > _QUERY_CACHE:
+                self._vectors.popitem(last=False)
+        return vector
+
+    def get(self, stream_id: str, record_id: int) -> StoredRecord | None:
+        return self.store.get(stream_id, record_id)
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for logs and metrics: sizes, the memory's hit rate, model calls and time per stage."""
+        return {
+            "records": self.store.count(),
+            "descriptions": self.store.description_count(),
+            "memory_hits": self.memory.hits,
+            "memory_misses": self.memory.misses,
+            "memory_hit_rate": self.memory.hit_rate,
+            "embed_calls": self.embed_calls,
+            "embedded_texts": self.embedded_texts,
+            **self._timing,
+        }
+
+
+def _filters(schema: Schema, filters: Mapping[str, str]) -> dict[str, str]:
+    """Validated exact filters; InvalidInput names an unknown field or value and what is allowed."""
+    out: dict[str, str] = {}
+    for name, raw in filters.items():
+        spec = schema.field(name)
+        value = raw.strip().lower()
+        if value == UNKNOWN:
+            raise InvalidInput(
+                f"filter {name!r}: {UNKNOWN!r} cannot be searched for; allowed: {', '.join(spec.values[1:])}"
+            )
+        spec.index(value)
+        out[name] = value
+    return out

@@ -1,0 +1,417 @@
+"""The index: records and descriptions in one SQLite file, searched as in-memory numpy columns."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from semcom.errors import InvalidInput
+from semcom.record import Record
+from semcom.schema import SchemaRegistry
+
+from .describe import RecordChecker
+from .engine import (
+    DescriptionEntry,
+    IndexStore,
+    Ranked,
+    SearchSpec,
+    StoredRecord,
+    rank_descriptions,
+    slot_outcome,
+    slot_tests,
+)
+
+__all__ = ["DescriptionEntry", "IndexStore", "Ranked", "RecordStore", "SearchSpec", "StoredRecord"]
+
+_SQL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS descriptions (
+    desc_id INTEGER PRIMARY KEY, schema_id TEXT NOT NULL, fields TEXT NOT NULL, text TEXT NOT NULL,
+    embedding BLOB NOT NULL, UNIQUE (schema_id, fields)
+);
+CREATE TABLE IF NOT EXISTS records (
+    row INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, record_id INTEGER NOT NULL, schema_id TEXT NOT NULL,
+    track_id INTEGER NOT NULL, time_s REAL NOT NULL, location_id INTEGER NOT NULL, fields TEXT NOT NULL,
+    desc_id INTEGER NOT NULL, UNIQUE (stream_id, record_id)
+);
+"""
+_INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_IN_CHUNK = 900  # SQLite's default limit is 999 host parameters per statement
+_LOAD_CHUNK = 1 << 16
+_COLUMN_TYPES: dict[str, type[np.generic]] = {
+    "stream": np.int32,
+    "record_id": np.int64,
+    "track_id": np.int64,
+    "time_s": np.float64,
+    "location_id": np.uint32,
+    "desc_id": np.int32,
+}
+_LOCATION_TABLE_MAX = 1 << 20  # location filters up to this id use a lookup table, not np.isin
+
+
+class _Columns:
+    """Growable numpy columns, one row per record; doubling keeps appends amortised O(1) per record."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.data: dict[str, NDArray[Any]] = {k: np.zeros(0, dtype=t) for k, t in _COLUMN_TYPES.items()}
+
+    def col(self, name: str) -> NDArray[Any]:
+        return self.data[name][: self.n]
+
+    def put(self, rows: NDArray[np.int64], values: dict[str, Sequence[Any]]) -> None:
+        top = int(rows.max()) + 1
+        if top > len(self.data["desc_id"]):
+            cap = max(top, 2 * len(self.data["desc_id"]), 1024)
+            for name, old in self.data.items():
+                self.data[name] = np.zeros(cap, dtype=old.dtype)
+                self.data[name][: self.n] = old[: self.n]
+        for name, vals in values.items():
+            self.data[name][rows] = vals
+        self.n = max(self.n, top)
+
+
+def _passing(c: _Columns, rows: NDArray[np.int64], spec: SearchSpec, stream: int | None) -> NDArray[np.int64]:
+    """The subset of `rows` that pass the stream, location and time filters."""
+    keep = np.ones(len(rows), dtype=np.bool_)
+    if stream is not None:
+        keep &= c.data["stream"][rows] == stream
+    if spec.location_ids:
+        loc = c.data["location_id"][rows]
+        top = max(spec.location_ids)
+        if top < _LOCATION_TABLE_MAX:
+            # A lookup table is several times faster than np.isin.
+            table = np.zeros(top + 2, dtype=np.bool_)
+            table[list(spec.location_ids)] = True
+            keep &= table[np.minimum(loc, top + 1)]
+        else:
+            keep &= np.isin(loc, np.asarray(spec.location_ids, dtype=np.int64))
+    if spec.t0_s:
+        keep &= c.data["time_s"][rows] >= spec.t0_s
+    if spec.t1_s:
+        keep &= c.data["time_s"][rows] <= spec.t1_s
+    return rows[keep]
+
+
+class _Groups:
+    """Rows grouped by description, most recent first within each (CSR), rebuilt lazily.
+
+    Rows added since the last build form a tail that every search scans in full; a build (one sort of
+    all rows) happens when the tail outgrows max(min_tail, a tenth of the grouped rows), or after a
+    retransmission changed a grouped row.
+    """
+
+    def __init__(self, min_tail: int) -> None:
+        self.min_tail = min_tail
+        self.order = np.zeros(0, dtype=np.int64)
+        self.starts = np.zeros(1, dtype=np.int64)
+        self.built = 0
+        self.stale = False
+
+    def refresh(self, c: _Columns, n_desc: int) -> None:
+        if not self.stale and c.n - self.built <= max(self.min_tail, self.built // 10):
+            return
+        desc = c.col("desc_id")
+        self.order = np.lexsort((-c.col("record_id"), -c.col("time_s"), desc)).astype(np.int64)
+        self.starts = np.zeros(n_desc + 1, dtype=np.int64)
+        np.cumsum(np.bincount(desc, minlength=n_desc), out=self.starts[1:])
+        self.built, self.stale = c.n, False
+
+    def counts(self, descs: NDArray[np.int64]) -> NDArray[np.int64]:
+        inside = np.minimum(descs, len(self.starts) - 2)
+        return np.where(descs < len(self.starts) - 1, self.starts[inside + 1] - self.starts[inside], 0)
+
+    def rows(self, descs: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Grouped rows of `descs`, concatenated."""
+        lengths = self.counts(descs)
+        firsts = self.starts[np.minimum(descs, len(self.starts) - 1)]
+        shift = np.repeat(firsts - (np.cumsum(lengths) - lengths), lengths)
+        return np.asarray(self.order[shift + np.arange(int(lengths.sum()))], dtype=np.int64)
+
+
+def _top_rows(
+    c: _Columns, groups: _Groups, ranks: NDArray[np.int64], spec: SearchSpec, stream: int | None
+) -> NDArray[np.int64]:
+    """The `top_k` best records: by their description's rank, then the most recent (then highest id).
+
+    Descriptions are visited best first, a few at a time, until enough of their records pass the hard
+    filters: a query touches the records it returns (and those filtered out on the way), not all of them.
+    """
+    excluded = len(ranks)
+    by_rank = np.argsort(ranks, kind="stable")
+    by_rank = by_rank[ranks[by_rank] < excluded]
+    cum = np.cumsum(groups.counts(by_rank))
+    tail = _passing(c, np.arange(groups.built, c.n, dtype=np.int64), spec, stream)
+    pool, found, pos, factor = [tail], 0, 0, 1
+    while pos < len(by_rank) and found < spec.top_k:
+        want = (cum[pos - 1] if pos else 0) + (spec.top_k - found) * factor
+        end = min(int(np.searchsorted(cum, want)) + 1, len(by_rank))
+        # Never split descriptions of equal rank: their records order by recency among themselves.
+        end = int(np.searchsorted(ranks[by_rank], ranks[by_rank[end - 1]], side="right"))
+        rows = _passing(c, groups.rows(by_rank[pos:end]), spec, stream)
+        pool.append(rows)
+        found, pos, factor = found + len(rows), end, factor * 4
+    cand = np.concatenate(pool)
+    rank = ranks[c.data["desc_id"][cand]]
+    cand, rank = cand[rank < excluded], rank[rank < excluded]
+    order = np.lexsort((-c.data["record_id"][cand], -c.data["time_s"][cand], rank))[: spec.top_k]
+    return np.asarray(cand[order], dtype=np.int64)
+
+
+class RecordStore:
+    """Records + descriptions (text and embedding) in one SQLite file; everything is loaded into numpy
+    columns on open, so a restart re-embeds nothing and a query over a million records is vectorised.
+
+    Adding is idempotent on (stream_id, record_id): a retransmitted record replaces the stored one in place.
+    A record's field values are its description's (checked on add). Record confidences are not kept (the
+    wire does not carry them). Searches scan at most `regroup_after` (or a tenth of all) records in full;
+    the rest are visited by description, best first. Safe to share between threads.
+    """
+
+    def __init__(self, path: Path | str, schemas: SchemaRegistry, *, regroup_after: int = 50_000) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._schemas = schemas
+        self._schema_list = list(schemas)
+        self._schema_codes = {s.id: i for i, s in enumerate(self._schema_list)}
+        self._field_names = {s.id: s.field_names for s in self._schema_list}
+        self._width = max(len(s.fields) for s in self._schema_list)
+        big = max(len(f.values) for s in self._schema_list for f in s.fields) > 256
+        self._field_dtype = np.uint16 if big else np.uint8
+        self._cols = _Columns()
+        self._groups = _Groups(regroup_after)
+        self._streams: list[str] = []
+        self._stream_codes: dict[str, int] = {}
+        self._desc: dict[int, DescriptionEntry] = {}
+        # Per description id: embedding, field value indices and schema code (-1: id unused).
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._desc_fields = np.zeros((0, self._width), dtype=self._field_dtype)
+        self._desc_schema = np.zeros(0, dtype=np.int16)
+        self._checker = RecordChecker(schemas)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        with self._lock:
+            self._db.executescript(_SQL)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._load()
+
+    # -- descriptions -------------------------------------------------------------------------------------
+
+    def add_descriptions(self, entries: Sequence[DescriptionEntry], vectors: NDArray[np.float32]) -> None:
+        """Keep new descriptions with their embeddings (row i of `vectors` belongs to entries[i])."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(entries):
+            raise ValueError(f"need one vector per description, got {vectors.shape} for {len(entries)}")
+        indices = [self._entry_indices(e) for e in entries]
+        rows = [
+            (e.desc_id, e.schema_id, ",".join(e.values), e.text, v.tobytes())
+            for e, v in zip(entries, vectors, strict=True)
+        ]
+        with self._lock:
+            if entries:
+                self._check_dim(vectors.shape[1])
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO descriptions VALUES (?, ?, ?, ?, ?)", rows)
+            for entry, vec, idx in zip(entries, vectors, indices, strict=True):
+                self._put_description(entry, vec, idx)
+
+    def _check_dim(self, dim: int) -> None:
+        known = self._vectors.shape[1]
+        if known == 0:
+            self._vectors = np.zeros((0, dim), dtype=np.float32)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+        elif dim != known:
+            raise InvalidInput(f"index {self.path} holds {known}-d embeddings; got {dim}-d ones")
+
+    def _entry_indices(self, entry: DescriptionEntry) -> list[int]:
+        schema = self._schemas.get(entry.schema_id)
+        if len(entry.values) != len(schema.fields):
+            raise InvalidInput(f"description {entry.desc_id}: {len(entry.values)} values for {schema.id}")
+        return [f.index(v) for f, v in zip(schema.fields, entry.values, strict=True)]
+
+    def _put_description(self, entry: DescriptionEntry, vec: NDArray[np.float32], idx: list[int]) -> None:
+        size, dim = self._vectors.shape
+        if entry.desc_id >= size:
+            grow = max(entry.desc_id + 1, 2 * size, 256) - size
+            self._vectors = np.concatenate([self._vectors, np.zeros((grow, dim), dtype=np.float32)])
+            more = np.zeros((grow, self._width), dtype=self._field_dtype)
+            self._desc_fields = np.concatenate([self._desc_fields, more])
+            self._desc_schema = np.concatenate([self._desc_schema, np.full(grow, -1, dtype=np.int16)])
+        self._vectors[entry.desc_id] = vec
+        self._desc_fields[entry.desc_id, : len(idx)] = idx
+        self._desc_schema[entry.desc_id] = self._schema_codes[entry.schema_id]
+        self._desc[entry.desc_id] = entry
+
+    def has_description(self, desc_id: int) -> bool:
+        return desc_id in self._desc
+
+    def get_description(self, desc_id: int) -> str | None:
+        entry = self._desc.get(desc_id)
+        return None if entry is None else entry.text
+
+    def description_vector(self, desc_id: int) -> NDArray[np.float32] | None:
+        with self._lock:
+            return self._vectors[desc_id].copy() if desc_id in self._desc else None
+
+    def descriptions(self) -> list[DescriptionEntry]:
+        with self._lock:
+            return sorted(self._desc.values(), key=lambda e: e.desc_id)
+
+    def embeddings(self) -> NDArray[np.float32]:
+        """The embedding matrix of the distinct descriptions, row = description id (unused ids are zero)."""
+        with self._lock:
+            return self._vectors.copy()
+
+    def description_count(self) -> int:
+        return len(self._desc)
+
+    # -- records ------------------------------------------------------------------------------------------
+
+    def add(self, records: Sequence[Record], desc_ids: Sequence[int]) -> None:
+        """Store records with the ids of their (added) descriptions; InvalidInput rejects the whole batch."""
+        if len(records) != len(desc_ids):
+            raise ValueError(f"{len(records)} records but {len(desc_ids)} description ids")
+        # The last occurrence wins within one batch, as it does across batches.
+        latest = {(r.stream_id, r.record_id): (r, d) for r, d in zip(records, desc_ids, strict=True)}
+        checked = [self._validate(rec, desc_id) for rec, desc_id in latest.values()]
+        with self._lock:
+            existing = self._existing_rows(list(latest))
+            rows: list[int] = []
+            fresh = self._cols.n
+            for key in latest:
+                row = existing.get(key)
+                if row is None:
+                    row, fresh = fresh, fresh + 1
+                rows.append(row)
+            table = [(row, *values) for row, values in zip(rows, checked, strict=True)]
+            with self._db:
+                self._db.executemany(_INSERT, table)
+            d = self._cols.data
+            # A retransmission that changes a grouped row's description or time moves it between groups.
+            built = self._groups.built
+            self._groups.stale |= any(
+                t[0] < built and (d["desc_id"][t[0]] != t[8] or d["time_s"][t[0]] != t[5]) for t in table
+            )
+            self._put_rows(table)
+
+    def _validate(self, rec: Record, desc_id: int) -> tuple[Any, ...]:
+        """Check one record; its row of the records table, less the row number."""
+        entry = self._desc.get(desc_id)
+        if entry is None:
+            raise ValueError(f"record {rec.record_id}: description {desc_id} was never added")
+        schema, values = self._checker.check(rec)
+        if (schema.id, values) != (entry.schema_id, entry.values):
+            raise ValueError(f"record {rec.record_id}: description {desc_id} is of other field values")
+        r = rec
+        fields = ",".join(values)  # e.g. "male,white,long,black,unknown,black"
+        return (r.stream_id, r.record_id, r.schema_id, r.track_id, r.time_s, r.location_id, fields, desc_id)
+
+    def _existing_rows(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        by_stream: dict[str, list[int]] = {}
+        for stream_id, record_id in keys:
+            # A stream never seen holds nothing to replace: no lookups, which keeps bulk loads fast.
+            if stream_id in self._stream_codes:
+                by_stream.setdefault(stream_id, []).append(record_id)
+        found: dict[tuple[str, int], int] = {}
+        for stream_id, ids in by_stream.items():
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT record_id, row FROM records WHERE stream_id = ? AND record_id IN ({marks})"
+                for record_id, row in self._db.execute(sql, (stream_id, *chunk)):
+                    found[(stream_id, int(record_id))] = int(row)
+        return found
+
+    def _stream_code(self, stream_id: str) -> int:
+        code = self._stream_codes.get(stream_id)
+        if code is None:
+            code = self._stream_codes[stream_id] = len(self._streams)
+            self._streams.append(stream_id)
+        return code
+
+    def _put_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Copy rows shaped like the records table into the columns (fields live in the descriptions)."""
+        if not rows:
+            return
+        row, stream, record_id, _, track_id, time_s, location_id, _, desc_id = zip(*rows, strict=True)
+        values: dict[str, Sequence[Any]] = {
+            "stream": [self._stream_code(s) for s in stream],
+            "record_id": record_id,
+            "track_id": track_id,
+            "time_s": time_s,
+            "location_id": location_id,
+            "desc_id": desc_id,
+        }
+        self._cols.put(np.asarray(row, dtype=np.int64), values)
+
+    def get(self, stream_id: str, record_id: int) -> StoredRecord | None:
+        with self._lock:
+            found = self._db.execute(
+                "SELECT row FROM records WHERE stream_id = ? AND record_id = ?", (stream_id, record_id)
+            ).fetchone()
+            return None if found is None else self._stored(int(found[0]))
+
+    def _stored(self, row: int) -> StoredRecord:
+        d = self._cols.data
+        entry = self._desc[int(d["desc_id"][row])]
+        rec = Record(
+            schema_id=entry.schema_id,
+            stream_id=self._streams[int(d["stream"][row])],
+            track_id=int(d["track_id"][row]),
+            record_id=int(d["record_id"][row]),
+            time_s=float(d["time_s"][row]),
+            location_id=int(d["location_id"][row]),
+            fields=dict(zip(self._field_names[entry.schema_id], entry.values, strict=True)),
+        )
+        return StoredRecord(rec, entry.desc_id, entry.text)
+
+    def count(self) -> int:
+        return self._cols.n
+
+    # -- search -------------------------------------------------------------------------------------------
+
+    def search(self, spec: SearchSpec) -> list[Ranked]:
+        """Hard filters; then tiers (all slots match, no slot contradicted, others), similarity, recency."""
+        tests = slot_tests(self._schemas.get(spec.schema_id), spec.slots)
+        with self._lock:
+            stream = self._stream_codes.get(spec.stream_id, -1) if spec.stream_id else None
+            if self._cols.n == 0 or stream == -1:
+                return []
+            # einsum, not BLAS: a matrix-vector product this small pays more for waking BLAS threads on a
+            # busy CPU (~20 ms measured) than for the arithmetic (<1 ms for 4k descriptions).
+            sims = np.einsum("ij,j->i", self._vectors, np.asarray(spec.vector, dtype=np.float32))
+            usable = self._desc_schema == self._schema_codes[spec.schema_id]
+            ranks = rank_descriptions(self._desc_fields, usable, tests, sims)
+            self._groups.refresh(self._cols, len(self._desc_schema))
+            out = []
+            for row in _top_rows(self._cols, self._groups, ranks, spec, stream):
+                desc_id = int(self._cols.data["desc_id"][row])
+                outcome = slot_outcome(self._desc_fields[desc_id], tests)
+                out.append(Ranked(self._stored(int(row)), float(sims[desc_id]), *outcome))
+            return out
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for desc_id, schema_id, fields, text, blob in self._db.execute("SELECT * FROM descriptions"):
+            vec = np.frombuffer(blob, dtype=np.float32)
+            self._check_dim(vec.shape[0])
+            entry = DescriptionEntry(int(desc_id), schema_id, tuple(fields.split(",")), text)
+            self._put_description(entry, vec, self._entry_indices(entry))
+        cur = self._db.execute("SELECT * FROM records ORDER BY row")
+        while batch := cur.fetchmany(_LOAD_CHUNK):
+            if batch[0][0] != self._cols.n or batch[-1][0] != self._cols.n + len(batch) - 1:
+                raise InvalidInput(f"index {self.path}: record rows are not dense near row {self._cols.n}")
+            self._put_rows(batch)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

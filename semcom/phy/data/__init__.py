@@ -1,0 +1,1 @@
+"""Standard LDPC base matrices shipped as package data."""

@@ -1,0 +1,108 @@
+"""rxd's HTTP/JSON API: the same queries as gRPC, clear JSON errors, clips over the backward channel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Chain
+from tests.integration.test_link_path import PEOPLE, announce_all, wait_indexed
+
+
+def _call(url: str, body: object | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            payload = resp.read()
+            kind = resp.headers.get("Content-Type", "")
+            return resp.status, json.loads(payload) if "json" in kind else payload
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def call(url: str, body: object | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+    return await asyncio.to_thread(_call, url, body, raw)
+
+
+def base(chain: Chain) -> str:
+    assert chain.rxd.http is not None
+    return f"http://127.0.0.1:{chain.rxd.http.port}"
+
+
+@pytest.mark.asyncio
+async def test_text_query_over_http(chain: Chain) -> None:
+    await announce_all(chain.txd_address, "web", PEOPLE)
+    await wait_indexed(chain.rxd_address, 3)
+    status, reply = await call(
+        f"{base(chain)}/api/query", {"text": "a man in a white shirt and black trousers", "top_k": 5}
+    )
+    assert status == 200, reply
+    assert reply["slots"] == {"gender": "male", "upper_color": "white", "lower_color": "black"}
+    first = reply["hits"][:2]
+    assert sorted(h["record"]["record_id"] for h in first) == [1, 3]
+    assert all(set(h["matched_slots"]) == {"gender", "upper_color", "lower_color"} for h in first)
+    assert first[0]["description"] and first[0]["clip"]["stream_id"] == "web"
+    status, page = await call(f"{base(chain)}/")
+    assert status == 200 and b"<form id=\"search\">" in page
+    status, stats = await call(f"{base(chain)}/api/stats")
+    assert status == 200 and stats["records_indexed"] == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({}, 400, "empty query"),
+        ({"text": "", "filters": {"hat": "red"}}, 400, "hat"),
+        ({"text": "x", "top_k": 100000}, 400, "top_k"),
+        ({"text": "x", "colour": "red"}, 400, "unknown query keys"),
+        ({"text": "x", "filters": ["red"]}, 400, "filters"),
+        ({"text": "x", "top_k": "many"}, 400, "bad query value"),
+    ],
+)
+async def test_http_errors_are_json(chain: Chain, body: dict[str, object], status: int, needle: str) -> None:
+    got, reply = await call(f"{base(chain)}/api/query", body)
+    assert got == status and needle in reply["error"], reply
+
+
+@pytest.mark.asyncio
+async def test_http_rejects_garbage_and_oversized_bodies(chain: Chain) -> None:
+    got, reply = await call(f"{base(chain)}/api/query", raw=b"{not json")
+    assert got == 400 and "not JSON" in reply["error"]
+    got, _ = await asyncio.to_thread(_oversized, f"{base(chain)}/api/query")
+    assert got == 413
+    got, reply = await call(f"{base(chain)}/api/clip?stream_id=x")
+    assert got == 400 and "t0_s" in reply["error"]
+
+
+def _oversized(url: str) -> tuple[int, object]:
+    request = urllib.request.Request(url, data=b"x" * (1 << 20), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, None
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+
+@pytest.mark.asyncio
+async def test_clip_over_http(chain: Chain, shared_data: Path) -> None:
+    from semcom import client
+    from semcom.pb.v1 import transmitter_pb2_grpc
+
+    stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(chain.txd_address))
+    video = shared_data / "videos" / "tud_campus.mp4"
+    await asyncio.to_thread(client.ingest_file, stub, video, stream_id="tud")
+    got, reply = await call(f"{base(chain)}/api/clip?stream_id=nope&t0_s=1&t1_s=2")
+    assert got == 404 and "nope" in reply["error"]
+    import time
+
+    now = time.time()
+    got, data = await call(f"{base(chain)}/api/clip?stream_id=tud&t0_s={now - 60}&t1_s={now + 60}")
+    assert got == 200 and data[4:8] == b"ftyp"  # an MP4 file

@@ -1,0 +1,118 @@
+"""The shipped CPU attribute model: loads, answers in the schema's vocabulary, abstains, beats baselines."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from numpy.typing import NDArray
+
+from bench.attributes_loso import balanced_accuracy
+from semcom.data import data_dir
+from semcom.errors import InvalidInput
+from semcom.record import UNKNOWN
+from semcom.schema import Schema, SchemaRegistry
+from txd.understanding.attributes import DEFAULT_WEIGHTS, AttributesConfig, AttributeUnderstander
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("torch")
+
+COLOUR_FIELDS = ("upper_color", "lower_color", "shoe_color")
+SAMPLE = 240  # crops drawn with a fixed seed from all eight subsets
+TOLERANCE = 0.05  # balanced accuracy must beat the majority baseline by at least this much
+_COLUMNS = {
+    "gender": "gender",
+    "upper_color": "upper_colors",
+    "sleeve": "sleeve",
+    "lower_color": "lower_colors",
+    "lower_length": "lower_length",
+    "shoe_color": "footwear_colors",
+}
+
+
+@pytest.fixture(scope="module")
+def schema() -> Schema:
+    return SchemaRegistry.builtin().get("person/1")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def model() -> AsyncIterator[AttributeUnderstander]:
+    understander = AttributeUnderstander(AttributesConfig(threads=1))
+    yield understander
+    understander.close()
+
+
+def test_shipped_weights_are_small() -> None:
+    assert DEFAULT_WEIGHTS.is_file()
+    assert DEFAULT_WEIGHTS.stat().st_size < 20 * 1024 * 1024
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_outputs_stay_in_vocabulary(model: AttributeUnderstander, schema: Schema) -> None:
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((128, 64), (7, 300), (400, 90))]
+    results = await model.understand(crops, schema)
+    assert len(results) == len(crops)
+    for result in results:
+        assert set(result.fields) == set(schema.field_names)
+        for name, value in result.fields.items():
+            schema.field(name).index(value)
+            assert 0.0 <= result.confidence[name] <= 1.0
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    "crop",
+    [np.zeros((0, 40, 3), np.uint8), np.zeros((60, 0, 3), np.uint8), np.zeros((2, 2, 3), np.uint8),
+     np.zeros((60, 30), np.uint8), np.zeros((60, 30, 3), np.float32)],
+    ids=["zero-height", "zero-width", "tiny", "grey-2d", "float"],
+)
+async def test_degenerate_crop_is_invalid_input(
+    model: AttributeUnderstander, schema: Schema, crop: NDArray[np.uint8]
+) -> None:
+    with pytest.raises(InvalidInput, match="crop 1"):
+        await model.understand([np.zeros((64, 32, 3), np.uint8) + 100, crop], schema)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_abstains_on_uniform_grey(model: AttributeUnderstander, schema: Schema) -> None:
+    (result,) = await model.understand([np.full((160, 80, 3), 128, np.uint8)], schema)
+    for name in COLOUR_FIELDS:
+        assert result.fields[name] == UNKNOWN, (name, result)
+
+
+def _sample(root: Path) -> list[dict[str, str]]:
+    with (root / "peta_labels.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    picks = np.random.default_rng(1234).choice(len(rows), SAMPLE, replace=False)
+    return [rows[i] for i in sorted(picks)]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+async def test_beats_majority_baseline_on_peta(model: AttributeUnderstander, schema: Schema) -> None:
+    """In-sample smoke test of the shipped weights through the real inference path (the shipped model saw
+    every subset; generalisation to unseen cameras is measured by bench.attributes_loso). Abstentions count
+    as errors; a crop with several listed colours is right when the prediction is any of them."""
+    root = data_dir() / "peta"
+    if not (root / "peta_labels.csv").is_file():
+        pytest.skip(f"PETA not found at {root} (set SEMCOM_DATA_DIR)")
+    rows = _sample(root)
+    crops = [np.asarray(cv2.imread(str(root / r["image"]), cv2.IMREAD_COLOR), np.uint8) for r in rows]
+    results = await model.understand(crops, schema)
+    for name, column in _COLUMNS.items():
+        vocab = schema.field(name).values
+        truth = [[v for v in r[column].split("|") if v in vocab] for r in rows]
+        keep = [i for i, t in enumerate(truth) if t]
+        primary = np.array([vocab.index(truth[i][0]) for i in keep])
+        correct = np.array([results[i].fields[name] in truth[i] for i in keep])
+        majority = int(np.bincount(primary).argmax())
+        baseline = np.array([vocab[majority] in truth[i] for i in keep])
+        model_bacc = balanced_accuracy(primary, correct)
+        base_bacc = balanced_accuracy(primary, baseline)
+        assert model_bacc >= base_bacc + TOLERANCE, (name, model_bacc, base_bacc)

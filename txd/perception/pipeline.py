@@ -1,0 +1,168 @@
+"""The perception stage: decoded frames -> detect -> track -> keyframes, with per-stage timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from semcom.config import Frozen
+from semcom.errors import InvalidInput
+from semcom.registry import Registry
+from txd.perception.appearance import AppearanceConfig, MobileNetV2Config
+from txd.perception.detect import DETECTORS, Detection, DetectorConfig, DetectorFactory, SsdLiteConfig
+from txd.perception.detect import Detector as Detector
+from txd.perception.keyframes import Keyframe, KeyframeConfig, KeyframeSelector
+from txd.perception.track import Tracker, TrackerConfig, TrackState
+
+
+class PerceptionConfig(Frozen):
+    """Everything between decoded frames and keyframes."""
+
+    detector: DetectorConfig = Field(SsdLiteConfig(), description="person detector, selected by `kind`")
+    appearance: AppearanceConfig | None = Field(
+        MobileNetV2Config(),
+        description="appearance embedder for tracking; null tracks by motion and IoU only",
+    )
+    tracker: TrackerConfig = Field(TrackerConfig(), description="track life cycle and matching")
+    keyframes: KeyframeConfig = Field(KeyframeConfig(), description="keyframe scoring and emission")
+    analysis_fps: float | None = Field(
+        None, gt=0, description="frames analysed per second of video at most; null analyses every frame"
+    )
+
+    def build(self, detectors: Registry[DetectorFactory] = DETECTORS) -> PerceptionPipeline:
+        embedder = self.appearance.build() if self.appearance is not None else None
+        return PerceptionPipeline(
+            self.detector.build(detectors),
+            Tracker(self.tracker, embedder),
+            KeyframeSelector(self.keyframes),
+            analysis_fps=self.analysis_fps,
+        )
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame: 0-based index in decode order, presentation time, BGR pixels."""
+
+    index: int
+    time_s: float
+    image: NDArray[np.uint8]
+
+
+def decode_frames(path: Path, max_frames: int | None = None) -> Iterator[VideoFrame]:
+    """Decode the first video stream of a file or URL with PyAV, as BGR frames."""
+    try:
+        with av.open(str(path)) as box:
+            if not box.streams.video:
+                raise InvalidInput(f"{path} holds no video stream")
+            stream = box.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            for index, frame in enumerate(box.decode(stream)):
+                if max_frames is not None and index >= max_frames:
+                    return
+                time_s = float(frame.time) if frame.time is not None else index / rate
+                yield VideoFrame(index, time_s, frame.to_ndarray(format="bgr24"))
+    except av.FFmpegError as err:
+        raise InvalidInput(f"cannot decode {path}: {err}") from err
+
+
+class FrameSampler:
+    """Chooses frames so that at most `fps` per second of video are analysed, evenly spaced."""
+
+    def __init__(self, fps: float | None) -> None:
+        if fps is not None and fps <= 0:
+            raise InvalidInput(f"analysis fps must be positive, got {fps}")
+        self.period_s = 1.0 / fps if fps else 0.0
+        self._due_s: float | None = None
+
+    def take(self, time_s: float) -> bool:
+        if self.period_s == 0.0:
+            return True
+        # Half a millisecond of slack: container timestamps are rounded to their time base.
+        if self._due_s is not None and time_s < self._due_s - 5e-4:
+            return False
+        due = (self._due_s if self._due_s is not None else time_s) + self.period_s
+        self._due_s = due if due > time_s else time_s + self.period_s
+        return True
+
+
+@dataclass
+class StageTimes:
+    """Wall time spent per stage and the frames it covers."""
+
+    frames_seen: int = 0
+    frames_analysed: int = 0
+    detections: int = 0
+    keyframes: int = 0
+    detect_s: float = 0.0
+    track_s: float = 0.0
+    keyframe_s: float = 0.0
+
+    def fps(self, seconds: float) -> float:
+        return self.frames_analysed / seconds if seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        total = self.detect_s + self.track_s + self.keyframe_s
+        return (
+            f"{self.frames_analysed}/{self.frames_seen} frames analysed, {self.detections} detections, "
+            f"{self.keyframes} keyframes; fps detect {self.fps(self.detect_s):.1f}, "
+            f"track {self.fps(self.track_s):.1f}, keyframes {self.fps(self.keyframe_s):.1f}, "
+            f"all {self.fps(total):.2f}"
+        )
+
+
+class PerceptionPipeline:
+    """Runs detector, tracker and keyframe selector on each analysed frame of one stream."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        tracker: Tracker,
+        keyframes: KeyframeSelector,
+        *,
+        analysis_fps: float | None = None,
+    ) -> None:
+        self.detector = detector
+        self.tracker = tracker
+        self.keyframes = keyframes
+        self.sampler = FrameSampler(analysis_fps)
+        self.times = StageTimes()
+        self.last_detections: list[Detection] = []
+        self.last_tracks: list[TrackState] = []
+
+    def process(self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float) -> list[Keyframe]:
+        """Analyse one frame (unless the analysis rate skips it); returns the keyframes that became due."""
+        self.times.frames_seen += 1
+        if not self.sampler.take(time_s):
+            return []
+        self.times.frames_analysed += 1
+        start = time.perf_counter()
+        self.last_detections = self.detector.detect(frame_bgr)
+        detected = time.perf_counter()
+        self.last_tracks = self.tracker.update(frame_bgr, self.last_detections)
+        tracked = time.perf_counter()
+        out = self.keyframes.observe(frame_bgr, frame_index, time_s, self.last_tracks)
+        done = time.perf_counter()
+        self.times.detect_s += detected - start
+        self.times.track_s += tracked - detected
+        self.times.keyframe_s += done - tracked
+        self.times.detections += len(self.last_detections)
+        self.times.keyframes += len(out)
+        return out
+
+    def request(self, track_id: int) -> Keyframe | None:
+        """The current best keyframe of a track, for a re-send when its attributes change."""
+        return self.keyframes.request(track_id)
+
+    def flush(self) -> list[Keyframe]:
+        """Best keyframes of tracks still open at the end of the stream that were never sent."""
+        out = self.keyframes.flush()
+        self.times.keyframes += len(out)
+        return out

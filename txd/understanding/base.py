@@ -1,0 +1,39 @@
+"""The understanding agent's contract: keyframe crops in, one schema record's fields per crop out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from semcom.errors import InvalidInput
+from semcom.schema import Schema
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """Field values for one crop ("unknown" where it does not show the attribute) and 0..1 confidences."""
+
+    fields: dict[str, str]
+    confidence: dict[str, float] = field(default_factory=dict)
+
+
+class Understander(Protocol):
+    """A backend that reads attributes from person (or vehicle) crops."""
+
+    async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
+        """One Understanding per BGR uint8 crop, in order."""
+        ...
+
+
+def check_crop(crop: NDArray[np.uint8], index: int = 0) -> None:
+    """InvalidInput unless `crop` is a non-empty HxWx3 uint8 BGR image of at least 4x4 pixels."""
+    if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8:
+        raise InvalidInput(f"crop {index}: expected a uint8 numpy array, got {type(crop).__name__}")
+    if crop.ndim != 3 or crop.shape[2] != 3:
+        raise InvalidInput(f"crop {index}: expected shape HxWx3 (BGR), got {crop.shape}")
+    if crop.shape[0] < 4 or crop.shape[1] < 4:
+        raise InvalidInput(f"crop {index}: {crop.shape[0]}x{crop.shape[1]} pixels is too small (min 4x4)")
