@@ -49,7 +49,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 echo "[$(elapsed)] torch==$TORCH_VERSION (CPU)"
 # shellcheck disable=SC2086  # TORCH_PIP_ARGS is a list of words on purpose
 "${PIP[@]}" ${TORCH_PIP_ARGS:-} "torch==$TORCH_VERSION"
-if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.version.cuda is not None)'; then
+if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.version.cuda is not None)' 2>/dev/null; then
     echo "error: torch in $VENV is a CUDA build; rerun with TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' FORCE=1" >&2
     exit 1
 fi

@@ -27,6 +27,7 @@ class LlmDescriberConfig(Frozen):
     server: OpenAIBackendConfig = Field(default_factory=OpenAIBackendConfig, description="the LLM server")
     max_tokens: int = Field(64, ge=1, le=4096, description="longest description, in tokens")
     temperature: float = Field(0.0, ge=0, le=2, description="0: greedy, the same entries give the same text")
+    seed: int | None = Field(None, description="sampling seed, for reproducible answers when temperature > 0")
     stream: bool = Field(True, description="receive the answer as a stream of pieces (SSE)")
     system_prompt: str = Field(SYSTEM_PROMPT, description="instructions sent before every request")
 
@@ -105,13 +106,13 @@ class LlmDescriber:
     async def _describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
         cfg = self.config
         messages = describe_messages(schema, fields, cfg.system_prompt)
+        extra = {"seed": cfg.seed} if cfg.seed is not None else None
         if not cfg.stream:
-            result = await self._client.chat(messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature)
-            return clean_description(result.text)
-        pieces = [
-            piece
-            async for piece in self._client.stream_chat(
-                messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature
+            result = await self._client.chat(
+                messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature, extra_body=extra
             )
-        ]
-        return clean_description("".join(pieces))
+            return clean_description(result.text)
+        stream = self._client.stream_chat(
+            messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature, extra_body=extra
+        )
+        return clean_description("".join([piece async for piece in stream]))

@@ -58,13 +58,13 @@ class _Loaded:
 
 def load_causal_lm(path: Path, threads: int) -> _Loaded:
     """Model and tokenizer from a folder or a GGUF file (dequantised to float32), for greedy CPU decoding."""
+    if not path.exists():
+        raise BackendDead(f"model {path} does not exist")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if threads:
         torch.set_num_threads(threads)
-    if not path.exists():
-        raise BackendDead(f"model {path} does not exist")
     folder, extra = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)

@@ -1,0 +1,1 @@
+"""Retrieval at the receiver: describe records, embed descriptions, index them, parse and rank queries."""

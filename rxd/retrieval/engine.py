@@ -264,7 +264,12 @@ class RetrievalEngine:
             Hit(r.stored.record, r.stored.description, r.score, r.matched, r.unknown, r.contradicted)
             for r in self.store.search(spec)
         ]
-        return QueryResult(hits, slots, parsed.note)
+        overridden = [
+            f"filter {k}={v} overrides {parsed.slots[k]!r} from the text"
+            for k, v in filters.items()
+            if parsed.slots.get(k, v) != v
+        ]
+        return QueryResult(hits, slots, "; ".join([parsed.note, *overridden] if parsed.note else overridden))
 
     def _query_vector(self, schema: Schema, text: str, slots: Mapping[str, str]) -> NDArray[np.float32]:
         if not text:

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS records (
 );
 """
 _INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS_SQL = "row, stream_id, record_id, track_id, time_s, location_id, desc_id"  # what is loaded
 _IN_CHUNK = 900  # SQLite's default limit is 999 host parameters per statement
 _LOAD_CHUNK = 1 << 16
 _COLUMN_TYPES: dict[str, type[np.generic]] = {
@@ -53,6 +54,32 @@ _COLUMN_TYPES: dict[str, type[np.generic]] = {
     "desc_id": np.int32,
 }
 _LOCATION_TABLE_MAX = 1 << 20  # location filters up to this id use a lookup table, not np.isin
+
+
+class _Row(NamedTuple):
+    """One row of the records table."""
+
+    row: int
+    stream_id: str
+    record_id: int
+    schema_id: str
+    track_id: int
+    time_s: float
+    location_id: int
+    fields: str  # values in schema order, e.g. "male,white,long,black,unknown,black"
+    desc_id: int
+
+    def loaded(self) -> tuple[Any, ...]:
+        """The columns kept in memory, as `_COLUMNS_SQL` selects them."""
+        return (
+            self.row,
+            self.stream_id,
+            self.record_id,
+            self.track_id,
+            self.time_s,
+            self.location_id,
+            self.desc_id,
+        )
 
 
 class _Columns:
@@ -160,6 +187,10 @@ def _top_rows(
     cand = np.concatenate(pool)
     rank = ranks[c.data["desc_id"][cand]]
     cand, rank = cand[rank < excluded], rank[rank < excluded]
+    if len(cand) > 4 * spec.top_k:
+        # Keep only what can make the top k before the full sort (the tail can hold many rows).
+        best = rank <= np.partition(rank, spec.top_k - 1)[spec.top_k - 1]
+        cand, rank = cand[best], rank[best]
     order = np.lexsort((-c.data["record_id"][cand], -c.data["time_s"][cand], rank))[: spec.top_k]
     return np.asarray(cand[order], dtype=np.int64)
 
@@ -281,38 +312,37 @@ class RecordStore:
             raise ValueError(f"{len(records)} records but {len(desc_ids)} description ids")
         # The last occurrence wins within one batch, as it does across batches.
         latest = {(r.stream_id, r.record_id): (r, d) for r, d in zip(records, desc_ids, strict=True)}
-        checked = [self._validate(rec, desc_id) for rec, desc_id in latest.values()]
+        for rec, desc_id in latest.values():
+            self._validate(rec, desc_id)
         with self._lock:
             existing = self._existing_rows(list(latest))
-            rows: list[int] = []
-            fresh = self._cols.n
-            for key in latest:
+            table: list[_Row] = []
+            fresh = self._cols.n  # new records take the next rows
+            for key, (r, d) in latest.items():
                 row = existing.get(key)
                 if row is None:
                     row, fresh = fresh, fresh + 1
-                rows.append(row)
-            table = [(row, *values) for row, values in zip(rows, checked, strict=True)]
+                fields = ",".join(self._desc[d].values)
+                table.append(_Row(row, *key, r.schema_id, r.track_id, r.time_s, r.location_id, fields, d))
             with self._db:
                 self._db.executemany(_INSERT, table)
-            d = self._cols.data
+            cols = self._cols.data
             # A retransmission that changes a grouped row's description or time moves it between groups.
-            built = self._groups.built
             self._groups.stale |= any(
-                t[0] < built and (d["desc_id"][t[0]] != t[8] or d["time_s"][t[0]] != t[5]) for t in table
+                t.row < self._groups.built
+                and (cols["desc_id"][t.row] != t.desc_id or cols["time_s"][t.row] != t.time_s)
+                for t in table
             )
-            self._put_rows(table)
+            self._put_rows([t.loaded() for t in table])
 
-    def _validate(self, rec: Record, desc_id: int) -> tuple[Any, ...]:
-        """Check one record; its row of the records table, less the row number."""
+    def _validate(self, rec: Record, desc_id: int) -> None:
+        """Check one record and that `desc_id` was generated from its field values."""
         entry = self._desc.get(desc_id)
         if entry is None:
             raise ValueError(f"record {rec.record_id}: description {desc_id} was never added")
         schema, values = self._checker.check(rec)
         if (schema.id, values) != (entry.schema_id, entry.values):
             raise ValueError(f"record {rec.record_id}: description {desc_id} is of other field values")
-        r = rec
-        fields = ",".join(values)  # e.g. "male,white,long,black,unknown,black"
-        return (r.stream_id, r.record_id, r.schema_id, r.track_id, r.time_s, r.location_id, fields, desc_id)
 
     def _existing_rows(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         by_stream: dict[str, list[int]] = {}
@@ -338,12 +368,13 @@ class RecordStore:
         return code
 
     def _put_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Copy rows shaped like the records table into the columns (fields live in the descriptions)."""
+        """Copy rows shaped like `_COLUMNS_SQL` into the columns (the fields live in the descriptions)."""
         if not rows:
             return
-        row, stream, record_id, _, track_id, time_s, location_id, _, desc_id = zip(*rows, strict=True)
+        row, stream, record_id, track_id, time_s, location_id, desc_id = zip(*rows, strict=True)
+        codes = {s: self._stream_code(s) for s in set(stream)}
         values: dict[str, Sequence[Any]] = {
-            "stream": [self._stream_code(s) for s in stream],
+            "stream": [codes[s] for s in stream],
             "record_id": record_id,
             "track_id": track_id,
             "time_s": time_s,
@@ -406,7 +437,7 @@ class RecordStore:
             self._check_dim(vec.shape[0])
             entry = DescriptionEntry(int(desc_id), schema_id, tuple(fields.split(",")), text)
             self._put_description(entry, vec, self._entry_indices(entry))
-        cur = self._db.execute("SELECT * FROM records ORDER BY row")
+        cur = self._db.execute(f"SELECT {_COLUMNS_SQL} FROM records ORDER BY row")
         while batch := cur.fetchmany(_LOAD_CHUNK):
             if batch[0][0] != self._cols.n or batch[-1][0] != self._cols.n + len(batch) - 1:
                 raise InvalidInput(f"index {self.path}: record rows are not dense near row {self._cols.n}")

@@ -7,7 +7,8 @@ import base64
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -113,23 +114,29 @@ def error_message(response: httpx.Response) -> str:
     return text.strip()[:_MAX_ERROR_CHARS]
 
 
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """The data of each server-sent event (several `data:` lines joined by newlines), up to `[DONE]`."""
     data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                payload, data = "\n".join(data), []
-                if payload == "[DONE]":
-                    return
-                yield payload
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" "))
-        # Comments (":" keep-alives), "event:", "id:" and "retry:" carry nothing a chat stream needs.
-    if data and (payload := "\n".join(data)) != "[DONE]":
-        yield payload
+    try:
+        async for line in lines:
+            if not line:
+                if data:
+                    payload, data = "\n".join(data), []
+                    if payload == "[DONE]":
+                        return
+                    yield payload
+                continue
+            field, _, value = line.partition(":")
+            if field == "data":
+                data.append(value.removeprefix(" "))
+            # Comments (":" keep-alives), "event:", "id:" and "retry:" carry nothing a chat stream needs.
+        if data and (payload := "\n".join(data)) != "[DONE]":
+            yield payload
+    finally:
+        # Close the line reader now rather than leave it to the garbage collector (a pending task then).
+        close = getattr(lines, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def parse_completion(doc: Any) -> ChatResult:
@@ -160,9 +167,10 @@ def _stream_delta(payload: str) -> str:
     if problem := chunk.get("error"):
         detail = problem.get("message") if isinstance(problem, dict) else problem
         raise BackendFailed(f"stream failed: {detail}")
-    choices = chunk.get("choices") or []
-    delta = choices[0].get("delta") or {} if choices and isinstance(choices[0], dict) else {}
-    return str(delta.get("content") or "")
+    choices = chunk.get("choices") or []  # empty in a closing usage-only chunk
+    first = choices[0] if choices and isinstance(choices[0], dict) else {}
+    delta = first.get("delta")
+    return str(delta.get("content") or "") if isinstance(delta, dict) else ""
 
 
 class OpenAIClient:
@@ -251,7 +259,7 @@ class OpenAIClient:
         temperature: float = 0.0,
         response_format: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The answer's text pieces as the server streams them (SSE).
 
         The whole stream must end within `timeout_s` (checked per chunk, on top of httpx's per-read
@@ -264,11 +272,12 @@ class OpenAIClient:
             deadline = loop.time() + self.config.timeout_s
             response = await self._send("POST", "chat/completions", body, stream=True)
             try:
-                async for payload in sse_data(response.aiter_lines()):
-                    if loop.time() > deadline:
-                        raise BackendFailed(f"stream did not finish within {self.config.timeout_s} s")
-                    if text := _stream_delta(payload):
-                        yield text
+                async with aclosing(sse_data(response.aiter_lines())) as events:
+                    async for payload in events:
+                        if loop.time() > deadline:
+                            raise BackendFailed(f"stream did not finish within {self.config.timeout_s} s")
+                        if text := _stream_delta(payload):
+                            yield text
             except httpx.TimeoutException as err:
                 raise BackendFailed(f"stream stalled for {self.config.timeout_s} s") from err
             except httpx.TransportError as err:
@@ -366,6 +375,7 @@ class LoopThread:
         """Stop the loop and its thread; idempotent."""
         if self._loop.is_closed():
             return
+        asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import pytest_asyncio
+from numpy.typing import NDArray
 
 from rxd.generate.llm import LlmDescriber, LlmDescriberConfig
 from semcom.errors import BackendDead, BackendFailed
@@ -112,6 +113,13 @@ class FakeServer:
         if reply.chunks is not None:
             writer.write(b"0\r\n\r\n")
         await writer.drain()
+
+
+def decode_data_url(url: str) -> NDArray[np.uint8]:
+    assert url.startswith("data:image/jpeg;base64,")
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return np.asarray(image, dtype=np.uint8)
 
 
 def completion(text: str, logprobs: list[tuple[str, float]] | None = None) -> dict[str, Any]:
@@ -302,10 +310,7 @@ async def test_sse_parser_joins_data_lines_and_stops_at_done() -> None:
 
 def test_image_part_is_a_jpeg_data_url() -> None:
     image = np.zeros((40, 20, 3), np.uint8)
-    url = image_part(image)["image_url"]["url"]
-    assert url.startswith("data:image/jpeg;base64,")
-    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
-    assert decoded.shape == (40, 20, 3)
+    assert decode_data_url(image_part(image)["image_url"]["url"]).shape == (40, 20, 3)
 
 
 @pytest.mark.asyncio
@@ -352,8 +357,7 @@ async def test_vlm_understander_reads_valid_answers_and_survives_bad_ones(
     assert answer_schema(person)["properties"]["shirt color"]["enum"][0] == "unknown"
     content = body["messages"][0]["content"]
     assert content[0]["type"] == "image_url" and "shirt color" in content[1]["text"]
-    jpeg = base64.b64decode(content[0]["image_url"]["url"].split(",", 1)[1])
-    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 24, 3)
+    assert decode_data_url(content[0]["image_url"]["url"]).shape == (64, 24, 3)  # shrunk to max_side_px
 
 
 @pytest.mark.asyncio

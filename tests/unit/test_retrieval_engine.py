@@ -76,6 +76,7 @@ def test_filters_win_over_text_and_need_no_inference(engine: RetrievalEngine) ->
     assert [h.record.record_id for h in result.hits] == [6, 2, 1]
     result = engine.query(Query(text="a woman", filters={"gender": "Male "}, schema_id=PERSON.id, top_k=1))
     assert result.slots == {"gender": "male"} and result.hits[0].record.fields["gender"] == "male"
+    assert result.note == "filter gender=male overrides 'female' from the text"
 
 
 def test_hard_filters(engine: RetrievalEngine) -> None:

@@ -34,6 +34,9 @@ class TrackerConfig(Frozen):
     gating_threshold: float = Field(
         CHI2_95_4DOF, gt=0, description="largest squared Mahalanobis distance accepted (chi2 4 dof)"
     )
+    motion_weight: float = Field(
+        0.0, ge=0, le=1, description="share of the gated Mahalanobis distance in the appearance-stage cost"
+    )
     nn_budget: int = Field(100, ge=1, description="appearance samples kept per track")
     std_weight_position: float = Field(1 / 20, gt=0, description="position noise relative to box height")
     std_weight_velocity: float = Field(1 / 160, gt=0, description="velocity noise relative to box height")
@@ -227,8 +230,13 @@ class Tracker:
         for row, ti in enumerate(tracks):
             track = self._tracks[ti]
             gallery = np.stack(track.features) if track.features else np.zeros((1, features.shape[1]))
-            cost[row] = (1.0 - gallery @ det_features.T).min(axis=0)
+            appearance = (1.0 - gallery @ det_features.T).min(axis=0)
             gate = self.kf.gating_distance(track.mean, track.cov, measurements[detections])
+            # Blending in motion breaks ties between similar-looking people who stand within the same gate.
+            motion = gate / self.config.gating_threshold
+            weight = self.config.motion_weight
+            cost[row] = (1.0 - weight) * appearance + weight * motion * self.config.max_cosine_distance
+            cost[row, appearance > self.config.max_cosine_distance] = _INFEASIBLE
             cost[row, gate > self.config.gating_threshold] = _INFEASIBLE
         return cost
 

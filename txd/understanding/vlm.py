@@ -78,10 +78,12 @@ def answer_schema(schema: Schema) -> dict[str, Any]:
 def value_confidence(text: str, tokens: Sequence[TokenLogprob], key: str) -> float | None:
     """exp(sum of log-probabilities) of the tokens spelling `key`'s value in `text`; None if not aligned.
 
-    With logprobs of the unconstrained distribution (vLLM's default) this is the probability that the model
-    itself, not the grammar, chose the value: low when it wanted to say something the vocabulary lacks.
+    Servers differ in what the log-probabilities are taken from: vLLM's CPU build reports them after the
+    structured-output mask (a forced token has log-probability 0), so this is the probability of the value
+    among the allowed ones; from unmasked logits it would also drop when the model wanted another word.
     """
-    if not tokens or "".join(t.token for t in tokens) != text:
+    # The tokens may run on past the text with the end-of-sequence token the server strips.
+    if not tokens or not "".join(t.token for t in tokens).startswith(text):
         return None
     match = re.search(re.escape(json.dumps(key)) + r'\s*:\s*"([^"]*)"', text)
     if match is None:
@@ -125,7 +127,14 @@ class VlmUnderstander:
         self.failures = 0
         self.invalid_values = 0
 
+    async def __aenter__(self) -> VlmUnderstander:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
+        """Close the client's connections, unless the client was passed in (its owner closes it)."""
         if self._own_client:
             await self._client.aclose()
 
@@ -135,24 +144,27 @@ class VlmUnderstander:
             check_crop(crop, i)
         prompt = understanding_prompt(schema)
         fmt = json_schema_format(f"{schema.name}_attributes", answer_schema(schema))
-        results = await asyncio.gather(*(self._ask(c, prompt, fmt) for c in crops), return_exceptions=True)
+        # Shrinking and JPEG-encoding takes up to several ms per crop: keep it off the event loop.
+        images = await asyncio.to_thread(self._encode, crops)
+        results = await asyncio.gather(*(self._ask(i, prompt, fmt) for i in images), return_exceptions=True)
         out: list[Understanding] = []
         for i, result in enumerate(results):
-            if isinstance(result, BackendDead):
-                raise result
-            if isinstance(result, BaseException) and not isinstance(result, SemcomError):
-                raise result
-            if isinstance(result, SemcomError):
+            if isinstance(result, SemcomError) and not isinstance(result, BackendDead):
                 log.warning("understanding crop %d of %d failed: %s", i, len(crops), result)
                 self.failures += 1
                 out.append(_all_unknown(schema))
+            elif isinstance(result, BaseException):
+                raise result  # a dead server (the daemon drains) or a bug: not a per-crop failure
             else:
                 out.append(self._read(result, schema))
         return out
 
-    async def _ask(self, crop: NDArray[np.uint8], prompt: str, fmt: Mapping[str, Any]) -> ChatResult:
+    def _encode(self, crops: Sequence[NDArray[np.uint8]]) -> list[dict[str, Any]]:
         cfg = self.config
-        image = image_part(shrink(crop, cfg.max_side_px), quality=cfg.jpeg_quality)
+        return [image_part(shrink(c, cfg.max_side_px), quality=cfg.jpeg_quality) for c in crops]
+
+    async def _ask(self, image: dict[str, Any], prompt: str, fmt: Mapping[str, Any]) -> ChatResult:
+        cfg = self.config
         messages = [{"role": "user", "content": [image, {"type": "text", "text": prompt}]}]
         self.requests += 1
         return await self._client.chat(
