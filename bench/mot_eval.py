@@ -1,4 +1,4 @@
-"""Multi-object tracking accuracy of txd's detector + tracker on MOT15 footage (MOTA, IDF1, ID switches, fps)."""
+"""MOT accuracy of txd's detector + tracker on MOT15 footage (MOTA, IDF1, ID switches, fps per stage)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,13 @@ def _distances(gt_boxes: NDArray[np.float64], hyp_boxes: NDArray[np.float64]) ->
 
 
 def _summarise(
-    name: str, acc: mm.MOTAccumulator, frames: int, decode_s: float, detect_s: float, track_s: float, embed_s: float
+    name: str,
+    acc: mm.MOTAccumulator,
+    frames: int,
+    decode_s: float,
+    detect_s: float,
+    track_s: float,
+    embed_s: float,
 ) -> Result:
     metrics = ["mota", "motp", "idf1", "precision", "recall", "num_switches", "num_unique_objects"]
     row = mm.metrics.create().compute(acc, metrics=metrics, name=name).iloc[0]
@@ -156,7 +162,9 @@ class _TimedEmbedder:
         self.inner = inner
         self.seconds = 0.0
 
-    def embed(self, frame_bgr: NDArray[np.uint8], boxes: Sequence[tuple[float, float, float, float]]) -> NDArray[np.float32]:
+    def embed(
+        self, frame_bgr: NDArray[np.uint8], boxes: Sequence[tuple[float, float, float, float]]
+    ) -> NDArray[np.float32]:
         start = time.perf_counter()
         try:
             out: NDArray[np.float32] = self.inner.embed(frame_bgr, boxes)  # type: ignore[attr-defined]

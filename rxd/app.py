@@ -4,25 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from grpc import aio
 
-from rxd.config import RxdConfig
+from rxd.config import GenerateConfig, RxdConfig, TemplateConfig
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
 from rxd.receiver import BurstReceiver
-from rxd.retrieval.describe import Describer, TemplateDescriber
+from rxd.retrieval.describe import Describer, FallbackDescriber, TemplateDescriber
 from rxd.retrieval.embed import Embedder, TextEncoder
 from rxd.retrieval.engine import RetrievalEngine
 from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
+from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer, channel_options
 from semcom.telemetry import MetricsEndpoint, start_metrics
 
 log = logging.getLogger(__name__)
+
+# Generating backends by config `kind`, imported only when selected.
+DESCRIBERS: Registry[Callable[[Any], Describer]] = Registry(
+    "generating backend",
+    {
+        "template": "rxd.app:template_describer",
+        "llm": "rxd.generate.llm:LlmDescriber",
+        "transformers": "rxd.generate.local:TransformersDescriber",
+    },
+    entry_point_group="semcom.generate",
+)
+
+
+def template_describer(cfg: TemplateConfig) -> Describer:
+    return TemplateDescriber()
+
+
+def build_describer(cfg: GenerateConfig) -> Describer:
+    describer = DESCRIBERS.load(cfg.kind)(cfg)
+    return describer if isinstance(cfg, TemplateConfig) else FallbackDescriber(describer)
+
 
 SERVICE_NAMES = [
     link_pb2.DESCRIPTOR.services_by_name["Link"].full_name,
@@ -48,7 +72,7 @@ class Rxd:
         self.engine = RetrievalEngine(
             self.schemas,
             self.store,
-            describer or TemplateDescriber(),
+            describer or build_describer(cfg.generate),
             embedder
             or Embedder(
                 cfg.embedder.model_path, batch_size=cfg.embedder.batch_size, threads=cfg.embedder.threads
@@ -88,7 +112,9 @@ class Rxd:
 
     async def start(self) -> None:
         # Load the models before serving, so health turns SERVING only when the first burst can be indexed.
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.embedder.encode, ["warm-up"])
+        await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.engine.embedder.encode, ["warm-up"]
+        )
         self.metrics = start_metrics(self.cfg.metrics)
         await self.grpc.start()
         web = ""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from rxd.generate.llm import LlmDescriberConfig
+from rxd.generate.local import TransformersDescriberConfig
 from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
 
 
@@ -19,6 +22,17 @@ class IndexConfig(Frozen):
     """Where received records, their descriptions and embeddings are kept."""
 
     path: Path = Field(Path("var/rxd/index.db"), description="SQLite file of the index; ':memory:' for none")
+
+
+class TemplateConfig(Frozen):
+    """Descriptions rendered from the schema's phrases with no model (the fast CPU default)."""
+
+    kind: Literal["template"] = Field("template", description="selects this backend")
+
+
+GenerateConfig = Annotated[
+    TemplateConfig | LlmDescriberConfig | TransformersDescriberConfig, Field(discriminator="kind")
+]
 
 
 class EmbedderConfig(Frozen):
@@ -70,6 +84,11 @@ class RxdConfig(Frozen):
     logging: LoggingConfig = Field(LoggingConfig(), description="log output")
     task: TaskConfig = Field(TaskConfig(), description="the task requirement")
     index: IndexConfig = Field(IndexConfig(), description="the record index")
+    generate: GenerateConfig = Field(
+        TemplateConfig(),
+        description="the generating agent: 'template' (no model), 'llm' (an OpenAI-compatible server such as "
+        "vLLM) or 'transformers' (a local causal LM on CPU); model failures fall back to the template",
+    )
     embedder: EmbedderConfig = Field(EmbedderConfig(), description="the functional head")
     http: HttpConfig = Field(HttpConfig(), description="HTTP API and web page")
     link: LinkRxConfig = Field(LinkRxConfig(), description="burst decoding")

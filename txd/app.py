@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
+from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer
 from semcom.telemetry import MetricsEndpoint, start_metrics
@@ -14,10 +17,19 @@ from txd.clips import ClipStore
 from txd.config import TxdConfig
 from txd.link import LinkSender
 from txd.service import TransmitterService
-from txd.understanding.attributes import AttributeUnderstander
 from txd.understanding.base import Understander
 
 log = logging.getLogger(__name__)
+
+# Backends by config `kind`, imported only when selected (torch for one, an HTTP client for the other).
+UNDERSTANDERS: Registry[Callable[[Any], Understander]] = Registry(
+    "understanding backend",
+    {
+        "attributes": "txd.understanding.attributes:AttributeUnderstander",
+        "vlm": "txd.understanding.vlm:VlmUnderstander",
+    },
+    entry_point_group="semcom.understanding",
+)
 
 SERVICE_NAME = transmitter_pb2.DESCRIPTOR.services_by_name["Transmitter"].full_name
 
@@ -39,9 +51,7 @@ class Txd:
             max_message_bytes=cfg.server.max_message_bytes,
         )
         self.clips = ClipStore(cfg.clips)
-        self.understander = (
-            understander if understander is not None else AttributeUnderstander(cfg.understanding)
-        )
+        self.understander = understander or UNDERSTANDERS.load(cfg.understanding.kind)(cfg.understanding)
         self.service = TransmitterService(
             cfg, self.link, self.schemas, self.clips, self.executor, self.understander
         )

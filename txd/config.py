@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
@@ -11,6 +12,9 @@ from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
 from semcom.errors import InvalidInput
 from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.attributes import AttributesConfig
+from txd.understanding.vlm import VlmConfig
+
+UnderstandingConfig = Annotated[AttributesConfig | VlmConfig, Field(discriminator="kind")]
 
 
 class LinkConfig(Frozen):
@@ -25,7 +29,7 @@ class LinkConfig(Frozen):
     pilot_symbols: int = Field(16, ge=4, le=1024, description="known symbols at the start of each burst")
     max_records_per_burst: int = Field(32, ge=1, le=255, description="records framed into one burst at most")
     batch_delay_s: float = Field(
-        0.05, ge=0, description="how long a record may wait for others to share a burst"
+        1.0, ge=0, description="how long a record may wait for others to share a burst (latency vs overhead)"
     )
     max_attempts: int = Field(
         4, ge=1, le=16, description="transmissions of a burst before its records count lost"
@@ -90,6 +94,8 @@ class TxdConfig(Frozen):
         default_factory=_default_perception,
         description="detector, tracker and keyframes; null: ingested video is only decoded and stored",
     )
-    understanding: AttributesConfig = Field(
-        AttributesConfig(), description="the understanding agent's backend, selected by `kind`"
+    understanding: UnderstandingConfig = Field(
+        AttributesConfig(),
+        description="the understanding agent: 'attributes' (embedded CPU model) or 'vlm' (an "
+        "OpenAI-compatible VLM server such as vLLM)",
     )

@@ -263,7 +263,7 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
                     location_id=s.location_id,
                     state=s.state,
                     bytes_received=s.bytes_received,
-                    frames_decoded=s.frames_decoded,
+                    frames_decoded=s.run.decode.frames_decoded if s.run else s.frames_decoded,
                     duration_s=s.duration_s,
                     records_sent=stats.per_stream_sent.get(s.stream_id, 0),
                     error=s.error,

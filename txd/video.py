@@ -114,7 +114,7 @@ def iter_frames(
                 progress.frames_decoded += 1
                 progress.duration_s = t - first + 1.0 / rate
                 if fps is None or t - first >= next_t - 1e-6:
-                    # Advance on a fixed grid of 1/fps, not from this frame's time, so the rate does not drift.
+                    # Advance on a fixed grid of 1/fps (not from this frame's time): the rate does not drift.
                     while fps is not None and next_t <= t - first + 1e-6:
                         next_t += 1.0 / fps
                     image: NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from semcom.errors import InvalidInput
+from semcom.errors import BackendDead, BackendFailed, InvalidInput
 from semcom.record import UNKNOWN, Record
 from semcom.schema import FieldSpec, Schema, SchemaRegistry
+
+log = logging.getLogger(__name__)
 
 # Adjectives of size come before colour in English ("long black pants", not "black long pants").
 _SIZE_WORDS = frozenset({"long", "short", "mid", "big", "small", "large", "tall", "wide", "narrow"})
@@ -227,3 +230,20 @@ class DescriptionMemory:
         """Share of lookups answered from memory (0.0 before the first lookup)."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+
+class FallbackDescriber:
+    """A model-backed describer that falls back to the template when the model fails, so no record is lost."""
+
+    def __init__(self, primary: Describer, fallback: Describer | None = None) -> None:
+        self.primary = primary
+        self.fallback = fallback or TemplateDescriber()
+        self.fallbacks = 0
+
+    def describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
+        try:
+            return self.primary.describe(schema, fields)
+        except (BackendFailed, BackendDead) as err:
+            self.fallbacks += 1
+            log.warning("generating backend failed (%s); using the template description", err)
+            return self.fallback.describe(schema, fields)

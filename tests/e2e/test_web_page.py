@@ -32,7 +32,13 @@ async def test_search_and_play_clip(chain: Chain, shared_data: Path, tmp_path: P
     now = time.time()
     for i, fields in enumerate(PEOPLE):
         await asyncio.to_thread(
-            client.announce, stub, stream_id="cam-web", fields=fields, track_id=i + 1, location_id=4, time_s=now
+            client.announce,
+            stub,
+            stream_id="cam-web",
+            fields=fields,
+            track_id=i + 1,
+            location_id=4,
+            time_s=now,
         )
     await wait_indexed(chain.rxd_address, 3)
     assert chain.rxd.http is not None
@@ -40,7 +46,12 @@ async def test_search_and_play_clip(chain: Chain, shared_data: Path, tmp_path: P
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
         )
         page = await browser.new_page()
         await page.goto(url)

@@ -14,7 +14,9 @@ from tests.integration.test_link_path import PEOPLE, announce_all, wait_indexed
 
 async def status(address: str) -> transmitter_pb2.TransmitterStatus:
     async with aio.insecure_channel(address) as ch:
-        return await transmitter_pb2_grpc.TransmitterStub(ch).Status(transmitter_pb2.StatusRequest(), timeout=5)
+        return await transmitter_pb2_grpc.TransmitterStub(ch).Status(
+            transmitter_pb2.StatusRequest(), timeout=5
+        )
 
 
 async def rx_stats(address: str) -> receiver_pb2.ReceiverStats:

@@ -50,7 +50,7 @@ async def test_text_query_over_http(chain: Chain) -> None:
     assert all(set(h["matched_slots"]) == {"gender", "upper_color", "lower_color"} for h in first)
     assert first[0]["description"] and first[0]["clip"]["stream_id"] == "web"
     status, page = await call(f"{base(chain)}/")
-    assert status == 200 and b"<form id=\"search\">" in page
+    assert status == 200 and b'<form id="search">' in page
     status, stats = await call(f"{base(chain)}/api/stats")
     assert status == 200 and stats["records_indexed"] == 3
 

@@ -54,7 +54,9 @@ def test_shipped_weights_are_small() -> None:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_outputs_stay_in_vocabulary(model: AttributeUnderstander, schema: Schema) -> None:
     rng = np.random.default_rng(0)
-    crops = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((128, 64), (7, 300), (400, 90))]
+    crops = [
+        rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in ((128, 64), (7, 300), (400, 90))
+    ]
     results = await model.understand(crops, schema)
     assert len(results) == len(crops)
     for result in results:
@@ -67,8 +69,13 @@ async def test_outputs_stay_in_vocabulary(model: AttributeUnderstander, schema: 
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     "crop",
-    [np.zeros((0, 40, 3), np.uint8), np.zeros((60, 0, 3), np.uint8), np.zeros((2, 2, 3), np.uint8),
-     np.zeros((60, 30), np.uint8), np.zeros((60, 30, 3), np.float32)],
+    [
+        np.zeros((0, 40, 3), np.uint8),
+        np.zeros((60, 0, 3), np.uint8),
+        np.zeros((2, 2, 3), np.uint8),
+        np.zeros((60, 30), np.uint8),
+        np.zeros((60, 30, 3), np.float32),
+    ],
     ids=["zero-height", "zero-width", "tiny", "grey-2d", "float"],
 )
 async def test_degenerate_crop_is_invalid_input(

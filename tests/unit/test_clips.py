@@ -17,7 +17,7 @@ T0 = 1_700_000_000.0
 
 
 def _store(tmp_path: Path, **kw: float) -> ClipStore:
-    return ClipStore(ClipStoreConfig(dir=tmp_path / "clips", **kw))  # type: ignore[arg-type]
+    return ClipStore(ClipStoreConfig(dir=tmp_path / "clips", **kw))
 
 
 def _add(store: ClipStore, video: Path, stream_id: str, start: float = T0) -> None:
@@ -25,7 +25,11 @@ def _add(store: ClipStore, video: Path, stream_id: str, start: float = T0) -> No
     spooled = store.incoming_path(stream_id)
     shutil.copy(video, spooled)
     store.add(
-        stream_id, spooled, start_time_s=start, duration_s=info.duration_s, codec=info.codec,
+        stream_id,
+        spooled,
+        start_time_s=start,
+        duration_s=info.duration_s,
+        codec=info.codec,
         container=info.container,
     )
 
@@ -75,7 +79,10 @@ def test_retention_by_size_and_age_and_restart(tmp_path: Path, shared_data: Path
     store = _store(tmp_path, max_bytes=int(2.5 * size))
     for i in range(3):
         _add(store, video, f"cam{i}", start=T0 + 10 * i)
-    assert [s.stream_id for s in store.segments] == ["cam1", "cam2"]  # the oldest went to stay under max_bytes
+    assert [s.stream_id for s in store.segments] == [
+        "cam1",
+        "cam2",
+    ]  # the oldest went to stay under max_bytes
     reopened = _store(tmp_path, max_bytes=int(2.5 * size))
     assert [s.stream_id for s in reopened.segments] == ["cam1", "cam2"]  # sidecars survive a restart
     dropped = reopened.enforce_retention(now_s=reopened.segments[-1].stored_at_s + 8 * 86400)

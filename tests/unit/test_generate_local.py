@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +28,15 @@ def person() -> Schema:
 
 
 @pytest.fixture(scope="module")
-def describer() -> Iterator[TransformersDescriber]:
-    yield TransformersDescriber(TransformersDescriberConfig(max_new_tokens=32, threads=1))
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("converted")
+
+
+@pytest.fixture(scope="module")
+def describer(cache: Path) -> Iterator[TransformersDescriber]:
+    yield TransformersDescriber(
+        TransformersDescriberConfig(max_new_tokens=32, threads=1, convert_cache=cache)
+    )
 
 
 def test_the_packaged_gguf_is_found() -> None:
@@ -57,3 +65,19 @@ def test_describe_many_gives_one_sentence_per_record(
     texts = describer.describe_many(person, [RECORD, {"gender": "female", "upper_color": "red"}, {}])
     assert len(texts) == 3
     assert all(isinstance(t, str) and t.strip() for t in texts)
+
+
+@pytest.mark.slow
+def test_the_converted_copy_loads_fast_and_answers_the_same(
+    describer: TransformersDescriber, cache: Path, person: Schema
+) -> None:
+    first = describer.describe(person, RECORD)  # converts into `cache` unless an earlier test did
+    again = TransformersDescriber(
+        TransformersDescriberConfig(max_new_tokens=32, threads=1, convert_cache=cache)
+    )
+    t0 = time.perf_counter()
+    again.load()
+    # A GGUF parse takes a minute or more here; the converted folder loads in about a second.
+    assert time.perf_counter() - t0 < 20.0
+    assert again.describe(person, RECORD) == first
+    assert [p.name for p in cache.iterdir()] == [f"{smollm2_gguf().stem}-{smollm2_gguf().stat().st_size}"]

@@ -1,4 +1,4 @@
-"""Appearance embeddings of person boxes for tracking: MobileNetV2 bottleneck features or colour histograms."""
+"""Appearance embeddings of person boxes for tracking: MobileNetV2 bottleneck or colour histograms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-track keyframe choice: the largest, sharpest view not cut by the frame edge, emitted once it settles."""
+"""Per-track keyframe choice: the largest, sharpest view not cut by the frame edge, sent once settled."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def view_quality(frame_bgr: NDArray[np.uint8], box: Box, config: KeyframeConfig)
 
 
 class KeyframeSelector:
-    """Keeps the best view per track; sends it when a confirmed track's best has settled, on request, at end."""
+    """Keeps the best view per track; sends it once a confirmed track's best settles, on request, at end."""
 
     def __init__(self, config: KeyframeConfig) -> None:
         self.config = config
@@ -173,7 +173,7 @@ class KeyframeSelector:
         return views
 
     def _expire(self) -> list[Keyframe]:
-        """Drop tracks unseen for expire_frames; a confirmed one whose keyframe was never sent sends it now."""
+        """Drop tracks unseen for expire_frames; a confirmed one whose keyframe was never sent, sends it."""
         gone = [
             tid for tid, v in self._views.items() if self._frames - v.last_seen >= self.config.expire_frames
         ]

@@ -1,4 +1,4 @@
-"""DeepSORT-style multi-person tracker: Kalman box state, appearance matching gated by Mahalanobis, IoU rescue."""
+"""DeepSORT-style tracker: Kalman box state, appearance matching gated by Mahalanobis, IoU rescue."""
 
 from __future__ import annotations
 
