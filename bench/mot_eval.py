@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 from collections.abc import Sequence
@@ -15,8 +16,9 @@ from numpy.typing import NDArray
 
 from txd.perception.appearance import AppearanceConfig, HistogramConfig, MobileNetV2Config
 from txd.perception.detect import SsdLiteConfig, iou_matrix
-from txd.perception.pipeline import FrameSampler, decode_frames
+from txd.perception.pipeline import FrameSampler
 from txd.perception.track import Tracker, TrackerConfig
+from txd.video import iter_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # motmetrics' convention: a hypothesis further than this (1 - IoU) from an object cannot match it.
@@ -102,7 +104,7 @@ def evaluate(name: str, args: argparse.Namespace) -> Result:
     frames = 0
     decode_s = detect_s = track_s = 0.0
     started = time.perf_counter()
-    for frame in decode_frames(root / seq.video, args.max_frames):
+    for frame in itertools.islice(iter_frames(root / seq.video), args.max_frames):
         decoded = time.perf_counter()
         decode_s += decoded - started
         if sampler.take(frame.time_s):

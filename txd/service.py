@@ -173,7 +173,8 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             self.publish(rec, schema)
 
         pipeline = StreamPipeline(
-            self.cfg.perception.build(),
+            # The decoder samples the analysis rate, so perception itself analyses every frame it is given.
+            self.cfg.perception.model_copy(update={"analysis_fps": None}).build(),
             self.understander,
             schema,
             publish,

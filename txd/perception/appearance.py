@@ -70,7 +70,8 @@ def clipped_crop(frame_bgr: NDArray[np.uint8], box: Box) -> NDArray[np.uint8]:
 
 def _unit_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: NDArray[np.float32] = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
 class MobileNetV2Embedder:

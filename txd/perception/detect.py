@@ -130,7 +130,8 @@ def iou_matrix(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.flo
 def _intersections(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
     w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
+    area: NDArray[np.float64] = np.clip(w, 0, None) * np.clip(h, 0, None)
+    return area
 
 
 class SsdLiteDetector:
@@ -208,7 +209,8 @@ def _cut_by_tiling(
     inter = _intersections(boxes, boxes)
     area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-12)
     covered = (inter / area[:, None] > 0.5) & (image[:, None] != image[None, :])
-    return cut & covered.any(axis=1)
+    found: NDArray[np.bool_] = cut & covered.any(axis=1)
+    return found
 
 
 def _nms(boxes: NDArray[np.float64], scores: NDArray[np.float64], threshold: float) -> list[int]:

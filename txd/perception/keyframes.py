@@ -106,7 +106,7 @@ def view_quality(frame_bgr: NDArray[np.uint8], box: Box, config: KeyframeConfig)
     sharp = sharpness(crop, config.sharpness_height_px)
     sharp_term = sharp / (sharp + config.sharpness_half_point)
     edge_term = config.cut_penalty if is_cut(box, frame_bgr.shape, config.edge_margin_px) else 1.0
-    return size_term * sharp_term * edge_term
+    return float(size_term * sharp_term * edge_term)
 
 
 class KeyframeSelector:

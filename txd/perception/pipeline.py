@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import av
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
@@ -44,33 +41,6 @@ class PerceptionConfig(Frozen):
             KeyframeSelector(self.keyframes),
             analysis_fps=self.analysis_fps,
         )
-
-
-@dataclass(frozen=True)
-class VideoFrame:
-    """One decoded frame: 0-based index in decode order, presentation time, BGR pixels."""
-
-    index: int
-    time_s: float
-    image: NDArray[np.uint8]
-
-
-def decode_frames(path: Path, max_frames: int | None = None) -> Iterator[VideoFrame]:
-    """Decode the first video stream of a file or URL with PyAV, as BGR frames."""
-    try:
-        with av.open(str(path)) as box:
-            if not box.streams.video:
-                raise InvalidInput(f"{path} holds no video stream")
-            stream = box.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            for index, frame in enumerate(box.decode(stream)):
-                if max_frames is not None and index >= max_frames:
-                    return
-                time_s = float(frame.time) if frame.time is not None else index / rate
-                yield VideoFrame(index, time_s, frame.to_ndarray(format="bgr24"))
-    except av.FFmpegError as err:
-        raise InvalidInput(f"cannot decode {path}: {err}") from err
 
 
 class FrameSampler:

