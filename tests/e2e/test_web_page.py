@@ -28,8 +28,9 @@ async def test_search_and_play_clip(chain: Chain, shared_data: Path, tmp_path: P
         pytest.fail(f"{CHROMIUM} not found: run ./scripts/setup.sh --test (installs Debian's chromium)")
     stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(chain.txd_address))
     video = shared_data / "videos" / "tud_campus.mp4"
+    started = time.time()
     await asyncio.to_thread(client.ingest_file, stub, video, stream_id="cam-web", location_id=4)
-    now = time.time()
+    seen_at = started + 1.0  # inside the 2.8 s of stored video, however long the analysis took
     for i, fields in enumerate(PEOPLE):
         await asyncio.to_thread(
             client.announce,
@@ -38,7 +39,7 @@ async def test_search_and_play_clip(chain: Chain, shared_data: Path, tmp_path: P
             fields=fields,
             track_id=i + 1,
             location_id=4,
-            time_s=now,
+            time_s=seen_at,
         )
     await wait_indexed(chain.rxd_address, 3)
     assert chain.rxd.http is not None
