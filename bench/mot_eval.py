@@ -14,8 +14,8 @@ import motmetrics as mm
 import numpy as np
 from numpy.typing import NDArray
 
-from txd.perception.appearance import AppearanceConfig, HistogramConfig, MobileNetV2Config
-from txd.perception.detect import SsdLiteConfig, iou_matrix
+from txd.perception.appearance import AppearanceConfig, Embedder, HistogramConfig, MobileNetV2Config
+from txd.perception.detect import Detector, SsdLiteConfig, iou_matrix
 from txd.perception.pipeline import FrameSampler
 from txd.perception.track import Tracker, TrackerConfig
 from txd.video import iter_frames
@@ -73,10 +73,8 @@ def load_gt(path: Path) -> dict[int, tuple[NDArray[np.int64], NDArray[np.float64
     return out
 
 
-def evaluate(name: str, args: argparse.Namespace) -> Result:
-    seq = SEQUENCES[name]
-    root = data_root()
-    gt = load_gt(root / seq.gt)
+def build(args: argparse.Namespace) -> tuple[Detector, Tracker, _TimedEmbedder | None]:
+    """The detector and tracker the command line asks for; the embedder is wrapped to time it."""
     detector = SsdLiteConfig(
         score_threshold=args.score_threshold,
         tile_columns=args.tile_columns,
@@ -88,17 +86,25 @@ def evaluate(name: str, args: argparse.Namespace) -> Result:
         "histogram": HistogramConfig(),
         "none": None,
     }[args.embedder]
-    embedder = appearance.build() if appearance is not None else None
-    timed = _TimedEmbedder(embedder) if embedder is not None else None
+    timed = _TimedEmbedder(appearance.build()) if appearance is not None else None
     tracker = Tracker(
         TrackerConfig(
             max_age=args.max_age,
             n_init=args.n_init,
             max_cosine_distance=args.max_cosine_distance,
             max_iou_distance=args.max_iou_distance,
+            motion_weight=args.motion_weight,
         ),
         timed,
     )
+    return detector, tracker, timed
+
+
+def evaluate(name: str, args: argparse.Namespace) -> Result:
+    seq = SEQUENCES[name]
+    root = data_root()
+    gt = load_gt(root / seq.gt)
+    detector, tracker, timed = build(args)
     sampler = FrameSampler(args.analysis_fps)
     acc = mm.MOTAccumulator(auto_id=True)
     frames = 0
@@ -160,7 +166,7 @@ def _summarise(
 class _TimedEmbedder:
     """Wraps an embedder to count the seconds it takes inside the tracker."""
 
-    def __init__(self, inner: object) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.seconds = 0.0
 
@@ -169,8 +175,7 @@ class _TimedEmbedder:
     ) -> NDArray[np.float32]:
         start = time.perf_counter()
         try:
-            out: NDArray[np.float32] = self.inner.embed(frame_bgr, boxes)  # type: ignore[attr-defined]
-            return out
+            return self.inner.embed(frame_bgr, boxes)
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -207,6 +212,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-init", type=int, default=tracker.n_init)
     p.add_argument("--max-cosine-distance", type=float, default=tracker.max_cosine_distance)
     p.add_argument("--max-iou-distance", type=float, default=tracker.max_iou_distance)
+    p.add_argument("--motion-weight", type=float, default=tracker.motion_weight)
     return p.parse_args(argv)
 
 

@@ -18,7 +18,7 @@ from semcom.schema import Schema, SchemaRegistry
 
 from .describe import Describer, DescriptionMemory, RecordChecker
 from .embed import TextEncoder
-from .parse import ParsedQuery, attribute_help, parse_query
+from .parse import EmbeddedParser, ParsedQuery, QueryParser, attribute_help
 
 MAX_TOP_K = 1000
 _QUERY_CACHE = 1024
@@ -186,9 +186,16 @@ class RetrievalEngine:
     """
 
     def __init__(
-        self, schemas: SchemaRegistry, store: IndexStore, describer: Describer, embedder: TextEncoder
+        self,
+        schemas: SchemaRegistry,
+        store: IndexStore,
+        describer: Describer,
+        embedder: TextEncoder,
+        *,
+        parser: QueryParser | None = None,
     ) -> None:
         self.schemas = schemas
+        self.parser: QueryParser = parser or EmbeddedParser()
         self.store = store
         self.describer = describer
         self.embedder = embedder
@@ -247,13 +254,13 @@ class RetrievalEngine:
         text = q.text.strip()
         if not text and not filters:
             raise InvalidInput(f"empty query: give text or field filters; ask about {attribute_help(schema)}")
-        parsed = parse_query(text, schema) if text else ParsedQuery({})
+        parsed = self.parser.parse(text, schema) if text else ParsedQuery({})
         order = {name: i for i, name in enumerate(schema.field_names)}
         slots = dict(sorted({**parsed.slots, **filters}.items(), key=lambda kv: order[kv[0]]))
         spec = SearchSpec(
             schema_id=schema.id,
             slots=slots,
-            vector=self._query_vector(schema, text, slots),
+            vector=self._query_vector(schema, text, slots, understood=bool(parsed.slots) and not parsed.note),
             stream_id=q.stream_id,
             location_ids=tuple(q.location_ids),
             t0_s=q.t0_s,
@@ -271,12 +278,21 @@ class RetrievalEngine:
         ]
         return QueryResult(hits, slots, "; ".join([parsed.note, *overridden] if parsed.note else overridden))
 
-    def _query_vector(self, schema: Schema, text: str, slots: Mapping[str, str]) -> NDArray[np.float32]:
-        if not text:
+    def _query_vector(
+        self, schema: Schema, text: str, slots: Mapping[str, str], *, understood: bool = False
+    ) -> NDArray[np.float32]:
+        """The vector that orders hits within a tier.
+
+        A query understood whole means its slots: when records with exactly those fields exist, their stored
+        description vector is used and no model runs. Otherwise the text is embedded (cached); a query
+        with filters only is embedded as the description its slots generate.
+        """
+        if not text or understood:
             known = self.memory.peek(schema, slots)
             stored = self.store.description_vector(known[0]) if known is not None else None
             if stored is not None:
                 return stored
+        if not text:
             text = self.describer.describe(schema, slots)
         with self._cache_lock:
             cached = self._vectors.get(text)
@@ -307,6 +323,7 @@ class RetrievalEngine:
             "embed_calls": self.embed_calls,
             "embedded_texts": self.embedded_texts,
             **self._timing,
+            **self.parser.stats(),
         }
 
 

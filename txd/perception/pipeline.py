@@ -13,8 +13,14 @@ from semcom.config import Frozen
 from semcom.errors import InvalidInput
 from semcom.registry import Registry
 from txd.perception.appearance import AppearanceConfig, MobileNetV2Config
-from txd.perception.detect import DETECTORS, Detection, DetectorConfig, DetectorFactory, SsdLiteConfig
-from txd.perception.detect import Detector as Detector
+from txd.perception.detect import (
+    DETECTORS,
+    Detection,
+    Detector,
+    DetectorConfig,
+    DetectorFactory,
+    SsdLiteConfig,
+)
 from txd.perception.keyframes import Keyframe, KeyframeConfig, KeyframeSelector
 from txd.perception.track import Tracker, TrackerConfig, TrackState
 

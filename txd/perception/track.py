@@ -28,14 +28,14 @@ class TrackerConfig(Frozen):
     n_init: int = Field(3, ge=1, description="consecutive hits before a track is confirmed")
     max_age: int = Field(30, ge=1, description="analysed frames a confirmed track survives without a hit")
     max_cosine_distance: float = Field(
-        0.2, ge=0, le=2, description="largest appearance distance accepted for a match"
+        0.3, ge=0, le=2, description="largest appearance (cosine) distance accepted for a match"
     )
     max_iou_distance: float = Field(0.7, ge=0, le=1, description="largest 1 - IoU accepted by IoU matching")
     gating_threshold: float = Field(
         CHI2_95_4DOF, gt=0, description="largest squared Mahalanobis distance accepted (chi2 4 dof)"
     )
     motion_weight: float = Field(
-        0.0, ge=0, le=1, description="share of the gated Mahalanobis distance in the appearance-stage cost"
+        0.3, ge=0, le=1, description="share of the gated Mahalanobis distance in the appearance-stage cost"
     )
     nn_budget: int = Field(100, ge=1, description="appearance samples kept per track")
     std_weight_position: float = Field(1 / 20, gt=0, description="position noise relative to box height")
