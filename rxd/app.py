@@ -10,13 +10,14 @@ from typing import Any
 
 from grpc import aio
 
-from rxd.config import GenerateConfig, RxdConfig, TemplateConfig
+from rxd.config import EmbeddedParserConfig, GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.describe import Describer, FallbackDescriber, TemplateDescriber
 from rxd.retrieval.embed import Embedder, TextEncoder
 from rxd.retrieval.engine import RetrievalEngine
+from rxd.retrieval.parse import EmbeddedParser, QueryParser
 from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
@@ -48,6 +49,28 @@ def build_describer(cfg: GenerateConfig) -> Describer:
     return describer if isinstance(cfg, TemplateConfig) else FallbackDescriber(describer)
 
 
+# Query parsers by config `kind`, imported only when selected.
+QUERY_PARSERS: Registry[Callable[[Any], QueryParser]] = Registry(
+    "query parser",
+    {
+        "embedded": "rxd.app:embedded_parser",
+        "llm": "rxd.retrieval.llm_parse:LlmQueryParser",
+    },
+    entry_point_group="semcom.query_parser",
+)
+
+
+def embedded_parser(cfg: EmbeddedParserConfig) -> QueryParser:
+    return EmbeddedParser()
+
+
+def build_query_parser(
+    cfg: QueryParserConfig, registry: Registry[Callable[[Any], QueryParser]] = QUERY_PARSERS
+) -> QueryParser:
+    """The parser `cfg.kind` names; a model-backed one falls back to the embedded parser on its own."""
+    return registry.load(cfg.kind)(cfg)
+
+
 SERVICE_NAMES = [
     link_pb2.DESCRIPTOR.services_by_name["Link"].full_name,
     receiver_pb2.DESCRIPTOR.services_by_name["Receiver"].full_name,
@@ -64,6 +87,7 @@ class Rxd:
         *,
         describer: Describer | None = None,
         embedder: TextEncoder | None = None,
+        query_parser: QueryParser | None = None,
     ) -> None:
         self.cfg = cfg
         self.schemas = schemas or SchemaRegistry.builtin()
@@ -77,6 +101,7 @@ class Rxd:
             or Embedder(
                 cfg.embedder.model_path, batch_size=cfg.embedder.batch_size, threads=cfg.embedder.threads
             ),
+            parser=query_parser or build_query_parser(cfg.query.parser),
         )
         # One worker: bursts are decoded and indexed in arrival order; the embedder runs one batch at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rxd-model")
@@ -134,6 +159,7 @@ class Rxd:
         if self.http is not None:
             await self.http.stop()
         self.executor.shutdown(wait=True)
+        self.engine.parser.close()
         await self.tx_channel.close(None)
         self.store.close()
         if self.metrics is not None:

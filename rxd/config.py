@@ -9,6 +9,7 @@ from pydantic import Field
 
 from rxd.generate.llm import LlmDescriberConfig
 from rxd.generate.local import TransformersDescriberConfig
+from rxd.retrieval.llm_parse import LlmParserConfig
 from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
 
 
@@ -58,9 +59,23 @@ class LinkRxConfig(Frozen):
     ldpc_iterations: int = Field(20, ge=1, le=200, description="belief-propagation iterations per codeword")
 
 
-class QueryConfig(Frozen):
-    """Query limits."""
+class EmbeddedParserConfig(Frozen):
+    """Queries parsed by the embedded parser: the schema's words and synonyms, no model (the CPU default)."""
 
+    kind: Literal["embedded"] = Field("embedded", description="selects this parser")
+
+
+QueryParserConfig = Annotated[EmbeddedParserConfig | LlmParserConfig, Field(discriminator="kind")]
+
+
+class QueryConfig(Frozen):
+    """Query parsing and limits."""
+
+    parser: QueryParserConfig = Field(
+        EmbeddedParserConfig(),
+        description="free text to slots: 'embedded' (no model) or 'llm' (an OpenAI-compatible server such "
+        "as vLLM, answering in JSON held to the schema); model failures fall back to the embedded parser",
+    )
     default_top_k: int = Field(10, ge=1, description="hits returned when a query names no top_k")
     max_top_k: int = Field(1000, ge=1, le=1000, description="largest top_k accepted")
     clip_before_s: float = Field(2.0, ge=0, description="a hit's clip starts this long before the record")
@@ -92,5 +107,5 @@ class RxdConfig(Frozen):
     embedder: EmbedderConfig = Field(EmbedderConfig(), description="the functional head")
     http: HttpConfig = Field(HttpConfig(), description="HTTP API and web page")
     link: LinkRxConfig = Field(LinkRxConfig(), description="burst decoding")
-    query: QueryConfig = Field(QueryConfig(), description="query limits")
+    query: QueryConfig = Field(QueryConfig(), description="query parsing and limits")
     transmitter: TransmitterPeerConfig = Field(TransmitterPeerConfig(), description="the txd peer")

@@ -17,6 +17,7 @@ from txd.clips import ClipStore
 from txd.config import TxdConfig
 from txd.link import LinkSender
 from txd.service import TransmitterService
+from txd.sources import SourcePool
 from txd.understanding.base import Understander
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ class Txd:
             [lambda s: transmitter_pb2_grpc.add_TransmitterServicer_to_server(self.service, s)],
             [SERVICE_NAME],
         )
+        self.sources = SourcePool(cfg.sources, self.service, self.clips)
         self.metrics: MetricsEndpoint | None = None
         self._link_task: asyncio.Task[None] | None = None
+        self._sources_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -72,10 +75,16 @@ class Txd:
         self._link_task = asyncio.create_task(self.link.run(), name="txd-link")
         await self.grpc.start()
         log.info("txd serving on port %d, link to %s (%s)", self.port, self.cfg.link.upstream, self.link.mcs)
+        # Sources start once the server is up: a slow or failing one never delays or blocks Ingest.
+        self._sources_task = asyncio.create_task(self.sources.run(), name="txd-sources")
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain: stop taking calls, let in-flight ones finish, deliver what was accepted, then close."""
+        """Drain: stop taking calls, let in-flight ones finish, stop pulling sources (their open clip
+        segments are stored), deliver what was accepted, then close."""
         await self.grpc.stop(grace_s)
+        if self._sources_task is not None:
+            self._sources_task.cancel()
+            await asyncio.gather(self._sources_task, return_exceptions=True)
         if not await self.link.flush(self.cfg.link.flush_timeout_s):
             log.error("shutdown: %d records still unacknowledged", self.link.stats.records_queued)
         if self._link_task is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +24,13 @@ log = logging.getLogger(__name__)
 # codec every browser and player decodes in MP4.
 MP4_REMUX_CODECS = frozenset({"h264"})
 CHUNK_BYTES = 64 * 1024
-_EXTENSIONS = {"avi": ".avi", "matroska,webm": ".mkv", "mpegts": ".ts", "mov,mp4,m4a,3gp,3g2,mj2": ".mp4"}
+_EXTENSIONS = {
+    "avi": ".avi",
+    "matroska": ".mkv",
+    "matroska,webm": ".mkv",
+    "mpegts": ".ts",
+    "mov,mp4,m4a,3gp,3g2,mj2": ".mp4",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class ClipStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.incoming = self.root / ".incoming"
         self.incoming.mkdir(exist_ok=True)
+        # Pulled sources add segments from their decoder threads while the services read them.
+        self._lock = threading.Lock()
         self._segments: list[Segment] = sorted(self._scan(), key=lambda s: s.stored_at_s)
 
     def _scan(self) -> Iterator[Segment]:
@@ -64,7 +74,7 @@ class ClipStore:
                 yield seg
 
     def incoming_path(self, stream_id: str) -> Path:
-        return self.incoming / f"{stream_id}.{time.time_ns()}"
+        return self.incoming / f"{_safe(stream_id)}.{time.time_ns()}"
 
     def add(
         self,
@@ -76,10 +86,15 @@ class ClipStore:
         codec: str,
         container: str,
     ) -> Segment:
-        """Move a fully received video into the store and apply retention."""
+        """Move a fully received video into the store and apply retention (thread-safe)."""
         folder = self.root / _safe(stream_id)
         folder.mkdir(exist_ok=True)
-        dest = folder / f"{int(start_time_s * 1000)}{_EXTENSIONS.get(container, '.bin')}"
+        ext = _EXTENSIONS.get(container, ".bin")
+        dest = folder / f"{int(start_time_s * 1000)}{ext}"
+        n = 1
+        while dest.exists() or dest.with_suffix(".json").exists():
+            dest = folder / f"{int(start_time_s * 1000)}-{n}{ext}"
+            n += 1
         shutil.move(str(spooled), dest)
         seg = Segment(
             stream_id=stream_id,
@@ -91,7 +106,8 @@ class ClipStore:
             stored_at_s=time.time(),
         )
         dest.with_suffix(".json").write_text(json.dumps(asdict(seg)))
-        self._segments.append(seg)
+        with self._lock:
+            self._segments.append(seg)
         self.enforce_retention()
         return seg
 
@@ -99,20 +115,22 @@ class ClipStore:
         """Drop the oldest segments beyond max_bytes, and any older than max_age_s."""
         now_s = time.time() if now_s is None else now_s
         dropped: list[Segment] = []
-        while self._segments and (
-            sum(s.size_bytes for s in self._segments) > self.cfg.max_bytes
-            or now_s - self._segments[0].stored_at_s > self.cfg.max_age_s
-        ):
-            seg = self._segments.pop(0)
+        with self._lock:
+            while self._segments and (
+                sum(s.size_bytes for s in self._segments) > self.cfg.max_bytes
+                or now_s - self._segments[0].stored_at_s > self.cfg.max_age_s
+            ):
+                dropped.append(self._segments.pop(0))
+        for seg in dropped:
             Path(seg.path).unlink(missing_ok=True)
             Path(seg.path).with_suffix(".json").unlink(missing_ok=True)
-            dropped.append(seg)
             log.info("clip store dropped stream_id=%s segment %s", seg.stream_id, Path(seg.path).name)
         return dropped
 
     @property
     def segments(self) -> list[Segment]:
-        return list(self._segments)
+        with self._lock:
+            return list(self._segments)
 
     def find(self, stream_id: str, t0_s: float, t1_s: float) -> Segment:
         """The stored segment of `stream_id` that overlaps [t0_s, t1_s] the most."""
@@ -123,31 +141,174 @@ class ClipStore:
                 f"clip of {t1_s - t0_s:.1f} s exceeds clips.max_clip_s ({self.cfg.max_clip_s} s)"
             )
         best, overlap = None, 0.0
-        for seg in self._segments:
+        segments = self.segments
+        for seg in segments:
             if seg.stream_id == stream_id:
                 o = min(t1_s, seg.end_time_s) - max(t0_s, seg.start_time_s)
                 if o > overlap:
                     best, overlap = seg, o
         if best is None:
-            known = sorted({s.stream_id for s in self._segments})
+            known = sorted({s.stream_id for s in segments})
             raise NotFound(
                 f"no stored video of stream {stream_id!r} covers {t0_s:.1f}..{t1_s:.1f}"
                 + (f" (streams stored: {', '.join(known)})" if known else " (the store is empty)")
             )
         return best
 
-    def extract(self, seg: Segment, t0_s: float, t1_s: float, out: Path) -> Path:
-        """Write [t0_s, t1_s] of the segment to `out` as MP4 (blocking; run it on an executor)."""
-        start = max(0.0, t0_s - seg.start_time_s)
-        stop = min(seg.duration_s, t1_s - seg.start_time_s)
+    def find_span(self, stream_id: str, t0_s: float, t1_s: float) -> list[Segment]:
+        """The stored segments of `stream_id` that overlap [t0_s, t1_s], in time order: the one overlapping
+        the most and those of the same codec beside it (a pulled source is stored in rolling segments)."""
+        best = self.find(stream_id, t0_s, t1_s)
+        span = [
+            seg
+            for seg in self.segments
+            if seg.stream_id == stream_id
+            and seg.codec == best.codec
+            and min(t1_s, seg.end_time_s) > max(t0_s, seg.start_time_s)
+        ]
+        return sorted(span, key=lambda seg: seg.start_time_s)
+
+    def extract(self, segments: Segment | Sequence[Segment], t0_s: float, t1_s: float, out: Path) -> Path:
+        """Write [t0_s, t1_s] of one segment, or of consecutive segments of one stream joined in time order,
+        to `out` as MP4 (blocking; run it on an executor). A join stops where the picture size changes."""
+        segs = [segments] if isinstance(segments, Segment) else sorted(segments, key=lambda s: s.start_time_s)
+        if not segs:
+            raise InvalidInput("no segments to cut a clip from")
+        parts = [
+            _Part(
+                Path(seg.path),
+                start_s=max(0.0, t0_s - seg.start_time_s),
+                stop_s=min(seg.duration_s, t1_s - seg.start_time_s),
+                offset_s=seg.start_time_s,
+            )
+            for seg in segs
+        ]
         try:
-            if seg.codec in MP4_REMUX_CODECS:
-                _remux(Path(seg.path), out, start, stop)
+            if all(seg.codec in MP4_REMUX_CODECS for seg in segs):
+                _remux(parts, out)
             else:
-                _transcode(Path(seg.path), out, start, stop)
+                _transcode(parts, out)
         except av.FFmpegError as err:
-            raise InvalidInput(f"cannot cut the clip from {Path(seg.path).name}: {err}") from err
+            names = ", ".join(Path(seg.path).name for seg in segs)
+            raise InvalidInput(f"cannot cut the clip from {names}: {err.strerror or err}") from err
         return out
+
+
+class SegmentRecorder:
+    """Writes a stream's packets, as they are demuxed, into rolling Matroska segments without re-encoding.
+
+    A segment starts at a keyframe and closes at the first keyframe after `segment_s` seconds; it is then
+    registered in the store with its start time, so retention and FetchClip apply to it. Matroska carries
+    every codec FFmpeg demuxes. The open segment is not in the store yet: the newest seconds of a live
+    stream become fetchable when their segment closes. A recording failure (a full disk, say) is logged
+    and stops the recording, never the analysis.
+    """
+
+    def __init__(self, store: ClipStore, stream_id: str, *, start_time_s: float, segment_s: float) -> None:
+        self.store = store
+        self.stream_id = stream_id
+        self.start_time_s = start_time_s
+        self.segment_s = segment_s
+        self.segments: list[Segment] = []
+        self.bytes_written = 0
+        self.error = ""
+        self._ist: av.video.stream.VideoStream | None = None
+        self._tb = Fraction(1, 90000)
+        self._origin: int | None = None  # pts of the first recorded keyframe, in the stream's time base
+        self._out: av.container.OutputContainer | None = None
+        self._ost: av.video.stream.VideoStream | None = None
+        self._spool: Path | None = None
+        self._seg_first = 0  # the open segment's first keyframe's pts, in the stream's time base
+        self._seg_end = 0  # the open segment's end (last pts + duration), in the stream's time base
+        self._last_dts: int | None = None
+
+    def open(self, stream: av.video.stream.VideoStream) -> None:
+        self._ist = stream
+        self._tb = stream.time_base or Fraction(1, 90000)
+
+    def write(self, packet: av.Packet[av.video.stream.VideoStream]) -> None:
+        if self.error or self._ist is None:
+            return
+        try:
+            self._write(packet)
+        except (av.FFmpegError, OSError) as err:
+            self.error = f"recording stopped: {err}"
+            log.error("stream_id=%s %s", self.stream_id, self.error)
+            self._abandon()
+
+    def _write(self, packet: av.Packet[av.video.stream.VideoStream]) -> None:
+        dts = packet.dts if packet.dts is not None else packet.pts
+        if dts is None or (self._last_dts is not None and dts <= self._last_dts):
+            return  # cannot be placed in time, or goes back in time: the muxer would refuse it
+        pts = packet.pts if packet.pts is not None else dts
+        if self._origin is None:
+            if not packet.is_keyframe:
+                return  # a live stream joined mid-GOP: start at the first picture that decodes
+            self._origin = pts
+        if (
+            self._out is not None
+            and packet.is_keyframe
+            and (pts - self._seg_first) * self._tb >= self.segment_s
+        ):
+            self._close_segment()
+        if self._out is None:
+            self._open_segment(pts)
+        assert self._out is not None and self._ost is not None
+        rate = self._ist.average_rate if self._ist is not None else None
+        step = packet.duration or (round(1 / (rate * self._tb)) if rate else 1)
+        self._seg_end = max(self._seg_end, pts + step)
+        self._last_dts = dts
+        # The segment's first keyframe shows at 0 s of its file; Matroska keeps presentation times only.
+        packet.pts = pts - self._seg_first
+        packet.dts = dts - self._seg_first
+        packet.stream = self._ost
+        self.bytes_written += packet.size
+        self._out.mux(packet)
+
+    def _open_segment(self, first: int) -> None:
+        assert self._ist is not None
+        self._spool = Path(f"{self.store.incoming_path(self.stream_id)}.mkv")
+        self._out = av.open(str(self._spool), "w", format="matroska")
+        self._ost = self._out.add_stream_from_template(self._ist)
+        self._seg_first = self._seg_end = first
+
+    def _close_segment(self) -> None:
+        if self._out is None or self._spool is None or self._origin is None:
+            return
+        self._out.close()
+        spool, self._out, self._spool = self._spool, None, None
+        start = self.start_time_s + float((self._seg_first - self._origin) * self._tb)
+        duration = float((self._seg_end - self._seg_first) * self._tb)
+        assert self._ist is not None
+        seg = self.store.add(
+            self.stream_id,
+            spool,
+            start_time_s=start,
+            duration_s=duration,
+            codec=self._ist.codec_context.name,
+            container="matroska",
+        )
+        self.segments.append(seg)
+        log.debug("stream_id=%s segment %.1f s stored", self.stream_id, duration)
+
+    def _abandon(self) -> None:
+        if self._out is not None:
+            with contextlib.suppress(av.FFmpegError, OSError):  # the file goes anyway
+                self._out.close()
+        if self._spool is not None:
+            self._spool.unlink(missing_ok=True)
+        self._out = self._spool = None
+
+    def close(self) -> None:
+        """Close and store the open segment (the end of the stream, or of this connection)."""
+        if self.error:
+            return
+        try:
+            self._close_segment()
+        except (av.FFmpegError, OSError) as err:
+            self.error = f"recording stopped: {err}"
+            log.error("stream_id=%s %s", self.stream_id, self.error)
+            self._abandon()
 
 
 def read_chunks(path: Path) -> Iterator[bytes]:
@@ -160,45 +321,95 @@ def _safe(stream_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stream_id) or "_"
 
 
-def _remux(src: Path, dst: Path, start_s: float, stop_s: float) -> None:
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
-        ist = inp.streams.video[0]
-        ost = out.add_stream_from_template(ist)
-        tb = ist.time_base or Fraction(1, 90000)
-        # Seek to the keyframe at or before the start: a clip must begin with a decodable frame.
-        inp.seek(int(start_s / tb), stream=ist, backward=True, any_frame=False)
-        first: int | None = None
-        for pkt in inp.demux(ist):
-            if pkt.pts is None or pkt.dts is None:
-                continue
-            if pkt.pts * tb > stop_s:
-                break
-            first = pkt.dts if first is None else first
-            pkt.pts -= first
-            pkt.dts -= first
-            pkt.stream = ost
-            out.mux(pkt)
+@dataclass(frozen=True)
+class _Part:
+    """The piece of one stored file a clip takes: seconds from the file's start, and its absolute start."""
+
+    path: Path
+    start_s: float
+    stop_s: float
+    offset_s: float
 
 
-def _transcode(src: Path, dst: Path, start_s: float, stop_s: float) -> None:
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
-        ist = inp.streams.video[0]
-        rate = ist.average_rate or ist.guessed_rate or Fraction(25)
-        ost = out.add_stream("libx264", rate=rate)
-        ost.width = ist.codec_context.width
-        ost.height = ist.codec_context.height
-        ost.pix_fmt = "yuv420p"
-        ost.options = {"preset": "veryfast", "crf": "23"}
-        if start_s > 0 and ist.time_base:
-            inp.seek(int(start_s / ist.time_base), stream=ist, backward=True, any_frame=False)
-        n = 0
-        for frame in inp.decode(ist):
-            if frame.time is None or frame.time < start_s:
-                continue
-            if frame.time > stop_s:
-                break
-            frame.pts = n
-            frame.time_base = Fraction(1) / rate
-            n += 1
-            out.mux(ost.encode(frame))
-        out.mux(ost.encode(None))
+def _same_picture(a: av.video.stream.VideoStream, b: av.video.stream.VideoStream) -> bool:
+    return (a.codec_context.width, a.codec_context.height) == (b.codec_context.width, b.codec_context.height)
+
+
+def _remux(parts: Sequence[_Part], dst: Path) -> None:
+    """Copy the compressed packets of the range into MP4, re-timed so the parts follow each other."""
+    with av.open(str(dst), "w", format="mp4") as out:
+        template: av.video.stream.VideoStream | None = None
+        ost: av.video.stream.VideoStream | None = None
+        origin: Fraction | None = None  # absolute time of the first packet written
+        last_dts: Fraction | None = None  # seconds from the origin
+        for part in parts:
+            with av.open(str(part.path)) as inp:
+                ist = inp.streams.video[0]
+                if template is None or ost is None:
+                    template, ost = ist, out.add_stream_from_template(ist)
+                elif not _same_picture(template, ist):
+                    log.info("clip ends at %s: the picture size changes there", part.path.name)
+                    return
+                tb = ist.time_base or Fraction(1, 90000)
+                if part.start_s > 0:
+                    # Seek to the keyframe at or before the start: a clip must begin with a decodable frame.
+                    inp.seek(int(part.start_s / tb), stream=ist, backward=True, any_frame=False)
+                prev_dts: int | None = None
+                for pkt in inp.demux(ist):
+                    if pkt.pts is None:
+                        continue
+                    if pkt.pts * tb > part.stop_s:
+                        break
+                    if pkt.dts is None:
+                        # Matroska stores presentation times only; its demuxer leaves a part's first dts out.
+                        step = pkt.duration or 1
+                        pkt.dts = min(pkt.pts, prev_dts + step if prev_dts is not None else pkt.pts - step)
+                    prev_dts = pkt.dts
+                    if origin is None:
+                        origin = Fraction(part.offset_s) + pkt.dts * tb
+                    shift = round((Fraction(part.offset_s) - origin) / tb)
+                    pkt.pts += shift
+                    pkt.dts += shift
+                    if last_dts is not None and pkt.dts * tb <= last_dts:
+                        continue  # overlaps the previous part; the muxer needs increasing timestamps
+                    last_dts = pkt.dts * tb
+                    pkt.stream = ost
+                    out.mux(pkt)
+
+
+def _transcode(parts: Sequence[_Part], dst: Path) -> None:
+    """Decode the range and encode it as H.264, frames timed by their place in the stream."""
+    with av.open(str(dst), "w", format="mp4") as out:
+        ost: av.video.stream.VideoStream | None = None
+        origin: float | None = None
+        rate = Fraction(25)
+        last = -1
+        for part in parts:
+            with av.open(str(part.path)) as inp:
+                ist = inp.streams.video[0]
+                if ost is None:
+                    rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+                    ost = out.add_stream("libx264", rate=rate)
+                    ost.width = ist.codec_context.width
+                    ost.height = ist.codec_context.height
+                    ost.pix_fmt = "yuv420p"
+                    ost.options = {"preset": "veryfast", "crf": "23"}
+                elif (ost.width, ost.height) != (ist.codec_context.width, ist.codec_context.height):
+                    log.info("clip ends at %s: the picture size changes there", part.path.name)
+                    break
+                if part.start_s > 0 and ist.time_base:
+                    inp.seek(int(part.start_s / ist.time_base), stream=ist, backward=True, any_frame=False)
+                for frame in inp.decode(ist):
+                    if frame.time is None or frame.time < part.start_s:
+                        continue
+                    if frame.time > part.stop_s:
+                        break
+                    at = part.offset_s + frame.time
+                    origin = at if origin is None else origin
+                    # Frames keep their place in time, and never share or go back on the last one's tick.
+                    pts = max(last + 1, round((at - origin) * rate))
+                    frame.pts, last = pts, pts
+                    frame.time_base = Fraction(1) / rate
+                    out.mux(ost.encode(frame))
+        if ost is not None:
+            out.mux(ost.encode(None))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from semcom.burst import parse_mcs
 from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
@@ -72,6 +73,112 @@ class ClipStoreConfig(Frozen):
     max_bytes: int = Field(20 * 1024**3, gt=0, description="oldest segments go once the store exceeds this")
     max_age_s: float = Field(7 * 86400.0, gt=0, description="segments older than this go")
     max_clip_s: float = Field(600.0, gt=0, description="longest clip one FetchClip may ask for")
+    segment_s: float = Field(
+        60.0,
+        gt=0,
+        description="length of the rolling segments a pulled source is recorded in (each ends at the first "
+        "keyframe after this many seconds); retention drops whole segments",
+    )
+
+
+SourceKind = Literal["file", "http", "rtsp"]
+# URL schemes a source may use, and the kind each one is.
+SOURCE_SCHEMES: dict[str, SourceKind] = {
+    "": "file",
+    "file": "file",
+    "http": "http",
+    "https": "http",
+    "rtsp": "rtsp",
+    "rtsps": "rtsp",
+}
+
+
+class SourceConfig(Frozen):
+    """A video txd pulls itself: a file, an HTTP(S) URL or an RTSP camera, analysed and recorded like an
+    ingested stream."""
+
+    stream_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="the stream's id in records, Status and FetchClip",
+    )
+    url: str = Field(
+        min_length=1,
+        description="a file path, file://, http(s):// or rtsp(s):// URL (credentials in the URL are kept out "
+        "of logs and Status)",
+    )
+    location_id: int | None = Field(
+        None, ge=0, le=255, description="location id of the stream's records; null: site.location_id"
+    )
+    loop: bool = Field(False, description="start again from the beginning when a file or HTTP video ends")
+    record: bool = Field(True, description="keep the original video in the clip store for FetchClip")
+    live: bool | None = Field(
+        None,
+        description="a live feed: reconnected when it ends, and frames are skipped rather than delayed when "
+        "analysis falls behind; null: rtsp(s):// is live, files and HTTP are not",
+    )
+    container: str = Field("", description="FFmpeg format name to force (e.g. 'mpegts'); empty: probe")
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra FFmpeg options for opening the source, e.g. {rtsp_transport = 'udp'}",
+    )
+    open_timeout_s: float = Field(10.0, gt=0, description="how long connecting to a network source may take")
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="how long a network source may send nothing before it counts as broken"
+    )
+    retry_s: float = Field(1.0, gt=0, description="first pause before retrying a failed network source")
+    retry_max_s: float = Field(
+        60.0, gt=0, description="longest pause between retries (doubling from retry_s)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.lower()
+        if scheme not in SOURCE_SCHEMES:
+            raise ValueError(
+                f"scheme {scheme!r} is not supported; use a file path, file://, http(s):// or rtsp(s)://"
+            )
+        if SOURCE_SCHEMES[scheme] != "file" and not urlsplit(value).hostname:
+            raise ValueError(f"{scheme}:// URL has no host")
+        return value
+
+    @property
+    def kind(self) -> SourceKind:
+        return SOURCE_SCHEMES[urlsplit(self.url).scheme.lower()]
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind == "rtsp" if self.live is None else self.live
+
+    @property
+    def target(self) -> str:
+        """What FFmpeg opens: the path of a file source, else the URL itself."""
+        if self.kind != "file":
+            return self.url
+        parts = urlsplit(self.url)
+        return unquote(parts.path) if parts.scheme else self.url
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password replaced by ***, for logs and Status."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+    def ffmpeg_options(self) -> dict[str, str]:
+        """Open options: socket timeouts (microseconds) for network sources, so that a dead peer fails
+        instead of hanging; the configured options win."""
+        timeout_us = str(int(self.read_timeout_s * 1e6))
+        base: dict[str, str] = {}
+        if self.kind == "http":
+            base = {"rw_timeout": timeout_us}
+        elif self.kind == "rtsp":
+            base = {"timeout": timeout_us, "rtsp_transport": "tcp"}
+        return {**base, **self.options}
 
 
 def _default_perception() -> PerceptionConfig:
@@ -99,3 +206,16 @@ class TxdConfig(Frozen):
         description="the understanding agent: 'attributes' (embedded CPU model) or 'vlm' (an "
         "OpenAI-compatible VLM server such as vLLM)",
     )
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="videos txd pulls itself from start-up on (files, HTTP, RTSP), one task each",
+    )
+
+    @model_validator(mode="after")
+    def _unique_source_ids(self) -> TxdConfig:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.stream_id in seen:
+                raise ValueError(f"sources: stream_id {source.stream_id!r} is used twice")
+            seen.add(source.stream_id)
+        return self

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from semcom.schema import Schema
 from txd.perception.keyframes import Keyframe
 from txd.understanding.base import Understander, Understanding
-from txd.video import DecodeProgress, VideoFrame, iter_frames
+from txd.video import DecodeProgress, PacketSink, VideoFrame, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,22 @@ Publish = Callable[[int, float, Understanding], None]
 
 @dataclass
 class StageTimes:
-    """Wall seconds spent per stage and how many items each handled, for progress and benchmarks."""
+    """Wall seconds spent per stage and how many items each handled, for progress and benchmarks.
+
+    `publish` is the time spent handing records on (queueing them for the link in txd); whoever frames the
+    records adds a `codec` entry.
+    """
 
     seconds: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("decode", "perceive", "understand"), 0.0)
+        default_factory=lambda: dict.fromkeys(("decode", "perceive", "understand", "publish"), 0.0)
     )
     frames_analysed: int = 0
+    frames_dropped: int = 0  # decoded frames due for analysis but skipped because analysis lagged (live)
     keyframes: int = 0
     records: int = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 @dataclass
@@ -62,7 +70,9 @@ class StreamRun:
 
 class StreamPipeline:
     """Runs one video through perception and understanding; frames pass through a bounded queue, so a slow
-    model slows decoding (backpressure) instead of piling up frames in memory."""
+    model slows decoding (backpressure) instead of piling up frames in memory. For a live source
+    (`drop_when_behind`), decoding keeps the source's pace instead and frames that find the queue full are
+    skipped: a camera cannot be paused, and its recording must not fall behind."""
 
     def __init__(
         self,
@@ -74,6 +84,7 @@ class StreamPipeline:
         *,
         analysis_fps: float | None,
         queue_frames: int = 8,
+        drop_when_behind: bool = False,
     ) -> None:
         self.perception = perception
         self.understander = understander
@@ -82,18 +93,28 @@ class StreamPipeline:
         self.executor = executor
         self.analysis_fps = analysis_fps
         self.queue_frames = queue_frames
+        self.drop_when_behind = drop_when_behind
         self.run_state = StreamRun()
         self._last: dict[int, dict[str, str]] = {}
 
-    async def run(self, source: str | Path, container: str = "") -> StreamRun:
+    async def run(
+        self,
+        source: str | Path,
+        container: str = "",
+        *,
+        options: Mapping[str, str] | None = None,
+        timeout_s: float | tuple[float, float] = 30.0,
+        sink: PacketSink | None = None,
+    ) -> StreamRun:
+        """Decode `source` (a file or URL; `options` and `timeout_s` as for iter_frames, `sink` gets every
+        packet) and analyse it; returns when the video ends, raises InvalidInput when it cannot be read."""
         loop = asyncio.get_running_loop()
         frames: asyncio.Queue[VideoFrame | BaseException | None] = asyncio.Queue(self.queue_frames)
         stop = threading.Event()
+        opened = _Source(source, container, dict(options or {}), timeout_s, sink)
         # The decoder gets a thread of its own: it blocks while the queue is full, and must not hold a worker
         # of the model executor while doing so.
-        decoder = asyncio.ensure_future(
-            asyncio.to_thread(self._decode, source, container, frames, loop, stop)
-        )
+        decoder = asyncio.ensure_future(asyncio.to_thread(self._decode, opened, frames, loop, stop))
         try:
             while (item := await frames.get()) is not None:
                 if isinstance(item, BaseException):
@@ -102,7 +123,7 @@ class StreamPipeline:
                 keyframes = await loop.run_in_executor(
                     self.executor, self.perception.process, item.image, item.index, item.time_s
                 )
-                self.run_state.times.seconds["perceive"] += time.perf_counter() - t0
+                self.run_state.times.add("perceive", time.perf_counter() - t0)
                 self.run_state.times.frames_analysed += 1
                 await self._understand(keyframes)
             await self._understand(self.perception.flush())
@@ -115,8 +136,7 @@ class StreamPipeline:
 
     def _decode(
         self,
-        source: str | Path,
-        container: str,
+        src: _Source,
         frames: asyncio.Queue[VideoFrame | BaseException | None],
         loop: asyncio.AbstractEventLoop,
         stop: threading.Event,
@@ -133,14 +153,30 @@ class StreamPipeline:
                     continue
             future.cancel()
 
+        def offer(frame: VideoFrame) -> None:
+            if frames.full():  # read on the loop's thread, where the queue lives
+                self.run_state.times.frames_dropped += 1
+            else:
+                frames.put_nowait(frame)
+
         try:
             t0 = time.perf_counter()
-            progress = self.run_state.decode
-            for frame in iter_frames(source, container=container, fps=self.analysis_fps, progress=progress):
-                self.run_state.times.seconds["decode"] += time.perf_counter() - t0
+            for frame in iter_frames(
+                src.source,
+                container=src.container,
+                fps=self.analysis_fps,
+                progress=self.run_state.decode,
+                options=src.options,
+                timeout_s=src.timeout_s,
+                sink=src.sink,
+            ):
+                self.run_state.times.add("decode", time.perf_counter() - t0)
                 if stop.is_set():
                     return
-                put(frame)
+                if self.drop_when_behind:
+                    loop.call_soon_threadsafe(offer, frame)
+                else:
+                    put(frame)
                 t0 = time.perf_counter()
         except Exception as err:  # handed to the event loop, which raises it in run()
             put(err)
@@ -152,8 +188,9 @@ class StreamPipeline:
             return
         t0 = time.perf_counter()
         results = await self.understander.understand([k.crop for k in keyframes], self.schema)
-        self.run_state.times.seconds["understand"] += time.perf_counter() - t0
+        self.run_state.times.add("understand", time.perf_counter() - t0)
         self.run_state.times.keyframes += len(keyframes)
+        t0 = time.perf_counter()
         for kf, result in zip(keyframes, results, strict=True):
             # A track is described again only when what is understood about it changes.
             if self._last.get(kf.track_id) == result.fields:
@@ -161,3 +198,15 @@ class StreamPipeline:
             self._last[kf.track_id] = dict(result.fields)
             self.publish(kf.track_id, kf.time_s, result)
             self.run_state.times.records += 1
+        self.run_state.times.add("publish", time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What the decoder thread opens."""
+
+    source: str | Path
+    container: str
+    options: dict[str, str]
+    timeout_s: float | tuple[float, float]
+    sink: PacketSink | None

@@ -8,7 +8,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +25,7 @@ from txd.config import TxdConfig
 from txd.link import LinkSender
 from txd.pipeline import StreamPipeline, StreamRun
 from txd.understanding.base import Understander, Understanding
-from txd.video import VideoInfo, decode_info, probe
+from txd.video import PacketSink, VideoInfo, decode_info, probe
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ Context = aio.ServicerContext[object, object]
 
 @dataclass
 class StreamState:
+    """One stream as Status reports it. `state`: "receiving" (video coming in), "done", "failed"; a pulled
+    source also "connecting" and "retrying" (waiting to reconnect after `error`)."""
+
     stream_id: str
     location_id: int
     state: str = "receiving"
@@ -62,6 +65,7 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
         self.executor = executor
         self.streams: dict[str, StreamState] = {}
         self._next_record_id: dict[str, int] = defaultdict(lambda: 1)
+        self._source_ids = frozenset(source.stream_id for source in cfg.sources)
 
     # -- Announce -----------------------------------------------------------------------------------------
     async def Announce(
@@ -111,6 +115,8 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             raise InvalidInput("the first IngestRequest must carry the header")
         header = first.header
         stream_id = header.stream_id or uuid.uuid4().hex[:12]
+        if stream_id in self._source_ids:
+            raise InvalidInput(f"stream {stream_id!r} is a source txd pulls itself; ingest under another id")
         if stream_id in self.streams and self.streams[stream_id].state == "receiving":
             raise InvalidInput(f"stream {stream_id!r} is already being ingested")
         state = StreamState(stream_id, header.location_id or self.cfg.site.location_id)
@@ -124,7 +130,7 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
                 info = await loop.run_in_executor(self.executor, decode_info, spool, header.container)
             else:
                 head = await loop.run_in_executor(self.executor, probe, spool, header.container)
-                run = await self._analyse(spool, header.container, state, start_time_s)
+                run = await self.analyse(spool, state, start_time_s, container=header.container)
                 info = replace(head, frames=run.decode.frames_decoded, duration_s=run.decode.duration_s)
             self.clips.add(
                 stream_id,
@@ -152,10 +158,26 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             keyframes=times.keyframes if times else 0,
         )
 
-    async def _analyse(
-        self, source: Path, container: str, state: StreamState, start_time_s: float
+    @property
+    def analyses(self) -> bool:
+        """Whether video is analysed (perception and understanding configured), or only decoded and stored."""
+        return self.cfg.perception is not None and self.understander is not None
+
+    async def analyse(
+        self,
+        source: str | Path,
+        state: StreamState,
+        start_time_s: float,
+        *,
+        container: str = "",
+        options: Mapping[str, str] | None = None,
+        timeout_s: float | tuple[float, float] = 30.0,
+        sink: PacketSink | None = None,
+        live: bool = False,
     ) -> StreamRun:
-        """Run perception and understanding over a stored video; records go to the link as they come."""
+        """Run perception and understanding over a video file or URL; records go to the link as they come,
+        timed `start_time_s` + seconds from the video's first frame. `sink` gets the demuxed packets; a
+        `live` source skips frames when analysis lags instead of slowing the source down."""
         assert self.cfg.perception is not None and self.understander is not None
         schema = self.schemas.get(self.link.stats.task_schema_id)
 
@@ -180,17 +202,19 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
             publish,
             self.executor,
             analysis_fps=self.cfg.perception.analysis_fps,
+            drop_when_behind=live,
         )
         state.run = pipeline.run_state
-        await pipeline.run(source, container)
+        await pipeline.run(source, container, options=options, timeout_s=timeout_s, sink=sink)
         t = pipeline.run_state.times
         log.info(
-            "analysed stream_id=%s frames=%d keyframes=%d records=%d (decode %.1f s, perceive %.1f s, "
-            "understand %.1f s)",
+            "analysed stream_id=%s frames=%d keyframes=%d records=%d dropped=%d (decode %.1f s, "
+            "perceive %.1f s, understand %.1f s)",
             state.stream_id,
             t.frames_analysed,
             t.keyframes,
             t.records,
+            t.frames_dropped,
             t.seconds["decode"],
             t.seconds["perceive"],
             t.seconds["understand"],
@@ -233,11 +257,11 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
     async def FetchClip(
         self, request: common_pb2.FetchClipRequest, context: Context
     ) -> AsyncIterator[common_pb2.ClipChunk]:
-        segment = self.clips.find(request.stream_id, request.t0_s, request.t1_s)
+        segments = self.clips.find_span(request.stream_id, request.t0_s, request.t1_s)
         with tempfile.TemporaryDirectory(dir=self.clips.incoming) as tmp:
             out = Path(tmp) / "clip.mp4"
             await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.clips.extract, segment, request.t0_s, request.t1_s, out
+                self.executor, self.clips.extract, segments, request.t0_s, request.t1_s, out
             )
             size = out.stat().st_size
             log.info(
@@ -265,7 +289,7 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
                     state=s.state,
                     bytes_received=s.bytes_received,
                     frames_decoded=s.run.decode.frames_decoded if s.run else s.frames_decoded,
-                    duration_s=s.duration_s,
+                    duration_s=s.duration_s or (s.run.decode.duration_s if s.run else 0.0),
                     records_sent=stats.per_stream_sent.get(s.stream_id, 0),
                     error=s.error,
                     frames_total=s.run.decode.frames_total if s.run else 0,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
@@ -87,40 +88,80 @@ class DecodeProgress:
     duration_s: float = 0.0
 
 
+class PacketSink(Protocol):
+    """Receives the compressed packets of the decoded stream as they are demuxed (e.g. to record them)."""
+
+    def open(self, stream: av.video.stream.VideoStream) -> None:
+        """Called once, before the first packet, with the stream the packets belong to."""
+
+    def write(self, packet: av.Packet[av.video.stream.VideoStream]) -> None:
+        """One packet, after it was decoded; the sink may change it (it is not used afterwards)."""
+
+
 def iter_frames(
     source: str | Path,
     *,
     container: str = "",
     fps: float | None = None,
     progress: DecodeProgress | None = None,
+    options: Mapping[str, str] | None = None,
+    timeout_s: float | tuple[float, float] = 30.0,
+    sink: PacketSink | None = None,
 ) -> Iterator[VideoFrame]:
     """Decode the first video stream of a file or URL (rtsp://, http://...), yielding at most `fps` frames per
-    second of video, evenly spaced; every decoder failure, also one mid-stream, becomes InvalidInput."""
+    second of video, evenly spaced; every decoder failure, also one mid-stream, becomes InvalidInput.
+
+    `options` are FFmpeg open options, `timeout_s` the open (and read) timeout, and `sink` gets every packet
+    of the stream as it was demuxed, so that one read of a live source serves both analysis and recording.
+    """
     progress = progress if progress is not None else DecodeProgress()
-    next_t = 0.0
+    opened = False
     try:
-        with av.open(str(source), format=container or None, timeout=30.0) as box:
+        with av.open(
+            str(source), format=container or None, options=dict(options or {}), timeout=timeout_s
+        ) as box:
+            opened = True
             if not box.streams.video:
                 raise InvalidInput(f"{box.format.name} container holds no video stream")
             stream = box.streams.video[0]
             stream.thread_type = "AUTO"
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
-            progress.frames_total = int(stream.frames or 0)
-            first: float | None = None
-            for frame in box.decode(stream):
-                t = float(frame.time) if frame.time is not None else progress.frames_decoded / rate
-                first = t if first is None else first
-                index = progress.frames_decoded
-                progress.frames_decoded += 1
-                progress.duration_s = t - first + 1.0 / rate
-                if fps is None or t - first >= next_t - 1e-6:
-                    # Advance on a fixed grid of 1/fps (not from this frame's time): the rate does not drift.
-                    while fps is not None and next_t <= t - first + 1e-6:
-                        next_t += 1.0 / fps
-                    image: NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
-                    yield VideoFrame(index, t - first, image)
+            if sink is not None:
+                sink.open(stream)
+            yield from _decode(box, stream, fps, progress, sink)
     except av.FFmpegError as err:
+        reason = err.strerror or str(err)
+        if not opened and "://" in str(source):
+            raise InvalidInput(f"cannot open the stream: {reason}") from err
         at = f" after {progress.frames_decoded} frames" if progress.frames_decoded else ""
-        raise InvalidInput(f"cannot decode the video{at}: {err}") from err
+        raise InvalidInput(f"cannot decode the video{at}: {reason}") from err
     if progress.frames_decoded == 0:
         raise InvalidInput("the video stream decoded to no frames (truncated or empty)")
+
+
+def _decode(
+    box: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    fps: float | None,
+    progress: DecodeProgress,
+    sink: PacketSink | None,
+) -> Iterator[VideoFrame]:
+    rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    progress.frames_total = int(stream.frames or 0)
+    first: float | None = None
+    next_t = 0.0
+    for packet in box.demux(stream):
+        frames = packet.decode()
+        if sink is not None and packet.size:  # the empty packet at the end only flushes the decoder
+            sink.write(packet)
+        for frame in frames:
+            t = float(frame.time) if frame.time is not None else progress.frames_decoded / rate
+            first = t if first is None else first
+            index = progress.frames_decoded
+            progress.frames_decoded += 1
+            progress.duration_s = t - first + 1.0 / rate
+            if fps is None or t - first >= next_t - 1e-6:
+                # Advance on a fixed grid of 1/fps (not from this frame's time): the rate does not drift.
+                while fps is not None and next_t <= t - first + 1e-6:
+                    next_t += 1.0 / fps
+                image: NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
+                yield VideoFrame(index, t - first, image)

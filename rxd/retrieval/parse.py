@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from semcom.schema import Schema
 
@@ -72,11 +73,15 @@ _BACKWARD = frozenset({"that", "which", "is", "are", "was", "were", "in", ":", "
 
 @dataclass(frozen=True)
 class ParsedQuery:
-    """Slots understood in a query, content words that were not, and a note for the user ("" if all clear)."""
+    """Slots understood in a query, content words that were not, and a note for the user ("" if all clear).
+
+    `source` names the parser whose slots these are ("embedded", or "llm" for a model's answer).
+    """
 
     slots: dict[str, str]
     unmatched: list[str] = field(default_factory=list)
     note: str = ""
+    source: str = "embedded"
 
 
 def attribute_help(schema: Schema) -> str:
@@ -232,3 +237,28 @@ def parse_query(text: str, schema: Schema) -> ParsedQuery:
     for word in _tokens(text):
         parser.feed(word)
     return parser.finish()
+
+
+class QueryParser(Protocol):
+    """Turns a query's free text into schema slots; the retrieval engine calls it once per query with text.
+
+    `parse` never returns "unknown" as a slot value and must not fail for any text: a backend that cannot
+    answer falls back to the embedded parser. `stats` gives counters for logs and metrics.
+    """
+
+    def parse(self, text: str, schema: Schema) -> ParsedQuery: ...
+    def stats(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+class EmbeddedParser:
+    """The embedded parser as a QueryParser: no model, microseconds per query, nothing to count or close."""
+
+    def parse(self, text: str, schema: Schema) -> ParsedQuery:
+        return parse_query(text, schema)
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        return None

@@ -19,12 +19,18 @@ import pytest
 from numpy.typing import NDArray
 
 from rxd.generate.llm import LlmDescriber, LlmDescriberConfig
+from rxd.retrieval.describe import TemplateDescriber
+from rxd.retrieval.engine import Query, RetrievalEngine
+from rxd.retrieval.llm_parse import LlmParserConfig, LlmQueryParser
+from rxd.retrieval.store import RecordStore
 from semcom.data import data_dir
 from semcom.errors import BackendDead, BackendFailed
 from semcom.inference.openai_client import OpenAIBackendConfig, OpenAIClient, image_part, json_schema_format
 from semcom.launch import free_port
 from semcom.schema import Schema, SchemaRegistry
 from tests.fixtures.tiny_models import build_with
+from tests.unit.test_retrieval_store import BagOfWordsEncoder
+from tests.unit.test_retrieval_store import person as person_record
 from txd.understanding.vlm import VlmConfig, VlmUnderstander, answer_keys, answer_schema, understanding_prompt
 
 # Startup takes 35-80 s per server on an idle 2-core machine and several minutes on a loaded one.
@@ -262,3 +268,39 @@ def test_server_down_is_dead(servers: tuple[VllmServer, VllmServer], person: Sch
             describer.describe(person, PERSON_FIELDS[0])
     finally:
         describer.close()
+
+
+QUERIES = [
+    "the man wearing a white long-sleeved shirt, black pants and black shoes",
+    "a lady in a mauve coat",
+    "a cat on a skateboard",
+]
+
+
+def test_llm_query_parser_gives_schema_valid_slots_through_the_engine(
+    servers: tuple[VllmServer, VllmServer], person: Schema, tmp_path: Path
+) -> None:
+    # The random model's choices are noise; guided JSON must still make every answer schema-valid.
+    registry = SchemaRegistry.builtin()
+    parser = LlmQueryParser(LlmParserConfig(server=servers[0].config()))
+    store = RecordStore(tmp_path / "index.db", registry)
+    engine = RetrievalEngine(registry, store, TemplateDescriber(), BagOfWordsEncoder(), parser=parser)
+    engine.ingest([person_record(i, **fields) for i, fields in enumerate(PERSON_FIELDS)])
+    try:
+        for text in QUERIES:
+            parsed = parser.parse(text, person)
+            assert parsed.source == "llm", f"fell back for {text!r}: {parser.stats()}"
+            for name, value in parsed.slots.items():
+                assert value in person.field(name).values[1:]
+            result = engine.query(Query(text=text, schema_id=person.id, top_k=10))
+            assert result.slots == parsed.slots
+            assert len(result.hits) == len(PERSON_FIELDS)
+            for hit in result.hits:
+                outcome = (*hit.matched_slots, *hit.unknown_slots, *hit.contradicted_slots)
+                assert sorted(outcome) == sorted(result.slots)
+        stats = engine.stats()
+        assert stats["parse_requests"] == stats["parse_answers"] == len(QUERIES)
+        assert (stats["parse_cache_hits"], stats["parse_fallbacks"]) == (len(QUERIES), 0)
+    finally:
+        parser.close()
+        store.close()

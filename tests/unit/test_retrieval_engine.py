@@ -105,6 +105,19 @@ def test_query_without_attributes_ranks_by_similarity_and_explains(engine: Retri
     assert scores == sorted(scores, reverse=True)
 
 
+def test_text_understood_whole_uses_the_stored_vector(engine: RetrievalEngine) -> None:
+    calls = engine.embed_calls
+    text = "the man wearing a white long-sleeved shirt, black pants and black shoes"
+    result = engine.query(Query(text=text, schema_id=PERSON.id, top_k=3))
+    assert result.note == "" and engine.embed_calls == calls
+    assert [h.record.record_id for h in result.hits] == [6, 2, 1]
+    # Leftover words (or slots no record has exactly) need the model on the text.
+    engine.query(Query(text="a man in a white shirt carrying a bag", schema_id=PERSON.id))
+    assert engine.embed_calls == calls + 1
+    engine.query(Query(text="a woman in green shoes", schema_id=PERSON.id))
+    assert engine.embed_calls == calls + 2
+
+
 def test_query_vectors_are_cached(engine: RetrievalEngine) -> None:
     engine.query(Query(text="a red shirt", schema_id=PERSON.id))
     calls = engine.embed_calls
