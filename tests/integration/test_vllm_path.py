@@ -285,11 +285,12 @@ def test_llm_query_parser_gives_schema_valid_slots_through_the_engine(
     parser = LlmQueryParser(LlmParserConfig(server=servers[0].config()))
     store = RecordStore(tmp_path / "index.db", registry)
     engine = RetrievalEngine(registry, store, TemplateDescriber(), BagOfWordsEncoder(), parser=parser)
-    engine.ingest([person_record(i, **fields) for i, fields in enumerate(PERSON_FIELDS)])
+    engine.ingest([person_record(i, time_s=float(i), **f) for i, f in enumerate(PERSON_FIELDS)])
     try:
         for text in QUERIES:
             parsed = parser.parse(text, person)
             assert parsed.source == "llm", f"fell back for {text!r}: {parser.stats()}"
+            print(f"{text!r} -> {parsed.slots}")
             for name, value in parsed.slots.items():
                 assert value in person.field(name).values[1:]
             result = engine.query(Query(text=text, schema_id=person.id, top_k=10))
