@@ -241,8 +241,12 @@ class RetrievalEngine:
         self.embedded_texts += len(texts)
         return vectors
 
-    def query(self, q: Query) -> QueryResult:
-        """Ranked hits for `q`; InvalidInput for an empty query, a bad filter or a bad top_k."""
+    def query(self, q: Query, parsed: ParsedQuery | None = None) -> QueryResult:
+        """Ranked hits for `q`; InvalidInput for an empty query, a bad filter or a bad top_k.
+
+        `parsed` is `q.text` already parsed (by a caller that awaited a model parser on its event loop);
+        without it the engine's parser runs here.
+        """
         schema = self.schemas.get(q.schema_id)
         if not 1 <= q.top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be 1..{MAX_TOP_K}, got {q.top_k}")
@@ -254,7 +258,10 @@ class RetrievalEngine:
         text = q.text.strip()
         if not text and not filters:
             raise InvalidInput(f"empty query: give text or field filters; ask about {attribute_help(schema)}")
-        parsed = self.parser.parse(text, schema) if text else ParsedQuery({})
+        if not text:
+            parsed = ParsedQuery({})
+        elif parsed is None:
+            parsed = self.parser.parse(text, schema)
         order = {name: i for i, name in enumerate(schema.field_names)}
         slots = dict(sorted({**parsed.slots, **filters}.items(), key=lambda kv: order[kv[0]]))
         spec = SearchSpec(
