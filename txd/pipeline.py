@@ -115,6 +115,9 @@ class StreamPipeline:
         # The decoder gets a thread of its own: it blocks while the queue is full, and must not hold a worker
         # of the model executor while doing so.
         decoder = asyncio.ensure_future(asyncio.to_thread(self._decode, opened, frames, loop, stop))
+        # Understanding a batch of keyframes overlaps perception of the next frames (another core, or a
+        # VLM server's latency); one batch at a time keeps the records in order and the crops bounded.
+        understanding: asyncio.Future[None] | None = None
         try:
             while (item := await frames.get()) is not None:
                 if isinstance(item, BaseException):
@@ -125,9 +128,17 @@ class StreamPipeline:
                 )
                 self.run_state.times.add("perceive", time.perf_counter() - t0)
                 self.run_state.times.frames_analysed += 1
-                await self._understand(keyframes)
+                if keyframes:
+                    if understanding is not None:
+                        await understanding
+                    understanding = asyncio.ensure_future(self._understand(keyframes))
+            if understanding is not None:
+                await understanding
             await self._understand(self.perception.flush())
         finally:
+            if understanding is not None:
+                understanding.cancel()  # a no-op when it finished; gather retrieves its outcome either way
+                await asyncio.gather(understanding, return_exceptions=True)
             stop.set()
             while not frames.empty():  # unblock a decoder waiting to put, so that it sees `stop`
                 frames.get_nowait()

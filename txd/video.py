@@ -129,7 +129,10 @@ def iter_frames(
                 sink.open(stream)
             yield from _decode(box, stream, fps, progress, sink)
     except av.FFmpegError as err:
-        reason = err.strerror or str(err)
+        # PyAV's timeout interrupts FFmpeg, which then reports only that it was asked to stop.
+        reason = (
+            "timed out waiting for data" if isinstance(err, av.error.ExitError) else err.strerror or str(err)
+        )
         if not opened and "://" in str(source):
             raise InvalidInput(f"cannot open the stream: {reason}") from err
         at = f" after {progress.frames_decoded} frames" if progress.frames_decoded else ""

@@ -191,7 +191,7 @@ class StreamStatus(_message.Message):
     stream_id: _builtins.str
     location_id: _builtins.int
     state: _builtins.str
-    """"receiving", "done", "failed" """
+    """"receiving", "done", "failed"; a pulled source also "connecting", "retrying" """
     bytes_received: _builtins.int
     frames_decoded: _builtins.int
     duration_s: _builtins.float
