@@ -40,17 +40,24 @@ def balanced_accuracy(primary: NDArray[np.int64], correct: NDArray[np.bool_]) ->
     return float(np.mean([correct[primary == c].mean() for c in classes]))
 
 
-def score(prob: NDArray[np.float32], target: NDArray[np.float32], threshold: float) -> Scores | None:
+def score(
+    prob: NDArray[np.float32],
+    target: NDArray[np.float32],
+    threshold: float,
+    evidence: NDArray[np.float32] | None = None,
+) -> Scores | None:
     """A prediction counts as correct when it is any of the listed colours ("black|white": black or white);
     for per-class recall a multi-colour crop belongs to its first listed colour (PETA lists them in
-    alphabetical order). Unlabelled crops (no colour, sleeve "none", length "mid") are left out."""
+    alphabetical order). Unlabelled crops (no colour, sleeve "none", length "mid") are left out. A crop is
+    answered when the top of `evidence` (default: `prob`) reaches the threshold."""
     labelled = target.sum(axis=1) > 0
     prob, target = prob[labelled], target[labelled]
+    evidence = prob if evidence is None else evidence[labelled]
     n = len(target)
     if n == 0:
         return None
     pred = prob.argmax(axis=1)
-    answered = prob.max(axis=1) >= threshold
+    answered = evidence.max(axis=1) >= threshold
     correct = target[np.arange(n), pred] > 0
     primary = target.argmax(axis=1)
     majority = int(np.bincount(primary, minlength=target.shape[1]).argmax())
@@ -109,7 +116,11 @@ def choose(folds: Sequence[Fold], head: str, max_abstain: float) -> Setting:
     crops among the thresholds that abstain on at most `max_abstain` of them."""
 
     def mean(weight: float, threshold: float) -> tuple[float, float, float]:
-        rows = [s for f in folds if (s := score(f.probs(head, weight), f.targets[head], threshold))]
+        rows = [
+            s
+            for f in folds
+            if (s := score(f.probs(head, weight), f.targets[head], threshold, f.probs(head, 0.0)))
+        ]
         return (
             float(np.nanmean([r.acc_answered + r.bacc_answered for r in rows])),
             float(np.nanmean([r.bacc_answered for r in rows])),
@@ -128,7 +139,8 @@ def choose(folds: Sequence[Fold], head: str, max_abstain: float) -> Setting:
 
 def evaluate(fold: Fold, settings: Mapping[str, Setting]) -> dict[str, Scores | None]:
     return {
-        h: score(fold.probs(h, s.prior_weight), fold.targets[h], s.threshold) for h, s in settings.items()
+        h: score(fold.probs(h, s.prior_weight), fold.targets[h], s.threshold, fold.probs(h, 0.0))
+        for h, s in settings.items()
     }
 
 

@@ -16,14 +16,27 @@ from semcom.data import data_dir
 from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN
 from semcom.schema import Schema, SchemaRegistry
-from txd.understanding.attributes import DEFAULT_WEIGHTS, AttributesConfig, AttributeUnderstander
+from txd.understanding.attributes import (
+    DEFAULT_WEIGHTS,
+    AttributesConfig,
+    AttributeUnderstander,
+    load_net,
+    log_priors,
+    probabilities,
+)
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("torch")
 
-COLOUR_FIELDS = ("upper_color", "lower_color", "shoe_color")
 SAMPLE = 240  # crops drawn with a fixed seed from all eight subsets
 TOLERANCE = 0.05  # balanced accuracy must beat the majority baseline by at least this much
+# PETA crops (path under images/) with their labelled lower-body length: two in shorts, two in trousers.
+CLEAR_CROPS = [
+    ("VIPeR/862_0_1.jpg", "short"),
+    ("CUHK/3570.jpg", "short"),
+    ("CUHK/1019.jpg", "long"),
+    ("VIPeR/102_0_1.jpg", "long"),
+]
 _COLUMNS = {
     "gender": "gender",
     "upper_color": "upper_colors",
@@ -86,10 +99,43 @@ async def test_degenerate_crop_is_invalid_input(
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_abstains_on_uniform_grey(model: AttributeUnderstander, schema: Schema) -> None:
-    (result,) = await model.understand([np.full((160, 80, 3), 128, np.uint8)], schema)
-    for name in COLOUR_FIELDS:
+@pytest.mark.parametrize("level", [0, 128, 255], ids=["black", "grey", "white"])
+async def test_abstains_on_blank_crop(model: AttributeUnderstander, schema: Schema, level: int) -> None:
+    """A crop with no person in it shows nothing to read: every field is unknown (the balanced posterior is
+    flat), even where the class prior alone would name the frequent class."""
+    (result,) = await model.understand([np.full((160, 80, 3), level, np.uint8)], schema)
+    for name in schema.field_names:
         assert result.fields[name] == UNKNOWN, (name, result)
+
+
+def test_prior_weight_moves_answers_towards_frequent_classes() -> None:
+    """Adding the training log-prior (weight 1) raises the frequent class's probability over weight 0."""
+    torch = pytest.importorskip("torch")
+    net = load_net(DEFAULT_WEIGHTS, threads=1)
+    frequent = int(log_priors(net)["lower_length"].argmax())
+    logits = {"lower_length": torch.zeros(1, 2)}
+    balanced = probabilities(net, logits, {"lower_length": 0.0})["lower_length"]
+    plain = probabilities(net, logits, {"lower_length": 1.0})["lower_length"]
+    assert balanced[0, frequent] == pytest.approx(0.5)
+    assert plain[0, frequent] > 0.8
+
+
+def _peta_crop(name: str) -> NDArray[np.uint8]:
+    path = data_dir() / "peta" / "images" / name
+    if not path.is_file():
+        pytest.skip(f"PETA crop not found at {path} (set SEMCOM_DATA_DIR)")
+    return np.asarray(cv2.imread(str(path), cv2.IMREAD_COLOR), np.uint8)
+
+
+@pytest.mark.data
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("name", "expected"), CLEAR_CROPS)
+async def test_clearly_dressed_person_gets_right_lower_length(
+    model: AttributeUnderstander, schema: Schema, name: str, expected: str
+) -> None:
+    """Labelled PETA crops of people in plainly visible trousers or shorts (seen in training)."""
+    (result,) = await model.understand([_peta_crop(name)], schema)
+    assert result.fields["lower_length"] == expected, result
 
 
 def _sample(root: Path) -> list[dict[str, str]]:

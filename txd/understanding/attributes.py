@@ -55,21 +55,24 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "attributes_v2.pt"
 # The heads are trained logit-adjusted (their raw softmax targets balanced accuracy); adding this share of
 # the training log-prior back moves the answers towards the frequent classes (plain accuracy).
 DEFAULT_PRIOR_WEIGHTS: dict[str, float] = {
-    "gender": 0.0,
-    "upper_color": 0.0,
-    "sleeve": 0.0,
-    "lower_color": 0.0,
-    "lower_length": 0.0,
-    "shoe_color": 0.0,
+    "gender": 0.75,
+    "upper_color": 1.0,
+    "sleeve": 1.0,
+    "lower_color": 0.5,
+    "lower_length": 0.5,
+    "shoe_color": 1.0,
 }
-# Chosen by bench.attributes_loso on the leave-one-subset-out predictions of all eight folds.
+# Abstain when the top balanced probability (prior weight 0) is below these. Both tables are chosen by
+# bench.attributes_loso on the held-out predictions of all eight leave-one-subset-out folds: the prior
+# weight that maximises plain + balanced accuracy, then the threshold that maximises balanced accuracy over
+# answered crops at <= 20 % abstention.
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    "gender": 0.55,
-    "upper_color": 0.2,
-    "sleeve": 0.55,
-    "lower_color": 0.2,
-    "lower_length": 0.6,
-    "shoe_color": 0.18,
+    "gender": 0.65,
+    "upper_color": 0.3636,
+    "sleeve": 0.6357,
+    "lower_color": 0.2818,
+    "lower_length": 0.7714,
+    "shoe_color": 0.2273,
 }
 
 
@@ -84,7 +87,8 @@ class AttributesConfig(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=1024, description="crops per forward pass")
     abstain_thresholds: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_THRESHOLDS),
-        description="per field: report 'unknown' when the top class probability is below this",
+        description="per field: report 'unknown' when the top balanced class probability (no prior) is "
+        "below this",
     )
     prior_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_PRIOR_WEIGHTS),
@@ -212,6 +216,15 @@ def forward_top(net: nn.ModuleDict, mid: torch.Tensor, hist: torch.Tensor) -> di
     return out
 
 
+def log_priors(net: nn.ModuleDict) -> nn.ParameterDict:
+    """Per head, the log class frequencies of the crops the model was trained on."""
+    from torch import nn
+
+    priors = net["priors"]
+    assert isinstance(priors, nn.ParameterDict)
+    return priors
+
+
 def probabilities(
     net: nn.ModuleDict, logits: Mapping[str, torch.Tensor], prior_weights: Mapping[str, float]
 ) -> dict[str, NDArray[np.float32]]:
@@ -219,7 +232,7 @@ def probabilities(
     (every class equally likely a priori, what balanced accuracy rewards), w=1 the training-set posterior."""
     import torch
 
-    priors = net["priors"]
+    priors = log_priors(net)
     return {
         name: torch.softmax(value + prior_weights.get(name, 0.0) * priors[name], dim=1).numpy()
         for name, value in logits.items()
@@ -244,9 +257,15 @@ def load_net(weights: Path, threads: int) -> nn.ModuleDict:
 
 
 def decide(
-    probs: Mapping[str, NDArray[np.float32]], thresholds: Mapping[str, float], schema: Schema
+    probs: Mapping[str, NDArray[np.float32]],
+    thresholds: Mapping[str, float],
+    schema: Schema,
+    evidence: Mapping[str, NDArray[np.float32]] | None = None,
 ) -> list[Understanding]:
-    """Per crop: each field's top value, or "unknown" below its threshold; confidence = top probability."""
+    """Per crop: each field's top value, or "unknown" when the top *evidence* probability (the balanced
+    posterior; `probs` when not given) is below the field's threshold; confidence = top of `probs`.
+    Abstaining on the balanced posterior keeps the prior out of the decision to answer: a crop that shows
+    nothing has a flat balanced posterior, even where the prior alone would pick the frequent class."""
     n = len(next(iter(probs.values())))
     out: list[Understanding] = []
     for i in range(n):
@@ -259,8 +278,9 @@ def decide(
                 continue
             best = int(np.argmax(p[i]))
             top = float(p[i, best])
+            seen = float((evidence or probs)[spec.name][i].max())
             value = HEADS[spec.name][best]
-            fields[spec.name] = value if top >= thresholds.get(spec.name, 0.0) else UNKNOWN
+            fields[spec.name] = value if seen >= thresholds.get(spec.name, 0.0) else UNKNOWN
             confidence[spec.name] = round(top, 4)
         out.append(Understanding(fields=fields, confidence=confidence))
     return out
@@ -289,13 +309,21 @@ class AttributeUnderstander:
             return self._net
 
     def predict(self, crops: Sequence[NDArray[np.uint8]]) -> dict[str, NDArray[np.float32]]:
-        """Class probabilities per head (N x classes), blocking; crops are BGR uint8."""
+        """Class probabilities per head (N x classes) with the configured prior weights, blocking; crops are
+        BGR uint8."""
+        return self.predict_with_evidence(crops)[0]
+
+    def predict_with_evidence(
+        self, crops: Sequence[NDArray[np.uint8]]
+    ) -> tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]]]:
+        """(probabilities with the configured prior weights, balanced probabilities) per head, blocking."""
         import torch
 
         for i, crop in enumerate(crops):
             check_crop(crop, i)
         net = self._model()
         chunks: dict[str, list[NDArray[np.float32]]] = {name: [] for name in HEADS}
+        balanced: dict[str, list[NDArray[np.float32]]] = {name: [] for name in HEADS}
         step = self.config.batch_size
         with torch.inference_mode():
             for start in range(0, len(crops), step):
@@ -305,7 +333,12 @@ class AttributeUnderstander:
                 logits = forward_top(net, net["bottom"](x), hist)
                 for name, value in probabilities(net, logits, self.config.prior_weights).items():
                     chunks[name].append(value)
-        return {name: np.concatenate(parts) for name, parts in chunks.items()}
+                for name, value in probabilities(net, logits, {}).items():
+                    balanced[name].append(value)
+        return (
+            {name: np.concatenate(parts) for name, parts in chunks.items()},
+            {name: np.concatenate(parts) for name, parts in balanced.items()},
+        )
 
     async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
         """One Understanding per crop; fields the model does not know (other schemas) come back unknown."""
@@ -315,8 +348,8 @@ class AttributeUnderstander:
         if len(unknown) == len(schema.fields):
             raise InvalidInput(f"the attribute model reads person attributes; schema {schema.id} has none")
         loop = asyncio.get_running_loop()
-        probs = await loop.run_in_executor(self._executor, self.predict, list(crops))
-        return decide(probs, self.config.abstain_thresholds, schema)
+        probs, evidence = await loop.run_in_executor(self._executor, self.predict_with_evidence, list(crops))
+        return decide(probs, self.config.abstain_thresholds, schema, evidence)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

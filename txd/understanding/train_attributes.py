@@ -214,7 +214,7 @@ def train(
     epochs: int = 6,
     batch: int = 128,
 ) -> nn.ModuleDict:
-    """Fine-tune block 17, the last conv and the heads on the cached bottom activations."""
+    """Fine-tune blocks 16-17, the last conv and the heads on the cached bottom activations."""
     import torch
 
     torch.manual_seed(seed)
@@ -226,7 +226,7 @@ def train(
         t = t[t.sum(axis=1) > 0]
         freq = (t / t.sum(axis=1, keepdims=True)).sum(axis=0) + 1.0
         priors[head] = torch.from_numpy(np.log(freq / freq.sum()).astype(np.float32))
-        net["priors"][head].data.copy_(priors[head])
+        attr.log_priors(net)[head].data.copy_(priors[head])
     pretrained = [p for n, p in net.named_parameters() if n.startswith("top.")]
     fresh = [p for n, p in net.named_parameters() if n.startswith(("region.", "heads."))]
     opt = torch.optim.AdamW(
@@ -312,7 +312,7 @@ def run(data: Path, out: Path, *, holdout: str | None, seed: int, epochs: int, c
         test_idx = everything[labels.subsets == holdout]
         logits = predict_cached(net, cache, test_idx)
         arrays = {f"logit_{k}": v for k, v in logits.items()}
-        arrays.update({f"prior_{k}": net["priors"][k].detach().numpy() for k in logits})
+        arrays.update({f"prior_{k}": attr.log_priors(net)[k].detach().numpy() for k in logits})
         arrays.update({f"target_{k}": v[test_idx] for k, v in labels.targets.items()})
         np.savez(out.with_suffix(".predictions.npz"), **arrays)  # type: ignore[arg-type]
         for head, p in logits.items():
