@@ -115,6 +115,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks live in the `bench` package, imported only when asked for (they pull in the models)."""
+    from bench.paper.run import main as paper_main
+
+    return paper_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semcom", description="Generative semantic communication for video retrieval: demo and clients."
@@ -169,11 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schemas", help="print the built-in task schemas as JSON")
     p.set_defaults(func=cmd_schemas)
+
+    p = sub.add_parser(
+        "bench", help="benchmarks: `semcom bench paper --help` reproduces the paper's case study"
+    )
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    b = bench.add_parser(
+        "paper",
+        add_help=False,
+        help="the paper's case study: semantic vs traditional retrieval over an SNR sweep",
+        description="Options follow the benchmark's own parser: semcom bench paper --help",
+    )
+    b.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest  # the benchmark's own parser reads (and checks) its options
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(args.func(args))
     except grpc.RpcError as err:

@@ -1,0 +1,381 @@
+"""The compared systems: each turns the labelled input into the records rxd indexes at one channel draw."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import av
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from semcom.errors import InvalidInput
+from semcom.phy.mcs import Mcs
+from semcom.record import Record
+from semcom.schema import Schema, SchemaRegistry
+from txd.perception.keyframes import Keyframe
+from txd.perception.pipeline import PerceptionConfig
+from txd.understanding.base import Understander, Understanding
+
+from .labels import CropSet, Target, VideoLabels
+from .links import Air, LinkSettings, Tally, send_bytes, send_bytes_sampled, send_records
+from .media import EncodedVideo, Perceiver, decode_robust, encode_h264, source_frames
+
+log = logging.getLogger(__name__)
+
+# Records carry wall-clock times (the codec's base is whole Unix seconds); the video starts here.
+EPOCH_S = 1_767_225_600  # 2026-01-01 00:00:00 UTC
+SCHEMES = ("semantic", "semantic-text", "oracle", "traditional", "traditional-oracle")
+DEFAULT_SCHEMES = ("semantic", "semantic-text", "oracle", "traditional")
+
+
+@dataclass(frozen=True)
+class TraditionalSettings:
+    """How the traditional system sends pixels: codec, bitrate and its fixed MCS."""
+
+    mcs: Mcs
+    pilot_symbols: int
+    burst_bytes: int
+    bitrate_kbps: int
+    gop_s: float
+    preset: str
+    sampling: str  # "auto": block-error sampling on a memoryless (AWGN-only) channel; "full"; "sampled"
+    probe_bursts: int
+
+
+@dataclass
+class Received:
+    """What rxd holds after one scheme's transmission at one channel draw."""
+
+    records: list[Record]
+    tally: Tally
+    records_sent: int
+    note: str = ""
+    sent: list[Record] = field(default_factory=list)  # what the transmitter sent (records schemes only)
+
+
+class Dataset(Protocol):
+    """Ground truth and the mapping from a received record to the labelled target it shows."""
+
+    kind: str
+    targets: tuple[Target, ...]
+
+    def target_of(self, record: Record) -> int | None: ...
+
+
+@dataclass
+class VideoDataset:
+    """A labelled video: a record shows the person whose (widened) time range holds its time."""
+
+    video: Path
+    labels: VideoLabels
+    tolerance_s: float
+    clip_s: float | None
+    kind: str = "video"
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return self.labels.targets
+
+    def target_of(self, record: Record) -> int | None:
+        return self.labels.target_at(record.time_s - EPOCH_S, self.tolerance_s)
+
+
+@dataclass
+class CropDataset:
+    """A labelled crop set: record i + 1 is crop i."""
+
+    crops: CropSet
+    kind: str = "crops"
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return self.crops.targets
+
+    def target_of(self, record: Record) -> int | None:
+        index = record.record_id - 1
+        return index if 0 <= index < len(self.crops.targets) else None
+
+
+def _digest(image: NDArray[np.uint8]) -> bytes:
+    digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
+    digest.update(repr(image.shape).encode())
+    return digest.digest()
+
+
+@dataclass
+class Workbench:
+    """Shared parts and per-run caches: the understander, perception, and every channel-independent result."""
+
+    dataset: VideoDataset | CropDataset
+    schema: Schema
+    registry: SchemaRegistry
+    link: LinkSettings
+    traditional: TraditionalSettings
+    perception: PerceptionConfig
+    make_understander: Callable[[], Understander]
+    analysis_fps: float | None
+    _understood: dict[bytes, Understanding] = field(default_factory=dict)
+    _records: dict[str, list[Record]] = field(default_factory=dict)
+    _keyframes: dict[bytes, list[Keyframe]] = field(default_factory=dict)
+    _records_by_payload: dict[bytes, list[Record]] = field(default_factory=dict)
+
+    @cached_property
+    def understander(self) -> Understander:
+        return self.make_understander()
+
+    @cached_property
+    def perceiver(self) -> Perceiver:
+        return Perceiver(self.perception)
+
+    # -- understanding ------------------------------------------------------------------------------------
+    def understand(self, crops: Sequence[NDArray[np.uint8]]) -> list[Understanding]:
+        """The configured understander on each crop, remembered by crop content."""
+        keys = [_digest(c) for c in crops]
+        todo = {k: c for k, c in zip(keys, crops, strict=True) if k not in self._understood}
+        if todo:
+            results = asyncio.run(self.understander.understand(list(todo.values()), self.schema))
+            self._understood.update(zip(todo, results, strict=True))
+        return [self._understood[k] for k in keys]
+
+    def records_from_keyframes(self, keyframes: Sequence[Keyframe], *, oracle: bool) -> list[Record]:
+        """Records as txd publishes them: per track, a record only when what is understood changes.
+
+        Oracle: each keyframe takes the labels of the person whose time range holds it; others are dropped.
+        """
+        assert isinstance(self.dataset, VideoDataset)
+        if oracle:
+            found = [
+                (k, self.dataset.labels.target_at(k.time_s, self.dataset.tolerance_s)) for k in keyframes
+            ]
+            kept = [k for k, t in found if t is not None]
+            seen = [self.dataset.targets[t].record_fields(self.schema) for _, t in found if t is not None]
+        else:
+            kept = list(keyframes)
+            seen = [u.fields for u in self.understand([k.crop for k in kept])]
+        last: dict[int, dict[str, str]] = {}
+        records: list[Record] = []
+        for kf, fields in zip(kept, seen, strict=True):
+            if last.get(kf.track_id) == fields:
+                continue
+            last[kf.track_id] = dict(fields)
+            records.append(self._record(len(records) + 1, kf.track_id, EPOCH_S + kf.time_s, fields))
+        return records
+
+    def _record(self, record_id: int, track_id: int, time_s: float, fields: dict[str, str]) -> Record:
+        return Record(
+            schema_id=self.schema.id,
+            stream_id="bench",
+            track_id=track_id,
+            record_id=record_id,
+            time_s=time_s,
+            location_id=0,
+            fields=self.schema.normalise(fields),
+        )
+
+    # -- the transmitter's view of the source ---------------------------------------------------------------
+    def source_records(self, *, oracle: bool) -> list[Record]:
+        """What txd understands of the original input (computed once per understanding mode)."""
+        key = "oracle" if oracle else "model"
+        if key not in self._records:
+            if isinstance(self.dataset, VideoDataset):
+                keyframes = self.video_keyframes(b"source")
+                self._records[key] = self.records_from_keyframes(keyframes, oracle=oracle)
+            else:
+                self._records[key] = self.crop_records(self.crop_images(), oracle=oracle)
+        return self._records[key]
+
+    def video_keyframes(self, key: bytes, data: bytes | None = None) -> list[Keyframe]:
+        """Perception over the original video (key b"source") or a received TS stream (`data`)."""
+        if key not in self._keyframes:
+            assert isinstance(self.dataset, VideoDataset)
+            fps = self.analysis_fps or 1e9
+            if data is None:
+                frames = source_frames(self.dataset.video, fps=self.analysis_fps, clip_s=self.dataset.clip_s)
+            else:
+                encoded = self.encoded_video
+                frames = decode_robust(data, start_s=encoded.start_s, duration_s=encoded.duration_s, fps=fps)
+            self._keyframes[key] = self.perceiver.run(frames)
+        return self._keyframes[key]
+
+    # -- crops --------------------------------------------------------------------------------------------
+    def crop_images(self) -> list[NDArray[np.uint8] | None]:
+        """The crops as the transmitter reads them (None for a file that does not decode)."""
+        return [_decode_jpeg(b) for b in self.crop_files]
+
+    @cached_property
+    def crop_files(self) -> list[bytes]:
+        assert isinstance(self.dataset, CropDataset)
+        return [t.image.read_bytes() for t in self.dataset.targets if t.image is not None]
+
+    def crop_records(self, images: Sequence[NDArray[np.uint8] | None], *, oracle: bool) -> list[Record]:
+        """One record per decodable crop i (record id i + 1), from the model or from the labels."""
+        index = [i for i, image in enumerate(images) if image is not None]
+        if oracle:
+            seen = [self.dataset.targets[i].record_fields(self.schema) for i in index]
+        else:
+            seen = [u.fields for u in self.understand([images[i] for i in index])]  # type: ignore[misc]
+        return [
+            self._record(i + 1, i % 4096, EPOCH_S + float(i), fields)
+            for i, fields in zip(index, seen, strict=True)
+        ]
+
+    # -- the traditional payload --------------------------------------------------------------------------
+    @cached_property
+    def encoded_video(self) -> EncodedVideo:
+        assert isinstance(self.dataset, VideoDataset)
+        t = self.traditional
+        return encode_h264(
+            self.dataset.video,
+            bitrate_kbps=t.bitrate_kbps,
+            gop_s=t.gop_s,
+            clip_s=self.dataset.clip_s,
+            preset=t.preset,
+        )
+
+    @cached_property
+    def traditional_payload(self) -> bytes:
+        if isinstance(self.dataset, VideoDataset):
+            return self.encoded_video.data
+        return b"".join(self.crop_files)
+
+    def traditional_records(self, payload: bytes, *, oracle: bool) -> list[Record]:
+        """What the receiver perceives and understands of a received payload (cached by its hash)."""
+        key = hashlib.blake2b(payload, digest_size=16).digest() + (b"o" if oracle else b"m")
+        if key not in self._records_by_payload:
+            if isinstance(self.dataset, VideoDataset):
+                keyframes = self.video_keyframes(key[:-1], payload)
+                records = self.records_from_keyframes(keyframes, oracle=oracle)
+            else:
+                records = self.crop_records(self._split_crops(payload), oracle=oracle)
+            self._records_by_payload[key] = records
+        return self._records_by_payload[key]
+
+    def _split_crops(self, payload: bytes) -> list[NDArray[np.uint8] | None]:
+        images: list[NDArray[np.uint8] | None] = []
+        start = 0
+        for sent in self.crop_files:
+            part = payload[start : start + len(sent)]
+            start += len(sent)
+            images.append(_decode_jpeg(part))
+        return images
+
+
+def _decode_jpeg(data: bytes) -> NDArray[np.uint8] | None:
+    """A JPEG as BGR pixels, or None when it does not decode (or is too small to read)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3 or min(image.shape[:2]) < 4:
+        return None
+    return np.asarray(image, dtype=np.uint8)
+
+
+class Scheme(Protocol):
+    """One compared system: `prepare` does the channel-independent work, `run` one channel draw."""
+
+    name: str
+
+    def prepare(self, bench: Workbench) -> None: ...
+    def run(self, bench: Workbench, air: Air) -> Received: ...
+
+
+@dataclass
+class SemanticScheme:
+    """txd's records (model or oracle understanding) through the semantic link: bit-packed or text entries."""
+
+    name: str
+    oracle: bool = False
+    text: bool = False
+
+    def prepare(self, bench: Workbench) -> None:
+        bench.source_records(oracle=self.oracle)
+
+    def run(self, bench: Workbench, air: Air) -> Received:
+        records = bench.source_records(oracle=self.oracle)
+        received, tally = send_records(records, bench.schema, bench.registry, bench.link, air, text=self.text)
+        return Received(received, tally, len(records), sent=records)
+
+
+@dataclass
+class TraditionalScheme:
+    """Pixels over the air (H.264 video or JPEG crops, fixed MCS, no ARQ); the receiver runs perception and
+    understanding on whatever decodes."""
+
+    name: str
+    oracle: bool = False
+
+    def prepare(self, bench: Workbench) -> None:
+        payload = bench.traditional_payload
+        bench.traditional_records(payload, oracle=self.oracle)
+
+    def run(self, bench: Workbench, air: Air) -> Received:
+        sent = bench.traditional_payload
+        with _quiet_decoders():
+            got, tally = _send(sent, air, bench.traditional)
+            clean = bench.traditional_records(sent, oracle=self.oracle)
+            if got == sent:
+                return Received(clean, tally, len(clean), "intact")
+            if tally.blocks and tally.blocks_failed == tally.blocks:
+                return Received([], tally, len(clean), "every block failed")
+            records = bench.traditional_records(got, oracle=self.oracle)
+        return Received(records, tally, len(clean), f"{tally.blocks_failed}/{tally.blocks} blocks failed")
+
+
+def _send(data: bytes, air: Air, t: TraditionalSettings) -> tuple[bytes, Tally]:
+    if t.sampling == "sampled" or (t.sampling == "auto" and air.memoryless):
+        return send_bytes_sampled(
+            data,
+            air,
+            mcs=t.mcs,
+            pilot_symbols=t.pilot_symbols,
+            burst_bytes=t.burst_bytes,
+            probe_bursts=t.probe_bursts,
+            rng=air.rng,
+        )
+    return send_bytes(data, air, mcs=t.mcs, pilot_symbols=t.pilot_symbols, burst_bytes=t.burst_bytes)
+
+
+class _quiet_decoders:
+    """Silence libav's and libjpeg's per-packet complaints while a corrupted stream is decoded (libjpeg
+    writes straight to file descriptor 2, so the descriptor itself is pointed at /dev/null meanwhile)."""
+
+    def __enter__(self) -> None:
+        self.level = av.logging.get_level()
+        av.logging.set_level(av.logging.PANIC)
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+
+    def __exit__(self, *exc: object) -> None:
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        av.logging.set_level(self.level)
+
+
+def build_scheme(name: str) -> Scheme:
+    """The scheme called `name`; InvalidInput listing the known ones otherwise."""
+    schemes: dict[str, Scheme] = {
+        "semantic": SemanticScheme("semantic"),
+        "semantic-text": SemanticScheme("semantic-text", text=True),
+        "oracle": SemanticScheme("oracle", oracle=True),
+        "traditional": TraditionalScheme("traditional"),
+        "traditional-oracle": TraditionalScheme("traditional-oracle", oracle=True),
+    }
+    scheme = schemes.get(name)
+    if scheme is None:
+        raise InvalidInput(f"unknown scheme {name!r}; known: {', '.join(SCHEMES)}")
+    return scheme
+
+
+def check_dataset(dataset: VideoDataset | CropDataset) -> None:
+    if not dataset.targets:
+        raise InvalidInput("no labelled targets in the input (after clipping)")
