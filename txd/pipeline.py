@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from semcom.schema import Schema
+from txd.perception.detect import Detection
 from txd.perception.keyframes import Keyframe
 from txd.understanding.base import Understander, Understanding
 from txd.video import DecodeProgress, PacketSink, VideoFrame, iter_frames
@@ -24,9 +25,15 @@ log = logging.getLogger(__name__)
 
 
 class Perception(Protocol):
-    """Frames in, keyframes of tracked people out (txd.perception.pipeline.PerceptionPipeline)."""
+    """Frames in, keyframes of tracked people out (txd.perception.pipeline.PerceptionPipeline).
 
-    def process(self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float) -> list[Keyframe]: ...
+    `detect` (None: frame skipped) then `advance` make one `process`; split, so that detection of the next
+    frame overlaps tracking of this one."""
+
+    def detect(self, frame_bgr: NDArray[np.uint8], time_s: float) -> list[Detection] | None: ...
+    def advance(
+        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, detections: list[Detection]
+    ) -> list[Keyframe]: ...
     def flush(self) -> list[Keyframe]: ...
 
 
@@ -118,24 +125,42 @@ class StreamPipeline:
         # Understanding a batch of keyframes overlaps perception of the next frames (another core, or a
         # VLM server's latency); one batch at a time keeps the records in order and the crops bounded.
         understanding: asyncio.Future[None] | None = None
+        # Detection of frame n + 1 overlaps tracking of frame n: at most one detection in flight.
+        detecting: tuple[VideoFrame, asyncio.Future[list[Detection] | None]] | None = None
         try:
-            while (item := await frames.get()) is not None:
+            while True:
+                item = await frames.get()
                 if isinstance(item, BaseException):
                     raise item
                 t0 = time.perf_counter()
-                keyframes = await loop.run_in_executor(
-                    self.executor, self.perception.process, item.image, item.index, item.time_s
-                )
+                previous = None
+                if detecting is not None:
+                    previous = (detecting[0], await detecting[1])
+                    detecting = None
+                if item is not None:
+                    detecting = (
+                        item,
+                        loop.run_in_executor(self.executor, self.perception.detect, item.image, item.time_s),
+                    )
+                if previous is not None and previous[1] is not None:
+                    frame, found = previous[0], previous[1]
+                    keyframes = await loop.run_in_executor(
+                        self.executor, self.perception.advance, frame.image, frame.index, frame.time_s, found
+                    )
+                    self.run_state.times.frames_analysed += 1
+                    if keyframes:
+                        if understanding is not None:
+                            await understanding
+                        understanding = asyncio.ensure_future(self._understand(keyframes))
                 self.run_state.times.add("perceive", time.perf_counter() - t0)
-                self.run_state.times.frames_analysed += 1
-                if keyframes:
-                    if understanding is not None:
-                        await understanding
-                    understanding = asyncio.ensure_future(self._understand(keyframes))
+                if item is None:
+                    break
             if understanding is not None:
                 await understanding
             await self._understand(self.perception.flush())
         finally:
+            if detecting is not None:
+                await asyncio.gather(detecting[1], return_exceptions=True)
             if understanding is not None:
                 understanding.cancel()  # a no-op when it finished; gather retrieves its outcome either way
                 await asyncio.gather(understanding, return_exceptions=True)

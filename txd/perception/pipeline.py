@@ -115,21 +115,38 @@ class PerceptionPipeline:
 
     def process(self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float) -> list[Keyframe]:
         """Analyse one frame (unless the analysis rate skips it); returns the keyframes that became due."""
+        detections = self.detect(frame_bgr, time_s)
+        if detections is None:
+            return []
+        return self.advance(frame_bgr, frame_index, time_s, detections)
+
+    def detect(self, frame_bgr: NDArray[np.uint8], time_s: float) -> list[Detection] | None:
+        """The first half of `process`: the people in a frame, or None when the analysis rate skips it.
+
+        It holds no tracking state, so a caller may detect frame n + 1 while `advance` tracks frame n
+        (one detection at a time: the detector is not reentrant).
+        """
         self.times.frames_seen += 1
         if not self.sampler.take(time_s):
-            return []
+            return None
         self.times.frames_analysed += 1
         start = time.perf_counter()
-        self.last_detections = self.detector.detect(frame_bgr)
-        detected = time.perf_counter()
-        self.last_tracks = self.tracker.update(frame_bgr, self.last_detections)
+        detections = self.detector.detect(frame_bgr)
+        self.times.detect_s += time.perf_counter() - start
+        self.times.detections += len(detections)
+        return detections
+
+    def advance(
+        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, detections: list[Detection]
+    ) -> list[Keyframe]:
+        """The second half of `process`: track the frame's detections; returns keyframes that became due."""
+        start = time.perf_counter()
+        self.last_detections = detections
+        self.last_tracks = self.tracker.update(frame_bgr, detections)
         tracked = time.perf_counter()
         out = self.keyframes.observe(frame_bgr, frame_index, time_s, self.last_tracks)
-        done = time.perf_counter()
-        self.times.detect_s += detected - start
-        self.times.track_s += tracked - detected
-        self.times.keyframe_s += done - tracked
-        self.times.detections += len(self.last_detections)
+        self.times.track_s += tracked - start
+        self.times.keyframe_s += time.perf_counter() - tracked
         self.times.keyframes += len(out)
         return out
 
