@@ -12,20 +12,11 @@ from pathlib import Path
 from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
+from txd.understanding.train_attributes import PETA_COLUMNS
 
 # A labelled value cell may list several values ("black|white": both are true of the target).
 MULTI_SEP = "|"
 VIDEO_COLUMNS = ("person", "start_s", "end_s")
-# PETA's labels CSV columns -> person/1 fields; values outside the schema (sleeve "none", length "mid") are
-# unknown there.
-PETA_COLUMNS: Mapping[str, str] = {
-    "gender": "gender",
-    "upper_color": "upper_colors",
-    "sleeve": "sleeve",
-    "lower_color": "lower_colors",
-    "lower_length": "lower_length",
-    "shoe_color": "footwear_colors",
-}
 
 
 @dataclass(frozen=True)

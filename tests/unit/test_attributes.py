@@ -24,6 +24,7 @@ from txd.understanding.attributes import (
     log_priors,
     probabilities,
 )
+from txd.understanding.train_attributes import PETA_COLUMNS
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("torch")
@@ -37,14 +38,6 @@ CLEAR_CROPS = [
     ("CUHK/1019.jpg", "long"),
     ("VIPeR/102_0_1.jpg", "long"),
 ]
-_COLUMNS = {
-    "gender": "gender",
-    "upper_color": "upper_colors",
-    "sleeve": "sleeve",
-    "lower_color": "lower_colors",
-    "lower_length": "lower_length",
-    "shoe_color": "footwear_colors",
-}
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +151,7 @@ async def test_beats_majority_baseline_on_peta(model: AttributeUnderstander, sch
     rows = _sample(root)
     crops = [np.asarray(cv2.imread(str(root / r["image"]), cv2.IMREAD_COLOR), np.uint8) for r in rows]
     results = await model.understand(crops, schema)
-    for name, column in _COLUMNS.items():
+    for name, column in PETA_COLUMNS.items():
         vocab = schema.field(name).values
         truth = [[v for v in r[column].split("|") if v in vocab] for r in rows]
         keep = [i for i, t in enumerate(truth) if t]

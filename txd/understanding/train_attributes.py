@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUBSETS = ("3DPeS", "CAVIAR4REID", "CUHK", "MIT", "PRID", "SARC3D", "VIPeR", "i-LID")
-# PETA column -> head; "mid" lower length, sleeve "none" and empty cells are not labelled for that head.
-_COLUMNS = {
+# person/1 field -> PETA labels column; "mid" lower length, sleeve "none" and empty cells are not labelled.
+PETA_COLUMNS = {
     "gender": "gender",
     "upper_color": "upper_colors",
     "sleeve": "sleeve",
@@ -68,7 +68,7 @@ def read_labels(root: Path) -> Labels:
         for row in csv.DictReader(f):
             images.append(row["image"])
             subsets.append(row["subset"])
-            for head, column in _COLUMNS.items():
+            for head, column in PETA_COLUMNS.items():
                 vocab = attr.HEADS[head]
                 target = np.zeros(len(vocab), np.float32)
                 for value in row[column].split("|"):
