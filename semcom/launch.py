@@ -80,7 +80,11 @@ def spawn(
     env: dict[str, str] | None = None,
     timeout_s: float = 60.0,
 ) -> DaemonProcess:
-    """Start `python -m <name>` with args; return once its port is known and health says SERVING."""
+    """Start `python -m <name>` with args; return once its port is known and health says SERVING.
+
+    The daemon runs in `workdir`; relative paths in `args` are relative to it, not to the caller's cwd.
+    """
+    workdir = workdir.resolve()
     module = name.replace("-", "_")
     port_file = workdir / f"{name}.port"
     port_file.unlink(missing_ok=True)
@@ -134,6 +138,7 @@ def loopback_stack(
     env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Start the three daemons wired together; stop them (SIGTERM) on exit."""
+    workdir = workdir.resolve()  # the daemons run inside it: the paths handed to them must be absolute
     workdir.mkdir(parents=True, exist_ok=True)
     txd_port = free_port()
     started: list[DaemonProcess] = []

@@ -63,8 +63,10 @@ def test_sigterm_mid_stream_drains_and_loses_nothing(tmp_path: Path) -> None:
     assert "draining" in stack.txd.log_path.read_text()
 
 
-def test_index_survives_restart(tmp_path: Path) -> None:
-    with loopback_stack(tmp_path, mcs="bytes") as stack:
+def test_index_survives_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A relative work folder, as `semcom demo` uses by default (var/demo).
+    monkeypatch.chdir(tmp_path.parent)
+    with loopback_stack(Path(tmp_path.name), mcs="bytes") as stack:
         tx = transmitter_pb2_grpc.TransmitterStub(client.open_channel(stack.txd.address))
         for track in range(5):
             client.announce(tx, stream_id="cam-r", fields=FIELDS, track_id=track)
