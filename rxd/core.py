@@ -79,11 +79,9 @@ class ReceiverCore:
     async def query(self, q: Query) -> QueryResult:
         if q.top_k > self.cfg.query.max_top_k:
             raise InvalidInput(f"top_k {q.top_k} exceeds the limit of {self.cfg.query.max_top_k}")
-        parsed = None
-        aparse = getattr(self.engine.parser, "aparse", None)
-        if aparse is not None and q.text.strip():
-            # A model parser is awaited here, so a slow server holds no worker that ingest needs.
-            parsed = await aparse(q.text.strip(), self.engine.schemas.get(q.schema_id))
+        text = q.text.strip()
+        # Parsed here: a model parser's request holds no worker that ingest needs.
+        parsed = await self.engine.parser.aparse(text, self.engine.schemas.get(q.schema_id)) if text else None
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.query, q, parsed)
 
     async def get(self, stream_id: str, record_id: int) -> StoredRecord:

@@ -243,10 +243,12 @@ class QueryParser(Protocol):
     """Turns a query's free text into schema slots; the retrieval engine calls it once per query with text.
 
     `parse` never returns "unknown" as a slot value and must not fail for any text: a backend that cannot
-    answer falls back to the embedded parser. `stats` gives counters for logs and metrics.
+    answer falls back to the embedded parser. `aparse` is the same for callers on an event loop (a model
+    request then holds no worker thread). `stats` gives counters for logs and metrics.
     """
 
     def parse(self, text: str, schema: Schema) -> ParsedQuery: ...
+    async def aparse(self, text: str, schema: Schema) -> ParsedQuery: ...
     def stats(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
@@ -255,6 +257,9 @@ class EmbeddedParser:
     """The embedded parser as a QueryParser: no model, microseconds per query, nothing to count or close."""
 
     def parse(self, text: str, schema: Schema) -> ParsedQuery:
+        return parse_query(text, schema)
+
+    async def aparse(self, text: str, schema: Schema) -> ParsedQuery:
         return parse_query(text, schema)
 
     def stats(self) -> dict[str, int]:
