@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -26,6 +25,7 @@ from semcom.pb.v1 import (
     transmitter_pb2_grpc,
 )
 from tests.conftest import start_chain, stop_chain
+from tests.fixtures.video import cut_video
 from tests.integration.test_link_path import wait_indexed
 from tests.integration.test_txd_pipeline import BrightnessUnderstander, ingest
 
@@ -78,28 +78,18 @@ async def records_of(address: str, stream_id: str, n: int) -> list[common_pb2.Re
         ]
 
 
-def cut(src: Path, dst: Path, seconds: float) -> None:
-    """Copy the first `seconds` of a video into an MP4 whose index comes first (streamable over HTTP)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        ist = inp.streams.video[0]
-        ost = out.add_stream_from_template(ist)
-        tb = ist.time_base or Fraction(1, 90000)
-        for pkt in inp.demux(ist):
-            if pkt.dts is None or pkt.pts is None:
-                continue
-            if pkt.pts * tb >= seconds:
-                break
-            pkt.stream = ost
-            out.mux(pkt)
-
-
 @pytest_asyncio.fixture
 async def http_videos(tmp_path: Path, shared_data: Path) -> AsyncIterator[str]:
     """A local HTTP server with the first 3 s of TUD-Stadtmitte at /stadtmitte.mp4 (range requests work)."""
     folder = tmp_path / "www"
     folder.mkdir()
+    # The MP4 index first, so that the file streams over HTTP.
     await asyncio.to_thread(
-        cut, shared_data / "videos" / "tud_stadtmitte.mp4", folder / "stadtmitte.mp4", 3.0
+        cut_video,
+        shared_data / "videos" / "tud_stadtmitte.mp4",
+        folder / "stadtmitte.mp4",
+        3.0,
+        {"movflags": "faststart"},
     )
     app = web.Application()
     app.router.add_static("/", folder)

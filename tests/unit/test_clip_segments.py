@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
 
+from tests.fixtures.video import cut_video
 from txd.clips import ClipStore, SegmentRecorder
 from txd.config import ClipStoreConfig
 from txd.video import DecodeProgress, iter_frames
@@ -29,21 +29,6 @@ def _record(store: ClipStore, video: Path, stream_id: str, segment_s: float) -> 
         pass
     recorder.close()
     return recorder, progress.frames_decoded
-
-
-def _cut(src: Path, dst: Path, seconds: float) -> None:
-    """The first `seconds` of a video, packets copied."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        ist = inp.streams.video[0]
-        ost = out.add_stream_from_template(ist)
-        tb = ist.time_base or Fraction(1, 90000)
-        for pkt in inp.demux(ist):
-            if pkt.pts is None or pkt.dts is None:
-                continue
-            if pkt.pts * tb >= seconds:
-                break
-            pkt.stream = ost
-            out.mux(pkt)
 
 
 def _packets(path: Path) -> list[bytes]:
@@ -77,7 +62,7 @@ def test_segments_cover_the_stream_end_to_end(tmp_path: Path, shared_data: Path)
 def test_h264_clip_across_segments_is_remuxed(tmp_path: Path, shared_data: Path) -> None:
     source = tmp_path / "h264.mp4"
     # 10 fps H.264 with B-frames and a keyframe every second.
-    _cut(shared_data / "videos" / "intel_one_by_one_person_detection.mp4", source, 6.0)
+    cut_video(shared_data / "videos" / "intel_one_by_one_person_detection.mp4", source, 6.0)
     store = _store(tmp_path)
     recorder, frames = _record(store, source, "hall", segment_s=2.0)
     assert frames == 60
@@ -103,7 +88,7 @@ def test_a_stream_joined_mid_gop_is_recorded_from_its_first_keyframe(
     tmp_path: Path, shared_data: Path
 ) -> None:
     source = tmp_path / "h264.mp4"
-    _cut(shared_data / "videos" / "intel_one_by_one_person_detection.mp4", source, 3.0)
+    cut_video(shared_data / "videos" / "intel_one_by_one_person_detection.mp4", source, 3.0)
     store = _store(tmp_path)
     recorder = SegmentRecorder(store, "late", start_time_s=T0, segment_s=60.0)
     with av.open(str(source)) as box:
