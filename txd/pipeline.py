@@ -133,19 +133,19 @@ class StreamPipeline:
                 if isinstance(item, BaseException):
                     raise item
                 t0 = time.perf_counter()
-                previous = None
-                if detecting is not None:
-                    previous = (detecting[0], await detecting[1])
-                    detecting = None
+                previous, found = (detecting[0], await detecting[1]) if detecting else (None, None)
+                detecting = None
                 if item is not None:
-                    detecting = (
-                        item,
-                        loop.run_in_executor(self.executor, self.perception.detect, item.image, item.time_s),
-                    )
-                if previous is not None and previous[1] is not None:
-                    frame, found = previous[0], previous[1]
+                    detect = self.perception.detect
+                    detecting = (item, loop.run_in_executor(self.executor, detect, item.image, item.time_s))
+                if previous is not None and found is not None:
                     keyframes = await loop.run_in_executor(
-                        self.executor, self.perception.advance, frame.image, frame.index, frame.time_s, found
+                        self.executor,
+                        self.perception.advance,
+                        previous.image,
+                        previous.index,
+                        previous.time_s,
+                        found,
                     )
                     self.run_state.times.frames_analysed += 1
                     if keyframes:
