@@ -126,7 +126,7 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
         try:
             await self._receive(request_iterator, spool, state)
             loop = asyncio.get_running_loop()
-            if self.cfg.perception is None or self.understander is None:
+            if not self.analyses:
                 info = await loop.run_in_executor(self.executor, decode_info, spool, header.container)
             else:
                 head = await loop.run_in_executor(self.executor, probe, spool, header.container)
