@@ -64,7 +64,7 @@ def run_pipeline(video: str | Path, cfg: TxdConfig) -> Result:
     start_time_s = float(int(time.time()))
     records: list[Record] = []
 
-    def publish(track_id: int, time_s: float, seen: Understanding) -> None:
+    async def publish(track_id: int, time_s: float, seen: Understanding) -> None:
         records.append(
             Record(
                 schema_id=schema.id,

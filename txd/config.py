@@ -37,7 +37,7 @@ class LinkConfig(Frozen):
     )
     window: int = Field(64, ge=1, description="bursts in flight without an acknowledgement")
     max_queued_records: int = Field(
-        10_000, ge=1, description="records waiting to be sent before Announce refuses"
+        10_000, ge=1, description="records waiting to be sent before Announce refuses and analysis waits"
     )
     reconnect_s: float = Field(0.5, gt=0, description="pause before reconnecting a broken link")
     reconnect_max_s: float = Field(5.0, gt=0, description="longest pause between reconnection attempts")

@@ -103,6 +103,12 @@ class LinkSender:
         # The framer waits batch_delay_s after this wake-up, so records arriving meanwhile share the burst.
         self._wake.set()
 
+    async def room(self) -> None:
+        """Wait until the queue takes another record: backpressure for the pipelines txd runs itself, which
+        slow down (files) or skip frames (live sources) instead of failing while the link is backed up."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.stats.records_queued < self.cfg.max_queued_records)
+
     @property
     def mcs(self) -> str:
         return mcs_name(self._mcs)

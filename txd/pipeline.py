@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +37,9 @@ class Perception(Protocol):
     def flush(self) -> list[Keyframe]: ...
 
 
-# What the pipeline hands on: track id, seconds from the stream start, and what was understood.
-Publish = Callable[[int, float, Understanding], None]
+# What the pipeline hands on: track id, seconds from the stream start, and what was understood. Awaited, so
+# that whoever takes the records can hold the pipeline back.
+Publish = Callable[[int, float, Understanding], Awaitable[None]]
 
 
 @dataclass
@@ -232,7 +233,7 @@ class StreamPipeline:
             if self._last.get(kf.track_id) == result.fields:
                 continue
             self._last[kf.track_id] = dict(result.fields)
-            self.publish(kf.track_id, kf.time_s, result)
+            await self.publish(kf.track_id, kf.time_s, result)
             self.run_state.times.records += 1
         self.run_state.times.add("publish", time.perf_counter() - t0)
 

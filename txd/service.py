@@ -181,7 +181,8 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
         assert self.cfg.perception is not None and self.understander is not None
         schema = self.schemas.get(self.link.stats.task_schema_id)
 
-        def publish(track_id: int, time_s: float, seen: Understanding) -> None:
+        async def publish(track_id: int, time_s: float, seen: Understanding) -> None:
+            await self.link.room()
             rec = Record(
                 schema_id=schema.id,
                 stream_id=state.stream_id,

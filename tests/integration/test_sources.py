@@ -190,6 +190,32 @@ async def test_http_source_records_arrive(tmp_path: Path, http_videos: str) -> N
 
 
 @pytest.mark.asyncio
+async def test_backed_up_link_slows_a_file_source_down(tmp_path: Path, shared_data: Path) -> None:
+    """With room for one record on the link, a pulled file waits for each acknowledgement instead of failing
+    (Announce refuses in that state; a source txd pulls itself is held back): every record arrives."""
+    source = {"stream_id": "campus", "url": str(shared_data / "videos" / "tud_campus.mp4")}
+    chain = await start_chain(
+        tmp_path,
+        understander=BrightnessUnderstander(),
+        txd_set=[sources_setting(source), "link.max_queued_records=1", "link.batch_delay_s=0.05"],
+    )
+    try:
+        streams = await wait_streams(chain.txd_address, lambda s: s["campus"].state in ("done", "failed"))
+        assert streams["campus"].state == "done", streams["campus"].error
+        assert streams["campus"].frames_analysed == 15
+        sent = (await wait_delivered(chain.txd_address))["campus"]
+        assert sent > 1  # more than the queue holds at once
+        assert chain.txd.link.stats.bursts_sent >= sent  # one record per burst: each waited for the last
+        stats = await wait_indexed(chain.rxd_address, sent)
+        assert stats.records_failed == 0
+        assert [r.record_id for r in await records_of(chain.rxd_address, "campus", sent)] == list(
+            range(1, sent + 1)
+        )
+    finally:
+        await stop_chain(chain)
+
+
+@pytest.mark.asyncio
 async def test_failing_sources_are_reported_and_the_rest_goes_on(
     tmp_path: Path,
     shared_data: Path,
