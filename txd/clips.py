@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -62,6 +62,7 @@ class ClipStore:
         # Pulled sources add segments from their decoder threads while the services read them.
         self._lock = threading.Lock()
         self._segments: list[Segment] = sorted(self._scan(), key=lambda s: s.stored_at_s)
+        self._recorders: set[SegmentRecorder] = set()
 
     def _scan(self) -> Iterator[Segment]:
         for meta in self.root.glob("*/*.json"):
@@ -72,9 +73,33 @@ class ClipStore:
                 continue
             if Path(seg.path).is_file():
                 yield seg
+        for video in self.root.glob("*/*.mkv"):
+            if not video.with_suffix(".json").exists() and (recovered := _recover(video)) is not None:
+                yield recovered
 
     def incoming_path(self, stream_id: str) -> Path:
         return self.incoming / f"{_safe(stream_id)}.{time.time_ns()}"
+
+    def segment_path(self, stream_id: str, start_time_s: float, ext: str) -> Path:
+        """A new, reserved file name for a segment of `stream_id` starting at `start_time_s`."""
+        folder = self.root / _safe(stream_id)
+        folder.mkdir(exist_ok=True)
+        with self._lock:
+            dest = folder / f"{int(start_time_s * 1000)}{ext}"
+            n = 1
+            while dest.exists() or dest.with_suffix(".json").exists():
+                dest = folder / f"{int(start_time_s * 1000)}-{n}{ext}"
+                n += 1
+            dest.touch()
+        return dest
+
+    def register(self, seg: Segment) -> Segment:
+        """Store a segment whose file is in place: write its sidecar, then apply retention (thread-safe)."""
+        Path(seg.path).with_suffix(".json").write_text(json.dumps(asdict(seg)))
+        with self._lock:
+            self._segments.append(seg)
+        self.enforce_retention()
+        return seg
 
     def add(
         self,
@@ -87,29 +112,19 @@ class ClipStore:
         container: str,
     ) -> Segment:
         """Move a fully received video into the store and apply retention (thread-safe)."""
-        folder = self.root / _safe(stream_id)
-        folder.mkdir(exist_ok=True)
-        ext = _EXTENSIONS.get(container, ".bin")
-        dest = folder / f"{int(start_time_s * 1000)}{ext}"
-        n = 1
-        while dest.exists() or dest.with_suffix(".json").exists():
-            dest = folder / f"{int(start_time_s * 1000)}-{n}{ext}"
-            n += 1
+        dest = self.segment_path(stream_id, start_time_s, _EXTENSIONS.get(container, ".bin"))
         shutil.move(str(spooled), dest)
-        seg = Segment(
-            stream_id=stream_id,
-            path=str(dest),
-            start_time_s=start_time_s,
-            duration_s=duration_s,
-            size_bytes=dest.stat().st_size,
-            codec=codec,
-            stored_at_s=time.time(),
+        return self.register(
+            Segment(
+                stream_id=stream_id,
+                path=str(dest),
+                start_time_s=start_time_s,
+                duration_s=duration_s,
+                size_bytes=dest.stat().st_size,
+                codec=codec,
+                stored_at_s=time.time(),
+            )
         )
-        dest.with_suffix(".json").write_text(json.dumps(asdict(seg)))
-        with self._lock:
-            self._segments.append(seg)
-        self.enforce_retention()
-        return seg
 
     def enforce_retention(self, now_s: float | None = None) -> list[Segment]:
         """Drop the oldest segments beyond max_bytes, and any older than max_age_s."""
@@ -129,11 +144,37 @@ class ClipStore:
 
     @property
     def segments(self) -> list[Segment]:
+        """The stored (closed) segments, oldest first."""
         with self._lock:
             return list(self._segments)
 
+    def recording(self, recorder: SegmentRecorder, active: bool) -> None:
+        """A recorder starts (or stops) writing: while it writes, its open segment can be cut from too."""
+        with self._lock:
+            if active:
+                self._recorders.add(recorder)
+            else:
+                self._recorders.discard(recorder)
+
+    def live_segments(self) -> list[Segment]:
+        """The segments being written now, as far as they reach on disk."""
+        with self._lock:
+            recorders = list(self._recorders)
+        return [seg for r in recorders if (seg := r.open_segment) is not None]
+
+    def _current(self) -> list[Segment]:
+        """Stored and live segments. Live ones are read first: one that closes meanwhile is then seen in
+        both lists (kept once, as stored), never in neither."""
+        live = self.live_segments()
+        stored = self.segments
+        paths = {seg.path for seg in stored}
+        return stored + [seg for seg in live if seg.path not in paths]
+
     def find(self, stream_id: str, t0_s: float, t1_s: float) -> Segment:
-        """The stored segment of `stream_id` that overlaps [t0_s, t1_s] the most."""
+        """The segment of `stream_id` (stored, or being recorded) that overlaps [t0_s, t1_s] the most."""
+        return self._best(self._current(), stream_id, t0_s, t1_s)
+
+    def _best(self, segments: Sequence[Segment], stream_id: str, t0_s: float, t1_s: float) -> Segment:
         if not t1_s > t0_s:
             raise InvalidInput(f"clip range must have t1_s > t0_s, got {t0_s}..{t1_s}")
         if t1_s - t0_s > self.cfg.max_clip_s:
@@ -141,7 +182,6 @@ class ClipStore:
                 f"clip of {t1_s - t0_s:.1f} s exceeds clips.max_clip_s ({self.cfg.max_clip_s} s)"
             )
         best, overlap = None, 0.0
-        segments = self.segments
         for seg in segments:
             if seg.stream_id == stream_id:
                 o = min(t1_s, seg.end_time_s) - max(t0_s, seg.start_time_s)
@@ -157,11 +197,13 @@ class ClipStore:
 
     def find_span(self, stream_id: str, t0_s: float, t1_s: float) -> list[Segment]:
         """The stored segments of `stream_id` that overlap [t0_s, t1_s], in time order: the one overlapping
-        the most and those of the same codec beside it (a pulled source is stored in rolling segments)."""
-        best = self.find(stream_id, t0_s, t1_s)
+        the most and those of the same codec beside it (a pulled source is stored in rolling segments, the
+        newest of which may still be being written)."""
+        segments = self._current()
+        best = self._best(segments, stream_id, t0_s, t1_s)
         span = [
             seg
-            for seg in self.segments
+            for seg in segments
             if seg.stream_id == stream_id
             and seg.codec == best.codec
             and min(t1_s, seg.end_time_s) > max(t0_s, seg.start_time_s)
@@ -198,10 +240,10 @@ class SegmentRecorder:
     """Writes a stream's packets, as they are demuxed, into rolling Matroska segments without re-encoding.
 
     A segment starts at a keyframe and closes at the first keyframe after `segment_s` seconds; it is then
-    registered in the store with its start time, so retention and FetchClip apply to it. Matroska carries
-    every codec FFmpeg demuxes. The open segment is not in the store yet: the newest seconds of a live
-    stream become fetchable when their segment closes. A recording failure (a full disk, say) is logged
-    and stops the recording, never the analysis.
+    registered in the store with its start time, so retention applies to it. Matroska carries every codec
+    FFmpeg demuxes. The open segment is written in its final place and flushed cluster by cluster (a
+    cluster a second at most), so FetchClip can cut the newest seconds of a live stream from it too. A
+    recording failure (a full disk, say) is logged and stops the recording, never the analysis.
     """
 
     def __init__(self, store: ClipStore, stream_id: str, *, start_time_s: float, segment_s: float) -> None:
@@ -217,7 +259,8 @@ class SegmentRecorder:
         self._origin: int | None = None  # pts of the first recorded keyframe, in the stream's time base
         self._out: av.container.OutputContainer | None = None
         self._ost: av.video.stream.VideoStream | None = None
-        self._spool: Path | None = None
+        self._path: Path | None = None  # the open segment's file
+        self._live: Segment | None = None  # the open segment as far as it is written
         self._seg_first = 0  # the open segment's first keyframe's pts, in the stream's time base
         self._seg_end = 0  # the open segment's end (last pts + duration), in the stream's time base
         self._last_dts: int | None = None
@@ -225,6 +268,12 @@ class SegmentRecorder:
     def open(self, stream: av.video.stream.VideoStream) -> None:
         self._ist = stream
         self._tb = stream.time_base or Fraction(1, 90000)
+        self.store.recording(self, active=True)
+
+    @property
+    def open_segment(self) -> Segment | None:
+        """The segment being written, as far as it reaches (read from any thread)."""
+        return self._live
 
     def write(self, packet: av.Packet[av.video.stream.VideoStream]) -> None:
         if self.error or self._ist is None:
@@ -262,42 +311,55 @@ class SegmentRecorder:
         packet.pts = pts - self._seg_first
         packet.dts = dts - self._seg_first
         packet.stream = self._ost
-        self.bytes_written += packet.size
+        size = packet.size
         self._out.mux(packet)
+        self.bytes_written += size
+        assert self._live is not None
+        self._live = replace(
+            self._live,
+            duration_s=float((self._seg_end - self._seg_first) * self._tb),
+            size_bytes=self._live.size_bytes + size,
+        )
 
     def _open_segment(self, first: int) -> None:
-        assert self._ist is not None
-        self._spool = Path(f"{self.store.incoming_path(self.stream_id)}.mkv")
-        self._out = av.open(str(self._spool), "w", format="matroska")
+        assert self._ist is not None and self._origin is not None
+        start = self.start_time_s + float((first - self._origin) * self._tb)
+        self._path = self.store.segment_path(self.stream_id, start, ".mkv")
+        # Each packet is flushed to the file, and a cluster (what a reader of the growing file can use)
+        # closes after a second at most.
+        self._out = av.open(str(self._path), "w", format="matroska", options=_GROWING_MKV)
         self._ost = self._out.add_stream_from_template(self._ist)
         self._seg_first = self._seg_end = first
+        self._live = Segment(
+            stream_id=self.stream_id,
+            path=str(self._path),
+            start_time_s=start,
+            duration_s=0.0,
+            size_bytes=0,
+            codec=self._ist.codec_context.name,
+            stored_at_s=time.time(),
+        )
 
     def _close_segment(self) -> None:
-        if self._out is None or self._spool is None or self._origin is None:
+        if self._out is None or self._live is None or self._path is None:
             return
         self._out.close()
-        spool, self._out, self._spool = self._spool, None, None
-        start = self.start_time_s + float((self._seg_first - self._origin) * self._tb)
-        duration = float((self._seg_end - self._seg_first) * self._tb)
-        assert self._ist is not None
-        seg = self.store.add(
-            self.stream_id,
-            spool,
-            start_time_s=start,
-            duration_s=duration,
-            codec=self._ist.codec_context.name,
-            container="matroska",
-        )
+        seg = replace(self._live, size_bytes=self._path.stat().st_size, stored_at_s=time.time())
+        self._out = self._path = None
+        self.store.register(seg)
+        self._live = None
         self.segments.append(seg)
-        log.debug("stream_id=%s segment %.1f s stored", self.stream_id, duration)
+        log.debug("stream_id=%s segment %.1f s stored", self.stream_id, seg.duration_s)
 
     def _abandon(self) -> None:
+        self._live = None
         if self._out is not None:
             with contextlib.suppress(av.FFmpegError, OSError):  # the file goes anyway
                 self._out.close()
-        if self._spool is not None:
-            self._spool.unlink(missing_ok=True)
-        self._out = self._spool = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+        self._out = self._path = None
+        self.store.recording(self, active=False)
 
     def close(self) -> None:
         """Close and store the open segment (the end of the stream, or of this connection)."""
@@ -309,6 +371,42 @@ class SegmentRecorder:
             self.error = f"recording stopped: {err}"
             log.error("stream_id=%s %s", self.stream_id, self.error)
             self._abandon()
+        finally:
+            self.store.recording(self, active=False)
+
+
+_GROWING_MKV = {"flush_packets": "1", "cluster_time_limit": "1000"}
+
+
+def _recover(video: Path) -> Segment | None:
+    """A segment left open by a crash (a file with no sidecar): store what of it can be read, else drop it.
+    Its name is its start time in milliseconds; its duration is read from its packets."""
+    try:
+        start_s = int(video.stem.split("-", 1)[0]) / 1000
+        with av.open(str(video)) as box:
+            stream = box.streams.video[0]
+            tb = stream.time_base or Fraction(1, 90000)
+            ends = [(p.pts + (p.duration or 0)) * tb for p in box.demux(stream) if p.pts is not None]
+            codec = stream.codec_context.name
+    except (av.FFmpegError, OSError, ValueError, IndexError) as err:
+        log.warning("dropping unreadable unfinished segment %s: %s", video, err)
+        video.unlink(missing_ok=True)
+        return None
+    if not ends:
+        video.unlink(missing_ok=True)
+        return None
+    seg = Segment(
+        stream_id=video.parent.name,
+        path=str(video),
+        start_time_s=start_s,
+        duration_s=float(max(ends)),
+        size_bytes=video.stat().st_size,
+        codec=codec,
+        stored_at_s=video.stat().st_mtime,
+    )
+    video.with_suffix(".json").write_text(json.dumps(asdict(seg)))
+    log.warning("recovered unfinished segment %s (%.1f s)", video, seg.duration_s)
+    return seg
 
 
 def read_chunks(path: Path) -> Iterator[bytes]:

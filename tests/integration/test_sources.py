@@ -282,8 +282,9 @@ async def test_failing_sources_are_reported_and_the_rest_goes_on(
 
 @pytest.mark.asyncio
 async def test_stopping_txd_keeps_what_a_source_recorded(tmp_path: Path, shared_data: Path) -> None:
-    """PETS09 (79.5 s, a keyframe every 25 s) is still being pulled when txd stops: the stop is prompt and
-    the open segment is stored, so the seconds already recorded can still be cut into a clip."""
+    """PETS09 (79.5 s, a keyframe every 25 s) is still being pulled: a clip of the seconds recorded so far
+    comes from the open segment. Then txd stops: the stop is prompt and the open segment is stored, so
+    those seconds can still be cut into a clip."""
     source = {"stream_id": "pets", "url": str(shared_data / "videos" / "pets09_s2l1_vtest.avi")}
     chain = await start_chain(
         tmp_path, understander=BrightnessUnderstander(), txd_set=[sources_setting(source)]
@@ -291,6 +292,11 @@ async def test_stopping_txd_keeps_what_a_source_recorded(tmp_path: Path, shared_
     try:
         await wait_streams(chain.txd_address, lambda s: s["pets"].frames_analysed >= 10)
         assert chain.txd.clips.segments == []  # the first segment is still open
+        (live,) = chain.txd.clips.live_segments()
+        assert live.duration_s >= 2.0
+        t0 = live.start_time_s + 0.5
+        clip = await fetch_clip(chain.rxd_address, "pets", t0, t0 + 1.0, tmp_path / "live.mp4")
+        assert 9 <= len(decoded_times(clip)) <= 11
     finally:
         async with asyncio.timeout(20):
             await stop_chain(chain)

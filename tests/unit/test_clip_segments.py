@@ -120,7 +120,57 @@ def test_retention_applies_to_segments_while_recording(tmp_path: Path, shared_da
 
 def test_a_recording_failure_stops_the_recording_not_the_decoding(tmp_path: Path, shared_data: Path) -> None:
     store = _store(tmp_path)
-    shutil.rmtree(store.incoming)  # segments cannot be written
+    (store.root / "cam").write_bytes(b"")  # a file where the stream's folder goes: segments cannot be written
     recorder, frames = _record(store, shared_data / "videos" / "tud_campus.mp4", "cam", segment_s=1.0)
     assert frames == 71
     assert recorder.error.startswith("recording stopped") and recorder.segments == []
+
+
+def _record_part(store: ClipStore, video: Path, stream_id: str, seconds: float) -> SegmentRecorder:
+    """Feed the first `seconds` of `video` to a recorder and leave its segment open, as a live source does."""
+    recorder = SegmentRecorder(store, stream_id, start_time_s=T0, segment_s=60.0)
+    with av.open(str(video)) as box:
+        stream = box.streams.video[0]
+        recorder.open(stream)
+        for p in box.demux(stream):
+            if p.size and p.pts is not None and p.pts * (stream.time_base or 1) < seconds:
+                recorder.write(p)
+    return recorder
+
+
+def test_the_segment_being_recorded_can_be_cut(tmp_path: Path, shared_data: Path) -> None:
+    """The newest seconds of a live stream are in a segment that is still open: clips come from it too."""
+    store = _store(tmp_path)
+    video = shared_data / "videos" / "tud_stadtmitte.mp4"  # 25 fps, a keyframe every 0.48 s
+    recorder = _record_part(store, video, "street", 5.0)
+    assert store.segments == []
+    (live,) = store.live_segments()
+    assert live.start_time_s == T0 and live.duration_s == pytest.approx(5.0, abs=0.05)
+    assert store.find_span("street", T0 + 3.0, T0 + 4.5) == [live]
+    clip = store.extract([live], T0 + 3.0, T0 + 4.5, tmp_path / "live.mp4")
+    with av.open(str(clip)) as box:
+        times = [float(f.time) for f in box.decode(video=0) if f.time is not None]
+    assert 36 <= len(times) <= 39  # 1.5 s at 25 fps, +-1 frame per end
+    recorder.close()
+    (stored,) = store.segments
+    assert store.live_segments() == [] and stored.path == live.path
+    assert store.find_span("street", T0 + 3.0, T0 + 4.5) == [stored]
+
+
+def test_a_segment_left_open_by_a_crash_is_recovered(tmp_path: Path, shared_data: Path) -> None:
+    """After a crash the open segment has no sidecar: the next start stores what of it can be read and
+    drops what cannot."""
+    video = shared_data / "videos" / "tud_stadtmitte.mp4"
+    recorder = _record_part(_store(tmp_path / "before"), video, "street", 4.0)
+    (live,) = recorder.store.live_segments()
+    folder = tmp_path / "clips" / "street"
+    folder.mkdir(parents=True)
+    shutil.copy(live.path, folder / Path(live.path).name)  # the file as the crash left it
+    (folder / f"{int(T0 * 1000) + 9000}.mkv").write_bytes(b"\x1a\x45\xdf\xa3 cut short")
+    store = _store(tmp_path)
+    (seg,) = store.segments
+    assert seg.stream_id == "street" and seg.start_time_s == T0 and seg.codec == "mpeg4"
+    assert 3.0 <= seg.duration_s <= 4.05  # up to the last cluster flushed
+    assert sorted(p.name for p in folder.iterdir()) == sorted([Path(seg.path).name, f"{int(T0 * 1000)}.json"])
+    assert _store(tmp_path).segments == [seg]  # stored now: the next start reads its sidecar
+    recorder.close()
