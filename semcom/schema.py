@@ -144,6 +144,14 @@ class Schema:
         return tuple(f.name for f in self.fields)
 
     @property
+    def answer_keys(self) -> dict[str, str]:
+        """JSON key per field for a language model's answer: its label ("shirt color", the words a prompt
+        uses), or its name where labels clash."""
+        labels = [f.label for f in self.fields]
+        unique = len(set(labels)) == len(labels)
+        return {f.name: f.label if unique else f.name for f in self.fields}
+
+    @property
     def attribute_bits(self) -> int:
         """Bits of the field indices of one record."""
         return sum(f.bits for f in self.fields)

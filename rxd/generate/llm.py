@@ -10,7 +10,7 @@ from pydantic import Field
 
 from semcom.config import Frozen
 from semcom.errors import BackendFailed
-from semcom.inference.openai_client import LoopThread, Message, OpenAIBackendConfig, OpenAIClient
+from semcom.inference.openai_client import Message, OpenAIBackendConfig, ThreadedClient
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
 
@@ -70,30 +70,24 @@ class LlmDescriber:
 
     def __init__(self, config: LlmDescriberConfig | None = None, *, api_key: str | None = None) -> None:
         self.config = config or LlmDescriberConfig()
-        self._loop = LoopThread("llm-describer")
-        self._client = OpenAIClient(self.config.server, api_key=api_key)
-        self._closed = False
+        self._remote = ThreadedClient(self.config.server, name="llm-describer", api_key=api_key)
 
     def describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
-        return self._loop.run(self._describe(schema, fields))
+        return self._remote.run(self._describe(schema, fields))
 
     def describe_many(self, schema: Schema, many: Sequence[Mapping[str, str]]) -> list[str]:
         """One description per field mapping, in order, requested concurrently."""
-        return self._loop.run(self._describe_many(schema, many))
+        return self._remote.run(self._describe_many(schema, many))
 
     async def adescribe(self, schema: Schema, fields: Mapping[str, str]) -> str:
-        return await self._loop.arun(self._describe(schema, fields))
+        return await self._remote.arun(self._describe(schema, fields))
 
     async def adescribe_many(self, schema: Schema, many: Sequence[Mapping[str, str]]) -> list[str]:
-        return await self._loop.arun(self._describe_many(schema, many))
+        return await self._remote.arun(self._describe_many(schema, many))
 
     def close(self) -> None:
         """Close the connections and stop the loop thread; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.run(self._client.aclose())
-        self._loop.close()
+        self._remote.close()
 
     async def _describe_many(self, schema: Schema, many: Sequence[Mapping[str, str]]) -> list[str]:
         results = await asyncio.gather(*(self._describe(schema, f) for f in many), return_exceptions=True)
@@ -108,11 +102,11 @@ class LlmDescriber:
         messages = describe_messages(schema, fields, cfg.system_prompt)
         extra = {"seed": cfg.seed} if cfg.seed is not None else None
         if not cfg.stream:
-            result = await self._client.chat(
+            result = await self._remote.client.chat(
                 messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature, extra_body=extra
             )
             return clean_description(result.text)
-        stream = self._client.stream_chat(
+        stream = self._remote.client.stream_chat(
             messages, max_tokens=cfg.max_tokens, temperature=cfg.temperature, extra_body=extra
         )
         return clean_description("".join([piece async for piece in stream]))

@@ -16,10 +16,9 @@ from pydantic import Field, field_validator
 from semcom.config import Frozen
 from semcom.errors import BackendDead, BackendFailed
 from semcom.inference.openai_client import (
-    LoopThread,
     Message,
     OpenAIBackendConfig,
-    OpenAIClient,
+    ThreadedClient,
     json_schema_format,
 )
 from semcom.record import UNKNOWN
@@ -77,19 +76,12 @@ class LlmParserConfig(Frozen):
         return {**QUERY_SERVER_DEFAULTS, **value} if isinstance(value, Mapping) else value
 
 
-def answer_keys(schema: Schema) -> dict[str, str]:
-    """JSON key per field: its label ("shirt color", the words the prompt uses), or its name on clashes."""
-    labels = [f.label for f in schema.fields]
-    unique = len(set(labels)) == len(labels)
-    return {f.name: f.label if unique else f.name for f in schema.fields}
-
-
 def parsing_prompt(schema: Schema, text: str) -> str:
     """The instruction, with attributes and allowed values from the schema, then the query text.
 
     The query comes last so that the instruction is a prefix shared by every request (prefix caching).
     """
-    keys = answer_keys(schema)
+    keys = schema.answer_keys
     allowed = "\n".join(
         f"- {keys[f.name]}: {', '.join(f.values[1:])}" + (f" ({f.description})" if f.description else "")
         for f in schema.fields
@@ -114,7 +106,7 @@ def answer_schema(schema: Schema) -> dict[str, Any]:
 
     "unknown" is left out: a query asks for what it wants, and "not mentioned" is null.
     """
-    keys = answer_keys(schema)
+    keys = schema.answer_keys
     return {
         "type": "object",
         "properties": {keys[f.name]: {"enum": [*f.values[1:], None]} for f in schema.fields},
@@ -140,7 +132,7 @@ def read_answer(text: str, schema: Schema) -> dict[str, str]:
         raise InvalidAnswer(f"answer is not JSON: {text[:200]!r}") from err
     if not isinstance(answer, dict):
         raise InvalidAnswer(f"answer is not a JSON object: {text[:200]!r}")
-    keys = answer_keys(schema)
+    keys = schema.answer_keys
     extra = sorted(set(answer) - set(keys.values()))
     if extra:
         raise InvalidAnswer(f"answer has keys the schema does not: {', '.join(map(repr, extra))}")
@@ -189,12 +181,10 @@ class LlmQueryParser:
 
     def __init__(self, config: LlmParserConfig | None = None, *, api_key: str | None = None) -> None:
         self.config = config or LlmParserConfig()
-        self._loop = LoopThread("llm-query-parser")
-        self._client = OpenAIClient(self.config.server, api_key=api_key)
+        self._remote = ThreadedClient(self.config.server, name="llm-query-parser", api_key=api_key)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()
         self._down_until = 0.0
-        self._closed = False
         self._counts = dict.fromkeys(("requests", *OUTCOMES), 0)
 
     def parse(self, text: str, schema: Schema) -> ParsedQuery:
@@ -202,7 +192,7 @@ class LlmQueryParser:
         if (early := self._without_request(text, schema, embedded)) is not None:
             return early
         try:
-            slots = self._loop.run(self._ask(text, schema))
+            slots = self._remote.run(self._ask(text, schema))
         except (BackendFailed, BackendDead) as err:
             return self._fallback(err, embedded)
         return self._accept(text, schema, slots, embedded)
@@ -213,7 +203,7 @@ class LlmQueryParser:
         if (early := self._without_request(text, schema, embedded)) is not None:
             return early
         try:
-            slots = await self._loop.arun(self._ask(text, schema))
+            slots = await self._remote.arun(self._ask(text, schema))
         except (BackendFailed, BackendDead) as err:
             return self._fallback(err, embedded)
         return self._accept(text, schema, slots, embedded)
@@ -226,22 +216,18 @@ class LlmQueryParser:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._remote.closed
 
     def close(self) -> None:
         """Close the connections and stop the loop thread; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.run(self._client.aclose())
-        self._loop.close()
+        self._remote.close()
 
     async def _ask(self, text: str, schema: Schema) -> dict[str, str]:
         cfg = self.config
         fmt = json_schema_format(f"{schema.name}_query", answer_schema(schema))
         with self._lock:
             self._counts["requests"] += 1
-        result = await self._client.chat(
+        result = await self._remote.client.chat(
             parsing_messages(schema, text, cfg.system_prompt),
             max_tokens=cfg.max_tokens,
             temperature=0.0,

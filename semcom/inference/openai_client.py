@@ -379,3 +379,27 @@ class LoopThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+class ThreadedClient:
+    """An OpenAIClient on a LoopThread of its own: synchronous callers on any thread and async callers on
+    any event loop share its connections. `run`/`arun` take coroutines that use `client`."""
+
+    def __init__(self, server: OpenAIBackendConfig, *, name: str, api_key: str | None = None) -> None:
+        self.loop = LoopThread(name)
+        self.client = OpenAIClient(server, api_key=api_key)
+        self.closed = False
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run(coro)
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await self.loop.arun(coro)
+
+    def close(self) -> None:
+        """Close the connections and stop the loop thread; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.run(self.client.aclose())
+        self.loop.close()

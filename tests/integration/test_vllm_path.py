@@ -31,7 +31,7 @@ from semcom.schema import Schema, SchemaRegistry
 from tests.fixtures.tiny_models import build_with
 from tests.unit.test_retrieval_store import BagOfWordsEncoder
 from tests.unit.test_retrieval_store import person as person_record
-from txd.understanding.vlm import VlmConfig, VlmUnderstander, answer_keys, answer_schema, understanding_prompt
+from txd.understanding.vlm import VlmConfig, VlmUnderstander, answer_schema, understanding_prompt
 
 # Startup takes 35-80 s per server on an idle 2-core machine and several minutes on a loaded one.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -218,7 +218,7 @@ async def test_vlm_answer_is_compact_json_in_schema_order(
             [{"role": "user", "content": content}], max_tokens=200, response_format=fmt
         )
     answer = json.loads(result.text)
-    assert list(answer) == list(answer_keys(person).values())
+    assert list(answer) == list(person.answer_keys.values())
     # disable_any_whitespace: no spaces or newlines between tokens of the JSON grammar
     assert result.text == json.dumps(answer, separators=(",", ":"))
 

@@ -23,7 +23,6 @@ from rxd.retrieval.llm_parse import (
     InvalidAnswer,
     LlmParserConfig,
     LlmQueryParser,
-    answer_keys,
     answer_schema,
     read_answer,
 )
@@ -45,7 +44,7 @@ MAUVE_SLOTS = {"gender": "female", "upper_color": "purple"}
 
 def answer(**slots: str | None) -> str:
     """A compact answer for PERSON: every key present, null where not given."""
-    keys = answer_keys(PERSON)
+    keys = PERSON.answer_keys
     return json.dumps({keys[name]: slots.get(name) for name in PERSON.field_names}, separators=(",", ":"))
 
 

@@ -46,16 +46,9 @@ class VlmConfig(Frozen):
     )
 
 
-def answer_keys(schema: Schema) -> dict[str, str]:
-    """JSON key per field: its label ("shirt color", the words the prompt uses), or its name on clashes."""
-    labels = [f.label for f in schema.fields]
-    unique = len(set(labels)) == len(labels)
-    return {f.name: f.label if unique else f.name for f in schema.fields}
-
-
 def understanding_prompt(schema: Schema) -> str:
     """The paper's understanding prompt, with the attributes and allowed answers taken from the schema."""
-    keys = answer_keys(schema)
+    keys = schema.answer_keys
     allowed = "\n".join(f"- {keys[f.name]}: {', '.join(f.values)}" for f in schema.fields)
     return (
         f"Describe the {schema.name} in the image: {', '.join(keys.values())}. "
@@ -66,7 +59,7 @@ def understanding_prompt(schema: Schema) -> str:
 
 def answer_schema(schema: Schema) -> dict[str, Any]:
     """JSON schema of the answer: every key required, each an enum of its vocabulary ("unknown" included)."""
-    keys = answer_keys(schema)
+    keys = schema.answer_keys
     return {
         "type": "object",
         "properties": {keys[f.name]: {"type": "string", "enum": list(f.values)} for f in schema.fields},
@@ -183,7 +176,7 @@ class VlmUnderstander:
             return _all_unknown(schema)
         fields: dict[str, str] = {}
         confidence: dict[str, float] = {}
-        keys = answer_keys(schema)
+        keys = schema.answer_keys
         for spec in schema.fields:
             key = keys[spec.name]
             raw = answer.get(key)
