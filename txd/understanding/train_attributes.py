@@ -214,7 +214,7 @@ def train(
     epochs: int = 6,
     batch: int = 128,
 ) -> nn.ModuleDict:
-    """Fine-tune blocks 16-17, the last conv and the heads on the cached bottom activations."""
+    """Fine-tune blocks SPLIT (7) to 17, the last conv and the heads on the cached bottom activations."""
     import torch
 
     torch.manual_seed(seed)
