@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,7 @@ from semcom.codec import (
 )
 from semcom.errors import DecodeError, InvalidInput
 from semcom.pb.v1 import link_pb2
-from semcom.phy.chain import MAX_INFO_PER_CODEWORD
+from semcom.phy.chain import codeword_info_bits
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
@@ -92,7 +92,7 @@ class Air:
             symbols = len(burst.payload.data) // 8  # complex64
             tally.channel_symbols += symbols
             tally.channel_bits += symbols * mcs.bits_per_symbol
-            tally.blocks += math.ceil(h.info_bits / MAX_INFO_PER_CODEWORD) if mcs.coding != "none" else 0
+            tally.blocks += len(codeword_info_bits(h.info_bits)) if mcs.coding != "none" else 0
         self.proxy.impair(burst)
         if burst.trace.dropped:
             tally.bursts_lost += 1
@@ -187,11 +187,9 @@ def send_bytes(
 
 
 def _segments(info_bits: int) -> list[tuple[int, int]]:
-    """[start, end) of each LDPC codeword's information bits in a frame (semcom.phy.chain, step 1)."""
-    blocks = math.ceil(info_bits / MAX_INFO_PER_CODEWORD)
-    sizes = [info_bits // blocks + (1 if j < info_bits % blocks else 0) for j in range(blocks)]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    return [(int(starts[j]), int(starts[j + 1])) for j in range(blocks)]
+    """[start, end) of each LDPC codeword's information bits in a frame."""
+    starts = np.concatenate([[0], np.cumsum(codeword_info_bits(info_bits))])
+    return [(int(a), int(b)) for a, b in itertools.pairwise(starts)]
 
 
 def send_bytes_sampled(
@@ -264,5 +262,5 @@ def _count(chunk: bytes, mcs: Mcs, pilot_symbols: int) -> Tally:
         info_bits=burst.header.info_bits,
         channel_bits=symbols * mcs.bits_per_symbol,
         channel_symbols=symbols,
-        blocks=math.ceil(burst.header.info_bits / MAX_INFO_PER_CODEWORD),
+        blocks=len(codeword_info_bits(burst.header.info_bits)),
     )

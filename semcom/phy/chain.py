@@ -106,11 +106,21 @@ class _Plan:
         return int(self.info_mask.shape[0])
 
 
-@lru_cache(maxsize=1024)
-def _plan(info_bits: int, bits_per_symbol: int) -> _Plan:
+def codeword_info_bits(info_bits: int) -> NDArray[np.int64]:
+    """Information bits carried by each LDPC codeword of a frame of `info_bits` bits, in frame order: as
+    few codewords as fit, sizes differing by one bit at most (none for an empty frame)."""
     blocks = -(-info_bits // MAX_INFO_PER_CODEWORD)
+    if blocks <= 0:
+        return np.zeros(0, dtype=np.int64)
     info_per_block = np.full(blocks, info_bits // blocks, dtype=np.int64)
     info_per_block[: info_bits % blocks] += 1
+    return info_per_block
+
+
+@lru_cache(maxsize=1024)
+def _plan(info_bits: int, bits_per_symbol: int) -> _Plan:
+    info_per_block = codeword_info_bits(info_bits)
+    blocks = len(info_per_block)
     z = -(-int(info_per_block[0]) // 12)
     code = LdpcCode.wimax_r12(z)
     k = m = 12 * z
