@@ -88,6 +88,25 @@ class DecodeProgress:
     duration_s: float = 0.0
 
 
+class RateGrid:
+    """Chooses at most `fps` frames per second of video on a fixed grid of 1/fps seconds from 0, so the rate
+    does not drift with the frames' own spacing; `fps` None takes every frame."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.fps = fps
+        self.next_t = 0.0
+
+    def take(self, t: float) -> bool:
+        """Whether the frame at `t` seconds (from the stream's first frame) is due; advances the grid."""
+        if self.fps is None:
+            return True
+        if t < self.next_t - 1e-6:
+            return False
+        while self.next_t <= t + 1e-6:
+            self.next_t += 1.0 / self.fps
+        return True
+
+
 class PacketSink(Protocol):
     """Receives the compressed packets of the decoded stream as they are demuxed (e.g. to record them)."""
 
@@ -151,7 +170,7 @@ def _decode(
     rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
     progress.frames_total = int(stream.frames or 0)
     first: float | None = None
-    next_t = 0.0
+    grid = RateGrid(fps)
     for packet in box.demux(stream):
         frames = packet.decode()
         if sink is not None and packet.size:  # the empty packet at the end only flushes the decoder
@@ -162,9 +181,6 @@ def _decode(
             index = progress.frames_decoded
             progress.frames_decoded += 1
             progress.duration_s = t - first + 1.0 / rate
-            if fps is None or t - first >= next_t - 1e-6:
-                # Advance on a fixed grid of 1/fps (not from this frame's time): the rate does not drift.
-                while fps is not None and next_t <= t - first + 1e-6:
-                    next_t += 1.0 / fps
+            if grid.take(t - first):
                 image: NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
                 yield VideoFrame(index, t - first, image)

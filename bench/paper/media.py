@@ -20,7 +20,7 @@ from txd.perception.detect import Box, Detection, Detector
 from txd.perception.keyframes import Keyframe, KeyframeSelector
 from txd.perception.pipeline import PerceptionConfig, PerceptionPipeline
 from txd.perception.track import Tracker
-from txd.video import VideoFrame, iter_frames
+from txd.video import RateGrid, VideoFrame, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def decode_robust(data: bytes, *, start_s: float, duration_s: float, fps: float)
 
     Decoder errors are caught per packet and decoding goes on; a frame whose timestamp was lost or lies
     outside the sent span is skipped. Times are seconds from the sender's first frame. Frames are chosen on
-    the same 1/fps grid as txd's decoder, so an intact stream yields exactly the frames the sender had.
+    the same 1/fps grid as txd's decoder (RateGrid), so an intact stream yields exactly the frames the
+    sender had.
     """
     try:
         box = av.open(io.BytesIO(data), mode="r", format="mpegts")
@@ -111,7 +112,7 @@ def decode_robust(data: bytes, *, start_s: float, duration_s: float, fps: float)
             return
         stream = box.streams.video[0]
         packets = box.demux()  # every stream: corrupted tables may announce streams that never come
-        next_t, index = 0.0, 0
+        grid, index = RateGrid(fps), 0
         while True:
             try:
                 packet = next(packets)
@@ -132,10 +133,8 @@ def decode_robust(data: bytes, *, start_s: float, duration_s: float, fps: float)
                 if frame.time is None:
                     continue
                 t = float(frame.time) - start_s
-                if not -1e-6 <= t < duration_s + 1e-6 or t < next_t - 1e-6:
+                if not -1e-6 <= t < duration_s + 1e-6 or not grid.take(t):
                     continue
-                while next_t <= t + 1e-6:
-                    next_t += 1.0 / fps
                 try:
                     image: NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
                 except _CORRUPTION as err:
