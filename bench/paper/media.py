@@ -151,8 +151,11 @@ def source_frames(path: Path, *, fps: float | None, clip_s: float | None) -> Ite
         yield frame
 
 
-def _digest(frame_bgr: NDArray[np.uint8]) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(frame_bgr).data, digest_size=16).digest()
+def content_digest(image: NDArray[np.uint8]) -> bytes:
+    """A key for an image's pixels and shape (results remembered by content)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
+    digest.update(repr(image.shape).encode())
+    return digest.digest()
 
 
 class _MemoDetector:
@@ -164,7 +167,7 @@ class _MemoDetector:
         self.calls = 0
 
     def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]:
-        key = _digest(frame_bgr)
+        key = content_digest(frame_bgr)
         found = self.memo.get(key)
         if found is None:
             self.calls += 1
@@ -180,7 +183,7 @@ class _MemoEmbedder:
         self.memo: dict[tuple[bytes, tuple[Box, ...]], NDArray[np.float32]] = {}
 
     def embed(self, frame_bgr: NDArray[np.uint8], boxes: Sequence[Box]) -> NDArray[np.float32]:
-        key = (_digest(frame_bgr), tuple(boxes))
+        key = (content_digest(frame_bgr), tuple(boxes))
         found = self.memo.get(key)
         if found is None:
             found = self.memo[key] = self.inner.embed(frame_bgr, boxes)

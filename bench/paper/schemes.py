@@ -28,7 +28,7 @@ from txd.understanding.base import Understander, Understanding
 
 from .labels import CropSet, Target, VideoLabels
 from .links import Air, LinkSettings, Tally, send_bytes, send_bytes_sampled, send_records
-from .media import EncodedVideo, Perceiver, decode_robust, encode_h264, source_frames
+from .media import EncodedVideo, Perceiver, content_digest, decode_robust, encode_h264, source_frames
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,6 @@ class CropDataset:
         return index if 0 <= index < len(self.crops.targets) else None
 
 
-def _digest(image: NDArray[np.uint8]) -> bytes:
-    digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
-    digest.update(repr(image.shape).encode())
-    return digest.digest()
-
-
 @dataclass
 class Workbench:
     """Shared parts and per-run caches: the understander, perception, and every channel-independent result."""
@@ -140,7 +134,7 @@ class Workbench:
     # -- understanding ------------------------------------------------------------------------------------
     def understand(self, crops: Sequence[NDArray[np.uint8]]) -> list[Understanding]:
         """The configured understander on each crop, remembered by crop content."""
-        keys = [_digest(c) for c in crops]
+        keys = [content_digest(c) for c in crops]
         todo = {k: c for k, c in zip(keys, crops, strict=True) if k not in self._understood}
         if todo:
             results = asyncio.run(self.understander.understand(list(todo.values()), self.schema))
