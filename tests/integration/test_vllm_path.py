@@ -28,9 +28,9 @@ from semcom.errors import BackendDead, BackendFailed
 from semcom.inference.openai_client import OpenAIBackendConfig, OpenAIClient, image_part, json_schema_format
 from semcom.launch import free_port
 from semcom.schema import Schema, SchemaRegistry
+from tests.fixtures.records import BagOfWordsEncoder
+from tests.fixtures.records import person as person_record
 from tests.fixtures.tiny_models import build_with
-from tests.unit.test_retrieval_store import BagOfWordsEncoder
-from tests.unit.test_retrieval_store import person as person_record
 from txd.understanding.vlm import VlmConfig, VlmUnderstander, answer_schema, understanding_prompt
 
 # Startup takes 35-80 s per server on an idle 2-core machine and several minutes on a loaded one.

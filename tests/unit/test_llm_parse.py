@@ -32,7 +32,7 @@ from semcom.config import load_config
 from semcom.launch import free_port
 from semcom.registry import Registry
 from semcom.schema import Schema, SchemaRegistry
-from tests.unit.test_retrieval_store import BagOfWordsEncoder, person
+from tests.fixtures.records import BagOfWordsEncoder, person
 
 REGISTRY = SchemaRegistry.builtin()
 PERSON = REGISTRY.get("person/1")

@@ -22,7 +22,7 @@ from rxd.retrieval.store import RecordStore
 from semcom.data import data_dir
 from semcom.record import UNKNOWN, Record
 from semcom.schema import SchemaRegistry
-from tests.unit.test_retrieval_store import BagOfWordsEncoder
+from tests.fixtures.records import BagOfWordsEncoder
 
 REGISTRY = SchemaRegistry.builtin()
 PERSON = REGISTRY.get("person/1")

@@ -14,7 +14,7 @@ from rxd.retrieval.store import RecordStore
 from semcom.errors import InvalidInput
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
-from tests.unit.test_retrieval_store import BagOfWordsEncoder, person
+from tests.fixtures.records import BagOfWordsEncoder, person
 
 REGISTRY = SchemaRegistry.builtin()
 PERSON = REGISTRY.get("person/1")

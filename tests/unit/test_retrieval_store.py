@@ -5,13 +5,10 @@ from __future__ import annotations
 import dataclasses
 import random
 import sqlite3
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
 
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import Query, RetrievalEngine
@@ -19,46 +16,10 @@ from rxd.retrieval.store import DescriptionEntry, RecordStore, SearchSpec
 from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN, Record
 from semcom.schema import SchemaRegistry
+from tests.fixtures.records import BagOfWordsEncoder, person
 
 REGISTRY = SchemaRegistry.builtin()
 PERSON = REGISTRY.get("person/1")
-
-
-class BagOfWordsEncoder:
-    """A fast deterministic stand-in for the sentence model (hashed word counts, unit norm).
-
-    The ordering guarantees under test come from the tiers, not from the model; the real model is
-    exercised in test_retrieval_embed.py and in the slow variant of the retrieval check.
-    """
-
-    dim = 128
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.texts: list[str] = []
-
-    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        self.calls += 1
-        self.texts += texts
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().replace(",", " ").replace(".", " ").split():
-                out[i, zlib.crc32(word.encode()) % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.asarray(out / np.maximum(norms, 1e-9), dtype=np.float32)
-
-
-def person(record_id: int, stream_id: str = "cam1", time_s: float | None = None, **fields: str) -> Record:
-    return Record(
-        schema_id=PERSON.id,
-        stream_id=stream_id,
-        track_id=record_id % 4096,
-        record_id=record_id,
-        time_s=float(record_id) if time_s is None else time_s,
-        location_id=record_id % 7,
-        fields=fields,
-    )
-
 
 RECORDS = [
     person(1, gender="male", upper_color="white", sleeve="long", lower_color="black", shoe_color="black"),
