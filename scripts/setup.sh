@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.11) and install the project, its embedded models and development tools.
 #   ./scripts/setup.sh          what the demo and the daemons need
-#   ./scripts/setup.sh --test   also what the test suite needs: Debian's chromium (for the web-page test)
-#                               and .venv-vllm (vLLM's CPU build, for the real serving-path tests)
+#   ./scripts/setup.sh --test   also what the test suite needs: Debian's chromium (for the web-page test),
+#                               iproute2 and systemd (network namespaces, unit file checks) and .venv-vllm
+#                               (vLLM's CPU build, for the real serving-path tests)
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,19 @@ if [ "$WITH_TEST" = 1 ]; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
         else
             echo "chromium is missing: install Debian's chromium package (needed by tests/e2e)" >&2
+        fi
+    fi
+    # Debian tools the deployment tests drive: network namespaces (iproute2), unit verification (systemd).
+    missing=()
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "${missing[@]}" >/dev/null
+        else
+            echo "missing Debian packages ${missing[*]}: tests/process/test_two_hosts.py and" \
+                "tests/unit/test_deploy_files.py skip without them" >&2
         fi
     fi
     if [ -x scripts/setup_vllm_cpu.sh ]; then
