@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ def speed(n: int = 200) -> float:
     start = time.perf_counter()
     model.predict(crops)
     elapsed = time.perf_counter() - start
-    model.close()
+    asyncio.run(model.aclose())
     return len(crops) / elapsed
 
 

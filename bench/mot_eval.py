@@ -16,7 +16,6 @@ from numpy.typing import NDArray
 
 from txd.perception.appearance import AppearanceConfig, Embedder, HistogramConfig, MobileNetV2Config
 from txd.perception.detect import Detector, SsdLiteConfig, iou_matrix
-from txd.perception.pipeline import FrameSampler
 from txd.perception.track import Tracker, TrackerConfig
 from txd.video import iter_frames
 
@@ -105,24 +104,24 @@ def evaluate(name: str, args: argparse.Namespace) -> Result:
     root = data_root()
     gt = load_gt(root / seq.gt)
     detector, tracker, timed = build(args)
-    sampler = FrameSampler(args.analysis_fps)
     acc = mm.MOTAccumulator(auto_id=True)
     frames = 0
     decode_s = detect_s = track_s = 0.0
     started = time.perf_counter()
-    for frame in itertools.islice(iter_frames(root / seq.video), args.max_frames):
+    # The decoder samples the analysis rate as txd's does (a fixed grid of 1/fps seconds).
+    video = iter_frames(root / seq.video, fps=args.analysis_fps)
+    for frame in itertools.takewhile(lambda f: args.max_frames is None or f.index < args.max_frames, video):
         decoded = time.perf_counter()
         decode_s += decoded - started
-        if sampler.take(frame.time_s):
-            frames += 1
-            detections = detector.detect(frame.image)
-            detected = time.perf_counter()
-            tracks = [t for t in tracker.update(frame.image, detections) if t.confirmed]
-            track_s += time.perf_counter() - detected
-            detect_s += detected - decoded
-            gt_ids, gt_boxes = gt.get(frame.index + 1, (np.zeros(0, np.int64), np.zeros((0, 4))))
-            hyp_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4)
-            acc.update(gt_ids.tolist(), [t.track_id for t in tracks], _distances(gt_boxes, hyp_boxes))
+        frames += 1
+        detections = detector.detect(frame.image)
+        detected = time.perf_counter()
+        tracks = [t for t in tracker.update(frame.image, detections) if t.confirmed]
+        track_s += time.perf_counter() - detected
+        detect_s += detected - decoded
+        gt_ids, gt_boxes = gt.get(frame.index + 1, (np.zeros(0, np.int64), np.zeros((0, 4))))
+        hyp_boxes = np.array([t.box for t in tracks], dtype=np.float64).reshape(-1, 4)
+        acc.update(gt_ids.tolist(), [t.track_id for t in tracks], _distances(gt_boxes, hyp_boxes))
         started = time.perf_counter()
     embed_s = timed.seconds if timed is not None else 0.0
     return _summarise(name, acc, frames, decode_s, detect_s, track_s, embed_s)
@@ -178,6 +177,14 @@ class _TimedEmbedder:
             return self.inner.embed(frame_bgr, boxes)
         finally:
             self.seconds += time.perf_counter() - start
+
+    def embed_many(
+        self, items: Sequence[tuple[NDArray[np.uint8], Sequence[tuple[float, float, float, float]]]]
+    ) -> list[NDArray[np.float32]]:
+        return [self.embed(frame, boxes) for frame, boxes in items]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _fps(frames: int, seconds: float) -> str:

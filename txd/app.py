@@ -4,39 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
-from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer
 from semcom.telemetry import MetricsEndpoint, start_metrics
 from txd.clips import ClipStore
 from txd.config import TxdConfig
+from txd.core import TransmitterCore
 from txd.link import LinkSender
 from txd.service import TransmitterService
 from txd.sources import SourcePool
-from txd.understanding.base import Understander
+from txd.understanding.base import UNDERSTANDERS, Understander
 
 log = logging.getLogger(__name__)
-
-# Backends by config `kind`, imported only when selected (torch for one, an HTTP client for the other).
-UNDERSTANDERS: Registry[Callable[[Any], Understander]] = Registry(
-    "understanding backend",
-    {
-        "attributes": "txd.understanding.attributes:AttributeUnderstander",
-        "vlm": "txd.understanding.vlm:VlmUnderstander",
-    },
-    entry_point_group="semcom.understanding",
-)
 
 SERVICE_NAME = transmitter_pb2.DESCRIPTOR.services_by_name["Transmitter"].full_name
 
 
 class Txd:
-    """The transmitter: a gRPC server, the link sender and their executor, started and stopped in order."""
+    """The transmitter: the core with its link sender, models and executor, the gRPC service and the pulled
+    sources on top of it, started and stopped in order."""
 
     def __init__(
         self, cfg: TxdConfig, schemas: SchemaRegistry | None = None, understander: Understander | None = None
@@ -52,16 +41,15 @@ class Txd:
             max_message_bytes=cfg.server.max_message_bytes,
         )
         self.clips = ClipStore(cfg.clips)
-        self.understander = understander or UNDERSTANDERS.load(cfg.understanding.kind)(cfg.understanding)
-        self.service = TransmitterService(
-            cfg, self.link, self.schemas, self.clips, self.executor, self.understander
-        )
+        understander = understander or UNDERSTANDERS.load(cfg.understanding.kind)(cfg.understanding)
+        self.core = TransmitterCore(cfg, self.link, self.schemas, self.clips, self.executor, understander)
+        self.service = TransmitterService(self.core)
         self.grpc = GrpcServer(
             cfg.server,
             [lambda s: transmitter_pb2_grpc.add_TransmitterServicer_to_server(self.service, s)],
             [SERVICE_NAME],
         )
-        self.sources = SourcePool(cfg.sources, self.service, self.clips)
+        self.sources = SourcePool(cfg.sources, self.core, self.clips)
         self.metrics: MetricsEndpoint | None = None
         self._link_task: asyncio.Task[None] | None = None
         self._sources_task: asyncio.Task[None] | None = None
@@ -79,8 +67,9 @@ class Txd:
         self._sources_task = asyncio.create_task(self.sources.run(), name="txd-sources")
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain: stop taking calls, let in-flight ones finish, stop pulling sources (their open clip
-        segments are stored), deliver what was accepted, then close."""
+        """Drain, then close in order: stop taking calls and let in-flight ones finish; stop pulling sources
+        (their open clip segments are stored); deliver what was accepted; close the link; close the models
+        (understander, detector, appearance embedder); stop the executor; close the metrics endpoint."""
         await self.grpc.stop(grace_s)
         if self._sources_task is not None:
             self._sources_task.cancel()
@@ -91,6 +80,7 @@ class Txd:
             self._link_task.cancel()
             await asyncio.gather(self._link_task, return_exceptions=True)
         await self.link.close()
+        await self.core.aclose()
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.metrics is not None:
             self.metrics.close()

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import av
 
 from semcom.errors import SemcomError
+from txd.analysis import StreamRun
 from txd.clips import ClipStore, SegmentRecorder
 from txd.config import SourceConfig
-from txd.pipeline import StreamRun
-from txd.service import StreamState, TransmitterService
+from txd.core import StreamState, TransmitterCore
 from txd.video import iter_frames
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,11 @@ class SourcePuller:
     Failures stay in this task: other sources and Ingest go on.
     """
 
-    def __init__(self, cfg: SourceConfig, service: TransmitterService, clips: ClipStore) -> None:
+    def __init__(self, cfg: SourceConfig, core: TransmitterCore, clips: ClipStore) -> None:
         self.cfg = cfg
-        self.service = service
+        self.core = core
         self.clips = clips
-        location_id = cfg.location_id if cfg.location_id is not None else service.cfg.site.location_id
-        self.state = StreamState(cfg.stream_id, location_id, state="connecting")
-        service.streams[cfg.stream_id] = self.state
+        self.state = core.open_stream(cfg.stream_id, cfg.location_id, state="connecting")
         self.passes = 0
 
     @property
@@ -127,8 +125,8 @@ class SourcePuller:
         network = self.cfg.kind != "file"
         timeout_s = (self.cfg.open_timeout_s, self.cfg.read_timeout_s) if network else 30.0
         try:
-            if self.service.analyses:
-                return await self.service.analyse(
+            if self.core.analyses:
+                return await self.core.analyse(
                     self.cfg.target,
                     self.state,
                     start_time_s,
@@ -175,10 +173,8 @@ class SourcePuller:
 class SourcePool:
     """Every configured source, each pulled by a task of its own in one TaskGroup."""
 
-    def __init__(
-        self, sources: Sequence[SourceConfig], service: TransmitterService, clips: ClipStore
-    ) -> None:
-        self.pullers = [SourcePuller(cfg, service, clips) for cfg in sources]
+    def __init__(self, sources: Sequence[SourceConfig], core: TransmitterCore, clips: ClipStore) -> None:
+        self.pullers = [SourcePuller(cfg, core, clips) for cfg in sources]
 
     async def run(self) -> None:
         """Until every source is done or failed, or until cancelled (the daemon stops)."""

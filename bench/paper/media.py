@@ -174,6 +174,12 @@ class _MemoDetector:
             found = self.memo[key] = self.inner.detect(frame_bgr)
         return list(found)
 
+    def detect_many(self, frames_bgr: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        return [self.detect(frame) for frame in frames_bgr]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 class _MemoEmbedder:
     """The tracker's appearance embedder, remembered by frame content and boxes."""
@@ -188,6 +194,14 @@ class _MemoEmbedder:
         if found is None:
             found = self.memo[key] = self.inner.embed(frame_bgr, boxes)
         return found
+
+    def embed_many(
+        self, items: Sequence[tuple[NDArray[np.uint8], Sequence[Box]]]
+    ) -> list[NDArray[np.float32]]:
+        return [self.embed(frame, boxes) for frame, boxes in items]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class Perceiver:
@@ -207,7 +221,6 @@ class Perceiver:
             self.detector,
             Tracker(self.config.tracker, self.embedder),
             KeyframeSelector(self.config.keyframes),
-            analysis_fps=None,
         )
         keyframes: list[Keyframe] = []
         for frame in frames:

@@ -25,9 +25,9 @@ from semcom.pb.v1 import (
     transmitter_pb2_grpc,
 )
 from tests.conftest import start_chain, stop_chain
+from tests.fixtures.link import wait_indexed
+from tests.fixtures.txd import BrightnessUnderstander, ingest
 from tests.fixtures.video import cut_video
-from tests.integration.test_link_path import wait_indexed
-from tests.integration.test_txd_pipeline import BrightnessUnderstander, ingest
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -326,7 +326,7 @@ async def test_a_live_source_skips_frames_instead_of_falling_behind(
     try:
         streams = await wait_streams(chain.txd_address, lambda s: s["cam"].state == "retrying")
         assert streams["cam"].error == "the live stream ended"
-        run = chain.txd.service.streams["cam"].run
+        run = chain.txd.core.streams["cam"].run
         assert run is not None and run.decode.frames_decoded == 179
         # 7.16 s at 5 frames/s: 36 frames were due; those that found the queue (8 frames) full were skipped.
         assert run.times.frames_analysed + run.times.frames_dropped == 36

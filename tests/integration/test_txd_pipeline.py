@@ -1,63 +1,27 @@
 """Real video through txd's pipeline (PyAV decode, SSDLite detector, tracker, keyframes) to rxd's index.
 
-The understanding backend here is `BrightnessUnderstander`, a deterministic stand-in defined in this file so
-that the test checks the plumbing (one record per track, times, locations, the link) independently of the
+The understanding backend here is `BrightnessUnderstander`, a deterministic stand-in (tests/fixtures/txd.py),
+so that the test checks the plumbing (one record per track, times, locations, the link) independently of the
 attribute model, which has tests of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from grpc import aio
-from numpy.typing import NDArray
 
 from semcom.pb.v1 import receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
-from semcom.schema import Schema
 from tests.conftest import start_chain, stop_chain
-from tests.integration.test_link_path import wait_indexed
-from txd.understanding.base import Understanding
+from tests.fixtures.link import wait_indexed
+from tests.fixtures.txd import START, BrightnessUnderstander, ingest
 
 pytestmark = pytest.mark.slow
-START = 1_700_000_000.0
-
-
-class BrightnessUnderstander:
-    """Calls the upper half of a crop white or black by its mean brightness; everything else unknown."""
-
-    def __init__(self) -> None:
-        self.crops = 0
-
-    async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
-        self.crops += len(crops)
-        out = []
-        for crop in crops:
-            assert crop.ndim == 3 and crop.shape[2] == 3 and crop.size > 0
-            upper = crop[: crop.shape[0] // 2]
-            colour = "white" if float(upper.mean()) > 127 else "black"
-            out.append(Understanding({"upper_color": colour}, {"upper_color": 1.0}))
-        return out
-
-
-async def ingest(
-    address: str, video: Path, stream_id: str, *, cut: int | None = None
-) -> transmitter_pb2.IngestReply:
-    data = (await asyncio.to_thread(video.read_bytes))[:cut]
-
-    async def parts() -> AsyncIterator[transmitter_pb2.IngestRequest]:
-        yield transmitter_pb2.IngestRequest(
-            header=transmitter_pb2.IngestHeader(stream_id=stream_id, location_id=9, start_time_s=START)
-        )
-        for i in range(0, len(data), 1 << 16):
-            yield transmitter_pb2.IngestRequest(chunk=data[i : i + (1 << 16)])
-
-    async with aio.insecure_channel(address) as ch:
-        return await transmitter_pb2_grpc.TransmitterStub(ch).Ingest(parts(), timeout=300)
 
 
 @pytest.mark.asyncio

@@ -49,7 +49,7 @@ def schema() -> Schema:
 async def model() -> AsyncIterator[AttributeUnderstander]:
     understander = AttributeUnderstander(AttributesConfig(threads=1))
     yield understander
-    understander.close()
+    await understander.aclose()
 
 
 def test_shipped_weights_are_small() -> None:

@@ -22,8 +22,20 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 class Embedder(Protocol):
+    """Appearance features of person boxes. Not reentrant: one call at a time per instance."""
+
     def embed(self, frame_bgr: NDArray[np.uint8], boxes: Sequence[Box]) -> NDArray[np.float32]:
         """One unit-length row per box, shape (len(boxes), dim)."""
+        ...
+
+    def embed_many(
+        self, items: Sequence[tuple[NDArray[np.uint8], Sequence[Box]]]
+    ) -> list[NDArray[np.float32]]:
+        """`embed` of each (frame, boxes), in one model call where the backend allows."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds; it is not used afterwards."""
         ...
 
 
@@ -93,19 +105,28 @@ class MobileNetV2Embedder:
         self.dim = 1280
 
     def embed(self, frame_bgr: NDArray[np.uint8], boxes: Sequence[Box]) -> NDArray[np.float32]:
+        return self.embed_many([(frame_bgr, boxes)])[0]
+
+    def embed_many(
+        self, items: Sequence[tuple[NDArray[np.uint8], Sequence[Box]]]
+    ) -> list[NDArray[np.float32]]:
         import cv2
         import torch
 
-        if not boxes:
-            return np.zeros((0, self.dim), dtype=np.float32)
         size = (self.config.input_width, self.config.input_height)
-        crops = [cv2.resize(clipped_crop(frame_bgr, box), size) for box in boxes]
+        crops = [cv2.resize(clipped_crop(frame, box), size) for frame, boxes in items for box in boxes]
+        if not crops:
+            return [np.zeros((0, self.dim), dtype=np.float32) for _ in items]
         batch = np.stack(crops)[..., ::-1].astype(np.float32) / 255.0  # BGR -> RGB, like the training data
         batch = (batch - _IMAGENET_MEAN) / _IMAGENET_STD
         tensor: torch.Tensor = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
         with torch.inference_mode():
-            features = self._model(tensor).numpy()
-        return _unit_rows(np.asarray(features, dtype=np.float32))
+            features = _unit_rows(np.asarray(self._model(tensor).numpy(), dtype=np.float32))
+        ends = np.cumsum([len(boxes) for _, boxes in items])
+        return list(np.split(features, ends[:-1]))
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _shipped_weights() -> Path:
@@ -136,3 +157,11 @@ class HistogramEmbedder:
             hists = [cv2.calcHist([h], [0, 1], None, bins, [0, 180, 0, 256]).ravel() for h in halves]
             rows[i] = np.sqrt(np.concatenate(hists))  # Hellinger: cosine of square roots compares shares
         return _unit_rows(rows)
+
+    def embed_many(
+        self, items: Sequence[tuple[NDArray[np.uint8], Sequence[Box]]]
+    ) -> list[NDArray[np.float32]]:
+        return [self.embed(frame, boxes) for frame, boxes in items]
+
+    async def aclose(self) -> None:
+        return None

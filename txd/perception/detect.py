@@ -34,7 +34,19 @@ class Detection:
 
 
 class Detector(Protocol):
-    def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]: ...
+    """Finds people in frames. Not reentrant: one call at a time per instance (txd serialises them)."""
+
+    def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]:
+        """The people in one BGR frame, best first."""
+        ...
+
+    def detect_many(self, frames_bgr: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        """`detect` of each frame, in one model call where the backend allows (frames may differ in size)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds; it is not used afterwards."""
+        ...
 
 
 DetectorFactory = Callable[[Any], Detector]
@@ -156,18 +168,48 @@ class SsdLiteDetector:
             raise BackendDead(f"OpenCV cannot load the SSDLite graph: {err}") from err
 
     def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]:
+        return self.detect_many([frame_bgr])[0]
+
+    def detect_many(self, frames_bgr: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
         import cv2
 
-        check_frame(frame_bgr)
-        height, width = frame_bgr.shape[:2]
-        spans = tile_windows(width, self.config.tile_columns, self.config.tile_overlap)
+        for frame in frames_bgr:
+            check_frame(frame)
+        if not frames_bgr:
+            return []
         size = self.config.input_size
-        tiles = [frame_bgr[:, x0:x1] for x0, x1 in spans]
-        # Raw 0..255 input: the graph keeps its own Preprocessor nodes that scale to [-1, 1].
+        spans = [
+            tile_windows(f.shape[1], self.config.tile_columns, self.config.tile_overlap) for f in frames_bgr
+        ]
+        tiles = [
+            f[:, x0:x1] for f, frame_spans in zip(frames_bgr, spans, strict=True) for x0, x1 in frame_spans
+        ]
+        # Raw 0..255 input: the graph keeps its own Preprocessor nodes that scale to [-1, 1]. Every tile of
+        # every frame goes through the network in one batch.
         blob = cv2.dnn.blobFromImages(tiles, 1.0, (size, size), swapRB=True)
         self._net.setInput(blob)
         out = np.asarray(self._net.forward(), dtype=np.float64).reshape(-1, 7)
         out = out[out[:, 2] >= self.config.score_threshold]
+        found: list[list[Detection]] = []
+        first_tile = 0
+        for frame, frame_spans in zip(frames_bgr, spans, strict=True):
+            tile = out[:, 0].astype(int) - first_tile
+            mine = out[(tile >= 0) & (tile < len(frame_spans))]
+            mine[:, 0] -= first_tile
+            found.append(self._boxes(frame, frame_spans, mine))
+            first_tile += len(frame_spans)
+        return found
+
+    async def aclose(self) -> None:
+        return None
+
+    def _boxes(
+        self, frame_bgr: NDArray[np.uint8], spans: Sequence[tuple[int, int]], out: NDArray[np.float64]
+    ) -> list[Detection]:
+        """One frame's network output rows (tile index first) as merged, filtered detections."""
+        import cv2
+
+        height, width = frame_bgr.shape[:2]
         image = out[:, 0].astype(int)
         x0 = np.array([spans[i][0] for i in image], dtype=np.float64)
         tile_w = np.array([spans[i][1] - spans[i][0] for i in image], dtype=np.float64)

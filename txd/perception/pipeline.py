@@ -1,4 +1,4 @@
-"""The perception stage: decoded frames -> detect -> track -> keyframes, with per-stage timing."""
+"""The perception stage: frames at the analysis rate -> detect -> track -> keyframes, with stage timing."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from semcom.config import Frozen
-from semcom.errors import InvalidInput
 from semcom.registry import Registry
-from txd.perception.appearance import AppearanceConfig, MobileNetV2Config
+from txd.perception.appearance import AppearanceConfig, Embedder, MobileNetV2Config
 from txd.perception.detect import (
     DETECTORS,
     Detection,
@@ -23,6 +22,7 @@ from txd.perception.detect import (
 )
 from txd.perception.keyframes import Keyframe, KeyframeConfig, KeyframeSelector
 from txd.perception.track import Tracker, TrackerConfig, TrackState
+from txd.timing import StageTimes
 
 
 class PerceptionConfig(Frozen):
@@ -36,66 +36,51 @@ class PerceptionConfig(Frozen):
     tracker: TrackerConfig = Field(TrackerConfig(), description="track life cycle and matching")
     keyframes: KeyframeConfig = Field(KeyframeConfig(), description="keyframe scoring and emission")
     analysis_fps: float | None = Field(
-        None, gt=0, description="frames analysed per second of video at most; null analyses every frame"
+        None,
+        gt=0,
+        description="frames analysed per second of video at most, on a fixed grid of 1/fps seconds "
+        "(the decoder samples them); null analyses every frame",
     )
 
-    def build(self, detectors: Registry[DetectorFactory] = DETECTORS) -> PerceptionPipeline:
+    def models(self, detectors: Registry[DetectorFactory] = DETECTORS) -> PerceptionModels:
+        """Load the detector and the appearance embedder: once per daemon, shared by every stream."""
         embedder = self.appearance.build() if self.appearance is not None else None
+        return PerceptionModels(self.detector.build(detectors), embedder)
+
+    def build(self, detectors: Registry[DetectorFactory] = DETECTORS) -> PerceptionPipeline:
+        """One stream's pipeline with models of its own (tools and tests; txd shares its models)."""
+        return self.pipeline(self.models(detectors))
+
+    def pipeline(self, models: PerceptionModels, times: StageTimes | None = None) -> PerceptionPipeline:
+        """A stream's tracking state on shared models; `times` receives the stage timings."""
         return PerceptionPipeline(
-            self.detector.build(detectors),
-            Tracker(self.tracker, embedder),
+            models.detector,
+            Tracker(self.tracker, models.embedder),
             KeyframeSelector(self.keyframes),
-            analysis_fps=self.analysis_fps,
+            times=times,
         )
-
-
-class FrameSampler:
-    """Chooses frames so that at most `fps` per second of video are analysed, evenly spaced."""
-
-    def __init__(self, fps: float | None) -> None:
-        if fps is not None and fps <= 0:
-            raise InvalidInput(f"analysis fps must be positive, got {fps}")
-        self.period_s = 1.0 / fps if fps else 0.0
-        self._due_s: float | None = None
-
-    def take(self, time_s: float) -> bool:
-        if self.period_s == 0.0:
-            return True
-        # Half a millisecond of slack: container timestamps are rounded to their time base.
-        if self._due_s is not None and time_s < self._due_s - 5e-4:
-            return False
-        due = (self._due_s if self._due_s is not None else time_s) + self.period_s
-        self._due_s = due if due > time_s else time_s + self.period_s
-        return True
 
 
 @dataclass
-class StageTimes:
-    """Wall time spent per stage and the frames it covers."""
+class PerceptionModels:
+    """The models perception loads: the detector and the appearance embedder (None: motion and IoU only)."""
 
-    frames_seen: int = 0
-    frames_analysed: int = 0
-    detections: int = 0
-    keyframes: int = 0
-    detect_s: float = 0.0
-    track_s: float = 0.0
-    keyframe_s: float = 0.0
+    detector: Detector
+    embedder: Embedder | None
 
-    def fps(self, seconds: float) -> float:
-        return self.frames_analysed / seconds if seconds > 0 else float("inf")
-
-    def summary(self) -> str:
-        total = self.detect_s + self.track_s + self.keyframe_s
-        return (
-            f"{self.frames_analysed}/{self.frames_seen} frames analysed, {self.detections} detections, "
-            f"{self.keyframes} keyframes; fps detect {self.fps(self.detect_s):.1f}, "
-            f"track {self.fps(self.track_s):.1f}, keyframes {self.fps(self.keyframe_s):.1f}, "
-            f"all {self.fps(total):.2f}"
-        )
+    async def aclose(self) -> None:
+        await self.detector.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
 
 
 class PerceptionPipeline:
-    """Runs detector, tracker and keyframe selector on each analysed frame of one stream."""
+    """One stream's perception: detector, tracker and keyframe selector on each frame it is given.
+
+    Frames arrive already at the analysis rate (txd's decoder samples them). Detection and appearance
+    embedding hold no stream state, so txd runs them for several streams in one model call and hands the
+    results to `advance`; `process` does all of it for a single caller.
+    """
 
     def __init__(
         self,
@@ -103,50 +88,41 @@ class PerceptionPipeline:
         tracker: Tracker,
         keyframes: KeyframeSelector,
         *,
-        analysis_fps: float | None = None,
+        times: StageTimes | None = None,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
         self.keyframes = keyframes
-        self.sampler = FrameSampler(analysis_fps)
-        self.times = StageTimes()
+        self.times = times if times is not None else StageTimes()
         self.last_detections: list[Detection] = []
         self.last_tracks: list[TrackState] = []
 
     def process(self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float) -> list[Keyframe]:
-        """Analyse one frame (unless the analysis rate skips it); returns the keyframes that became due."""
-        detections = self.detect(frame_bgr, time_s)
-        if detections is None:
-            return []
-        return self.advance(frame_bgr, frame_index, time_s, detections)
-
-    def detect(self, frame_bgr: NDArray[np.uint8], time_s: float) -> list[Detection] | None:
-        """The first half of `process`: the people in a frame, or None when the analysis rate skips it.
-
-        It holds no tracking state, so a caller may detect frame n + 1 while `advance` tracks frame n
-        (one detection at a time: the detector is not reentrant).
-        """
-        self.times.frames_seen += 1
-        if not self.sampler.take(time_s):
-            return None
-        self.times.frames_analysed += 1
+        """Detect, track and choose keyframes in one frame; returns the keyframes that became due."""
         start = time.perf_counter()
         detections = self.detector.detect(frame_bgr)
-        self.times.detect_s += time.perf_counter() - start
-        self.times.detections += len(detections)
-        return detections
+        self.times.add("detect", time.perf_counter() - start)
+        return self.advance(frame_bgr, frame_index, time_s, detections)
 
     def advance(
-        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, detections: list[Detection]
+        self,
+        frame_bgr: NDArray[np.uint8],
+        frame_index: int,
+        time_s: float,
+        detections: list[Detection],
+        features: NDArray[np.float32] | None = None,
     ) -> list[Keyframe]:
-        """The second half of `process`: track the frame's detections; returns keyframes that became due."""
+        """Track one frame's detections (with their appearance rows, when already embedded) and choose
+        keyframes; returns the keyframes that became due."""
         start = time.perf_counter()
+        self.times.frames_analysed += 1
+        self.times.detections += len(detections)
         self.last_detections = detections
-        self.last_tracks = self.tracker.update(frame_bgr, detections)
+        self.last_tracks = self.tracker.update(frame_bgr, detections, features)
         tracked = time.perf_counter()
         out = self.keyframes.observe(frame_bgr, frame_index, time_s, self.last_tracks)
-        self.times.track_s += tracked - start
-        self.times.keyframe_s += time.perf_counter() - tracked
+        self.times.add("track", tracked - start)
+        self.times.add("keyframes", time.perf_counter() - tracked)
         self.times.keyframes += len(out)
         return out
 

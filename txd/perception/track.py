@@ -145,14 +145,27 @@ class Tracker:
         """Every live track, updated this frame or coasting."""
         return [t.state() for t in self._tracks]
 
-    def update(self, frame_bgr: NDArray[np.uint8], detections: Sequence[Detection]) -> list[TrackState]:
-        """Predict, associate, update; returns the tracks that got a detection in this frame."""
+    def update(
+        self,
+        frame_bgr: NDArray[np.uint8],
+        detections: Sequence[Detection],
+        features: NDArray[np.float32] | None = None,
+    ) -> list[TrackState]:
+        """Predict, associate, update; returns the tracks that got a detection in this frame.
+
+        `features` are the detections' appearance rows when the caller embedded them already (txd embeds the
+        frames of several streams in one call); otherwise the tracker's own embedder, if any, is asked."""
         check_frame(frame_bgr)
         for track in self._tracks:
             track.mean, track.cov = self.kf.predict(track.mean, track.cov)
             track.time_since_update += 1
         boxes = [d.box for d in detections]
-        features = self.embedder.embed(frame_bgr, boxes) if self.embedder is not None and boxes else None
+        if features is None and self.embedder is not None and boxes:
+            features = self.embedder.embed(frame_bgr, boxes)
+        if features is not None and len(features) != len(boxes):
+            raise ValueError(f"{len(features)} appearance rows for {len(boxes)} detections")
+        if not boxes:
+            features = None
         measurements = np.array([to_xyah(b) for b in boxes]).reshape(-1, 4)
         matches, unmatched_tracks, unmatched_dets = self._associate(measurements, features)
         for ti, di in matches:

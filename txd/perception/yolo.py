@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,12 @@ class YoloDetector:
             self._model: Any = ultralytics.YOLO(config.model)
         except Exception as err:
             raise BackendDead(f"cannot load YOLO weights {config.model!r}: {err}") from err
+
+    def detect_many(self, frames_bgr: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        return [self.detect(frame) for frame in frames_bgr]
+
+    async def aclose(self) -> None:
+        self._model = None
 
     def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]:
         check_frame(frame_bgr)

@@ -352,5 +352,6 @@ class AttributeUnderstander:
         probs, evidence = await loop.run_in_executor(self._executor, self.predict_with_evidence, list(crops))
         return decide(probs, self.config.abstain_thresholds, schema, evidence)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+    async def aclose(self) -> None:
+        """Stop the model's worker thread once the prediction it runs (if any) is done."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True)

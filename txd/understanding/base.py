@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from semcom.errors import InvalidInput
+from semcom.registry import Registry
 from semcom.schema import Schema
 
 
@@ -22,11 +23,26 @@ class Understanding:
 
 
 class Understander(Protocol):
-    """A backend that reads attributes from person (or vehicle) crops."""
+    """A backend that reads attributes from person (or vehicle) crops; one instance serves every stream."""
 
     async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
         """One Understanding per BGR uint8 crop, in order."""
         ...
+
+    async def aclose(self) -> None:
+        """Release the backend's threads and connections; it is not used afterwards."""
+        ...
+
+
+# Backends by config `kind`, imported only when selected (torch for one, an HTTP client for the other).
+UNDERSTANDERS: Registry[Callable[[Any], Understander]] = Registry(
+    "understanding backend",
+    {
+        "attributes": "txd.understanding.attributes:AttributeUnderstander",
+        "vlm": "txd.understanding.vlm:VlmUnderstander",
+    },
+    entry_point_group="semcom.understanding",
+)
 
 
 def check_crop(crop: NDArray[np.uint8], index: int = 0) -> None:

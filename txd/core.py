@@ -1,0 +1,289 @@
+"""The transmitter's core, under its gRPC service and its pulled sources: streams, record ids, analysis on
+the daemon's shared models, and submission of records to the link. No protobuf here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from semcom.codec.frame import check_time_s
+from semcom.errors import InvalidInput
+from semcom.record import Record
+from semcom.schema import Schema, SchemaRegistry
+from txd.analysis import SharedModels, StreamAnalysis, StreamRun, StreamSpec
+from txd.clips import ClipStore
+from txd.config import TxdConfig
+from txd.link import LinkSender, LinkStats
+from txd.understanding.base import Understander
+from txd.video import PacketSink, VideoInfo, decode_info, probe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamState:
+    """One stream as Status reports it. `state`: "receiving" (video coming in), "done", "failed"; a pulled
+    source also "connecting" and "retrying" (waiting to reconnect after `error`)."""
+
+    stream_id: str
+    location_id: int
+    state: str = "receiving"
+    bytes_received: int = 0
+    frames_decoded: int = 0
+    duration_s: float = 0.0
+    error: str = ""
+    run: StreamRun | None = None  # live analysis counters while the stream is being analysed
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What an uploader says about its video before the bytes: empty or zero values take the defaults (a new
+    stream id, the site's location, the time the upload started)."""
+
+    stream_id: str = ""
+    location_id: int = 0
+    start_time_s: float = 0.0
+    container: str = ""
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """An upload once stored and analysed."""
+
+    stream_id: str
+    bytes_received: int
+    frames_decoded: int
+    duration_s: float
+    records_sent: int
+    frames_analysed: int
+    keyframes: int
+
+
+class TransmitterCore:
+    """Owns the streams and their record ids; every record, announced or found by analysis, is validated,
+    numbered and submitted to the link here. Models load once, at the first analysis, and serve every
+    stream (see SharedModels)."""
+
+    def __init__(
+        self,
+        cfg: TxdConfig,
+        link: LinkSender,
+        schemas: SchemaRegistry,
+        clips: ClipStore,
+        executor: Executor,
+        understander: Understander | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.link = link
+        self.schemas = schemas
+        self.clips = clips
+        self.executor = executor
+        self.understander = understander
+        self.streams: dict[str, StreamState] = {}
+        self._next_record_id: dict[str, int] = defaultdict(lambda: 1)
+        self._source_ids = frozenset(source.stream_id for source in cfg.sources)
+        self._models: SharedModels | None = None
+        self._loading = asyncio.Lock()
+
+    @property
+    def analyses(self) -> bool:
+        """Whether video is analysed (perception and understanding configured), or only decoded and stored."""
+        return self.cfg.perception is not None and self.understander is not None
+
+    @property
+    def link_stats(self) -> LinkStats:
+        return self.link.stats
+
+    @property
+    def task_schema(self) -> Schema:
+        """The schema the receiver asked for (the site's default until it asks)."""
+        return self.schemas.get(self.link.stats.task_schema_id)
+
+    # -- records ------------------------------------------------------------------------------------------
+    async def submit(self, rec: Record, *, wait: bool) -> Record:
+        """Validate a record, give it its stream's next id and submit it to the link; returns it numbered.
+
+        `wait`: wait for room while the link is backed up (analysis), instead of raising Overloaded
+        (Announce, whose caller retries)."""
+        schema = self.schemas.get(rec.schema_id or self.link.stats.task_schema_id)
+        if wait:
+            await self.link.room()
+        # Ids are assigned here, with no await before the link takes the record, so that each stream's
+        # records are consecutive, which the codec relies on.
+        record_id = self._next_record_id[rec.stream_id]
+        rec = replace(
+            rec,
+            schema_id=schema.id,
+            record_id=record_id,
+            time_s=rec.time_s or time.time(),
+            fields=schema.normalise(rec.fields),
+        )
+        schema.validate(rec)
+        check_time_s(rec)
+        self.link.submit(rec)
+        self._next_record_id[rec.stream_id] = record_id + 1
+        return rec
+
+    # -- streams ------------------------------------------------------------------------------------------
+    def open_stream(
+        self, stream_id: str, location_id: int | None, *, state: str = "receiving"
+    ) -> StreamState:
+        """Register a stream for Status; the site's location when `location_id` is None."""
+        location = location_id if location_id is not None else self.cfg.site.location_id
+        opened = StreamState(stream_id, location, state=state)
+        self.streams[stream_id] = opened
+        return opened
+
+    async def ingest(self, upload: Upload, chunks: AsyncIterator[bytes]) -> Ingested:
+        """Spool an uploaded video, analyse it (when configured) and keep it in the clip store."""
+        stream_id = upload.stream_id or uuid.uuid4().hex[:12]
+        if stream_id in self._source_ids:
+            raise InvalidInput(f"stream {stream_id!r} is a source txd pulls itself; ingest under another id")
+        if stream_id in self.streams and self.streams[stream_id].state == "receiving":
+            raise InvalidInput(f"stream {stream_id!r} is already being ingested")
+        state = self.open_stream(stream_id, upload.location_id or None)
+        spool = self.clips.incoming_path(stream_id)
+        start_time_s = upload.start_time_s or time.time()
+        try:
+            await self._spool(chunks, spool, state)
+            info = await self._ingest_file(spool, upload.container, state, start_time_s)
+            self.clips.add(
+                stream_id,
+                spool,
+                start_time_s=start_time_s,
+                duration_s=info.duration_s,
+                codec=info.codec,
+                container=info.container,
+            )
+        except Exception as err:
+            state.state, state.error = "failed", str(err)
+            log.warning("ingest failed stream_id=%s: %s", stream_id, err)
+            raise
+        finally:
+            spool.unlink(missing_ok=True)  # gone already when the clip store took it
+        self._finish(state, info)
+        times = state.run.times if state.run is not None else None
+        return Ingested(
+            stream_id=stream_id,
+            bytes_received=state.bytes_received,
+            frames_decoded=state.frames_decoded,
+            duration_s=state.duration_s,
+            records_sent=times.records if times else 0,
+            frames_analysed=times.frames_analysed if times else 0,
+            keyframes=times.keyframes if times else 0,
+        )
+
+    async def _ingest_file(
+        self, spool: Path, container: str, state: StreamState, start_s: float
+    ) -> VideoInfo:
+        loop = asyncio.get_running_loop()
+        if not self.analyses:
+            return await loop.run_in_executor(self.executor, decode_info, spool, container)
+        head = await loop.run_in_executor(self.executor, probe, spool, container)
+        run = await self.analyse(spool, state, start_s, container=container)
+        return replace(head, frames=run.decode.frames_decoded, duration_s=run.decode.duration_s)
+
+    async def _spool(self, chunks: AsyncIterator[bytes], spool: Path, state: StreamState) -> None:
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        with spool.open("wb") as out:
+            async for chunk in chunks:
+                state.bytes_received += len(chunk)
+                if state.bytes_received > self.cfg.ingest.max_stream_bytes:
+                    raise InvalidInput(
+                        f"stream exceeds ingest.max_stream_bytes ({self.cfg.ingest.max_stream_bytes} bytes)"
+                    )
+                out.write(chunk)
+        if state.bytes_received == 0:
+            raise InvalidInput("the stream carried no video bytes")
+
+    def _finish(self, state: StreamState, info: VideoInfo) -> None:
+        state.state = "done"
+        state.frames_decoded = info.frames
+        state.duration_s = info.duration_s
+        log.info(
+            "ingested stream_id=%s %s/%s %dx%d frames=%d duration_s=%.1f",
+            state.stream_id,
+            info.container,
+            info.codec,
+            info.width,
+            info.height,
+            info.frames,
+            info.duration_s,
+        )
+
+    # -- analysis -----------------------------------------------------------------------------------------
+    async def models(self) -> SharedModels:
+        """The shared models, loaded by the first stream that needs them (off the event loop)."""
+        async with self._loading:
+            if self._models is None:
+                assert self.cfg.perception is not None and self.understander is not None
+                perception = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.cfg.perception.models
+                )
+                self._models = SharedModels(perception, self.understander, self.executor)
+                log.info("perception models loaded: %s", type(perception.detector).__name__)
+            return self._models
+
+    async def analyse(
+        self,
+        source: str | Path,
+        state: StreamState,
+        start_time_s: float,
+        *,
+        container: str = "",
+        options: Mapping[str, str] | None = None,
+        timeout_s: float | tuple[float, float] = 30.0,
+        sink: PacketSink | None = None,
+        live: bool = False,
+    ) -> StreamRun:
+        """Run perception and understanding over a video file or URL; records are submitted as they come,
+        timed `start_time_s` + seconds from the video's first frame. `sink` gets the demuxed packets; a
+        `live` source skips frames when analysis lags instead of slowing the source down."""
+        assert self.cfg.perception is not None
+        spec = StreamSpec(state.stream_id, state.location_id, start_time_s)
+
+        async def submit(rec: Record) -> Record:
+            return await self.submit(rec, wait=True)
+
+        analysis = StreamAnalysis(
+            await self.models(),
+            self.cfg.perception,
+            self.task_schema,
+            spec,
+            submit,
+            self.executor,
+            drop_when_behind=live,
+        )
+        state.run = analysis.run_state
+        await analysis.run(source, container, options=options, timeout_s=timeout_s, sink=sink)
+        log.info("analysed stream_id=%s: %s", state.stream_id, analysis.times.summary())
+        return analysis.run_state
+
+    # -- clips --------------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def clip(self, stream_id: str, t0_s: float, t1_s: float) -> AsyncIterator[Path]:
+        """An MP4 of the stream between the two times, cut from the stored segments; deleted on exit."""
+        segments = self.clips.find_span(stream_id, t0_s, t1_s)
+        with tempfile.TemporaryDirectory(dir=self.clips.incoming) as tmp:
+            out = Path(tmp) / "clip.mp4"
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.clips.extract, segments, t0_s, t1_s, out
+            )
+            log.info("clip stream_id=%s %.1f..%.1f: %d bytes", stream_id, t0_s, t1_s, out.stat().st_size)
+            yield out
+
+    async def aclose(self) -> None:
+        """Close the models (the understander, then perception's) once no stream runs any more."""
+        if self._models is not None:
+            await self._models.aclose()
+        elif self.understander is not None:
+            await self.understander.aclose()
