@@ -10,14 +10,14 @@ from typing import Any
 
 from grpc import aio
 
-from rxd.config import EmbeddedParserConfig, GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
+from rxd.config import GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.describe import Describer, FallbackDescriber, TemplateDescriber
 from rxd.retrieval.embed import Embedder, TextEncoder
 from rxd.retrieval.engine import RetrievalEngine
-from rxd.retrieval.parse import EmbeddedParser, QueryParser
+from rxd.retrieval.parse import QUERY_PARSERS, QueryParser
 from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
@@ -47,21 +47,6 @@ def template_describer(cfg: TemplateConfig) -> Describer:
 def build_describer(cfg: GenerateConfig) -> Describer:
     describer = DESCRIBERS.load(cfg.kind)(cfg)
     return describer if isinstance(cfg, TemplateConfig) else FallbackDescriber(describer)
-
-
-# Query parsers by config `kind`, imported only when selected.
-QUERY_PARSERS: Registry[Callable[[Any], QueryParser]] = Registry(
-    "query parser",
-    {
-        "embedded": "rxd.app:embedded_parser",
-        "llm": "rxd.retrieval.llm_parse:LlmQueryParser",
-    },
-    entry_point_group="semcom.query_parser",
-)
-
-
-def embedded_parser(cfg: EmbeddedParserConfig) -> QueryParser:
-    return EmbeddedParser()
 
 
 def build_query_parser(
@@ -102,6 +87,7 @@ class Rxd:
                 cfg.embedder.model_path, batch_size=cfg.embedder.batch_size, threads=cfg.embedder.threads
             ),
             parser=query_parser or build_query_parser(cfg.query.parser),
+            max_top_k=cfg.query.max_top_k,
         )
         # One worker: bursts are decoded and indexed in arrival order; the embedder runs one batch at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rxd-model")
@@ -154,12 +140,18 @@ class Rxd:
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain: in-flight bursts are decoded and committed before the index closes."""
+        """Drain, then close in this order: gRPC (in-flight calls finish), HTTP, the model worker (queued
+        bursts are decoded and committed), the query parser, the describer, the transmitter channel, the
+        index, metrics.
+        """
         await self.grpc.stop(grace_s)
         if self.http is not None:
             await self.http.stop()
-        self.executor.shutdown(wait=True)
-        self.engine.parser.close()
+        await asyncio.to_thread(self.executor.shutdown, wait=True)
+        await self.engine.parser.aclose()
+        close_describer = getattr(self.engine.describer, "close", None)
+        if close_describer is not None:
+            await asyncio.to_thread(close_describer)
         await self.tx_channel.close(None)
         self.store.close()
         if self.metrics is not None:

@@ -56,7 +56,7 @@ class ReceiverCore:
     def query_from(
         self,
         text: str,
-        filters: Mapping[str, str],
+        filters: Mapping[str, str | Sequence[str]],
         *,
         top_k: int = 0,
         stream_id: str = "",
@@ -77,8 +77,7 @@ class ReceiverCore:
         )
 
     async def query(self, q: Query) -> QueryResult:
-        if q.top_k > self.cfg.query.max_top_k:
-            raise InvalidInput(f"top_k {q.top_k} exceeds the limit of {self.cfg.query.max_top_k}")
+        """The engine checks `q`; the text is parsed here first, so a model parser is awaited on the loop."""
         text = q.text.strip()
         # Parsed here: a model parser's request holds no worker that ingest needs.
         parsed = await self.engine.parser.aparse(text, self.engine.schemas.get(q.schema_id)) if text else None

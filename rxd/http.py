@@ -49,6 +49,11 @@ def hit_json(hit: Hit, clip: ClipWindow) -> dict[str, Any]:
     }
 
 
+def _is_values(value: object) -> bool:
+    """A filter's values: one string ("red", or "red|blue") or a list of strings."""
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
 def _error(err: SemcomError) -> web.Response:
     status = _HTTP_STATUS.get(err.code.name, 500)
     return web.json_response({"error": str(err), "code": err.code.name}, status=status)
@@ -119,8 +124,11 @@ class HttpApi:
         if extra:
             raise InvalidInput(f"unknown query keys {sorted(extra)}; allowed: {sorted(allowed)}")
         filters = body.get("filters") or {}
-        if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
-            raise InvalidInput('"filters" must map field names to values, e.g. {"upper_color": "white"}')
+        if not isinstance(filters, dict) or not all(_is_values(v) for v in filters.values()):
+            raise InvalidInput(
+                '"filters" must map field names to a value or a list of values, e.g. '
+                '{"upper_color": ["red", "blue"], "gender": "male"}'
+            )
         try:
             q = self.core.query_from(
                 str(body.get("text", "")),
@@ -141,7 +149,7 @@ class HttpApi:
                     hit_json(h, self.core.clip_window(h.record.stream_id, h.record.time_s))
                     for h in result.hits
                 ],
-                "slots": result.slots,
+                "slots": {name: list(values) for name, values in result.slots.items()},
                 "note": result.note,
             }
         )

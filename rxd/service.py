@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from grpc import aio
 
@@ -16,6 +16,15 @@ from semcom.record import Record
 log = logging.getLogger(__name__)
 
 Context = aio.ServicerContext[object, object]
+
+
+def filter_values(filters: Iterable[receiver_pb2.FieldFilter]) -> dict[str, list[str]]:
+    """Each filter's values: `value` split at "|", then `values`; a field named twice gathers both."""
+    out: dict[str, list[str]] = {}
+    for f in filters:
+        given = [*(f.value.split("|") if f.value else []), *f.values]
+        out.setdefault(f.name, []).extend(v for v in given if v not in out.get(f.name, []))
+    return out
 
 
 class LinkService(link_pb2_grpc.LinkServicer):
@@ -40,7 +49,7 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
     async def Query(self, request: receiver_pb2.QueryRequest, context: Context) -> receiver_pb2.QueryReply:
         q = self.core.query_from(
             request.text,
-            {f.name: f.value for f in request.filters},
+            filter_values(request.filters),
             top_k=request.top_k,
             stream_id=request.stream_id,
             location_ids=list(request.location_ids),
@@ -51,7 +60,9 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
         result = await self.core.query(q)
         return receiver_pb2.QueryReply(
             hits=[self._hit(h.record, h.description, h.score, h) for h in result.hits],
-            parsed_slots=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in result.slots.items()],
+            parsed_slots=[
+                receiver_pb2.FieldFilter(name=k, value="|".join(v), values=v) for k, v in result.slots.items()
+            ],
             note=result.note,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -20,6 +20,7 @@ from semcom.pb.v1 import (
     transmitter_pb2,
     transmitter_pb2_grpc,
 )
+from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 
 
@@ -62,9 +63,15 @@ def cmd_announce(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     stub = receiver_pb2_grpc.ReceiverStub(client.open_channel(args.rxd))
-    reply = client.query(stub, text=args.text, filters=_pairs(args.filter), top_k=args.top_k)
+    filters: dict[str, list[str]] = {}
+    for item in args.filter:
+        name, sep, values = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected NAME=VALUE, got {item!r}")
+        filters.setdefault(name.strip(), []).extend(v.strip() for v in values.split("|") if v.strip())
+    reply = client.query(stub, text=args.text, filters=filters, top_k=args.top_k)
     if reply.parsed_slots:
-        print("slots: " + ", ".join(f"{s.name}={s.value}" for s in reply.parsed_slots))
+        print("slots: " + ", ".join(f"{s.name}={'|'.join(s.values) or s.value}" for s in reply.parsed_slots))
     if reply.note:
         print(f"note: {reply.note}")
     for hit in reply.hits:
@@ -115,11 +122,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Benchmarks live in the `bench` package, imported only when asked for (they pull in the models)."""
-    from bench.paper.run import main as paper_main
+# Benchmarks are plugins: a package declares `name = "module:main"` in this entry-point group (`bench` does
+# for `paper`), with main(argv) -> exit status; the core never imports them, and loads one only when asked.
+BENCH_ENTRY_POINTS = "semcom.bench"
 
-    return paper_main(args.bench_args)
+
+def _benchmarks() -> Registry[Callable[[Sequence[str]], int]]:
+    return Registry("benchmark", entry_point_group=BENCH_ENTRY_POINTS)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark plugin named on the command line with the rest of the arguments."""
+    return int(_benchmarks().load(args.benchmark)(args.bench_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="query rxd")
     p.add_argument("text", nargs="?", default="")
     p.add_argument("--rxd", default="127.0.0.1:50053")
-    p.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[|VALUE...]",
+        help="field filter; several values are alternatives (upper_color=red|blue); repeatable",
+    )
     p.add_argument("--top-k", type=int, default=0)
     p.set_defaults(func=cmd_query)
 
@@ -181,13 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmarks: `semcom bench paper --help` reproduces the paper's case study"
     )
     bench = p.add_subparsers(dest="benchmark", required=True)
-    b = bench.add_parser(
-        "paper",
-        add_help=False,
-        help="the paper's case study: semantic vs traditional retrieval over an SNR sweep",
-        description="Options follow the benchmark's own parser: semcom bench paper --help",
-    )
-    b.set_defaults(func=cmd_bench)
+    for name in _benchmarks().names():
+        b = bench.add_parser(
+            name,
+            add_help=False,
+            help=f"`semcom bench {name} --help` lists its options",
+            description=f"Options follow the benchmark's own parser: semcom bench {name} --help",
+        )
+        b.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -141,7 +141,7 @@ def query(
     stub: receiver_pb2_grpc.ReceiverStub,
     *,
     text: str = "",
-    filters: Mapping[str, str] | None = None,
+    filters: Mapping[str, str | Sequence[str]] | None = None,
     top_k: int = 0,
     stream_id: str = "",
     location_ids: Sequence[int] = (),
@@ -149,7 +149,13 @@ def query(
 ) -> receiver_pb2.QueryReply:
     request = receiver_pb2.QueryRequest(
         text=text,
-        filters=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in (filters or {}).items()],
+        # A filter lists the values it accepts (OR); one string may join several with "|".
+        filters=[
+            receiver_pb2.FieldFilter(name=k, value=v)
+            if isinstance(v, str)
+            else receiver_pb2.FieldFilter(name=k, values=v)
+            for k, v in (filters or {}).items()
+        ],
         top_k=top_k,
         stream_id=stream_id,
         location_ids=list(location_ids),

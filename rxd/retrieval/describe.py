@@ -240,6 +240,12 @@ class FallbackDescriber:
         self.fallback = fallback or TemplateDescriber()
         self.fallbacks = 0
 
+    def close(self) -> None:
+        """Close the primary backend's connections, where it holds any (an LLM server client)."""
+        close = getattr(self.primary, "close", None)
+        if close is not None:
+            close()
+
     def describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
         try:
             return self.primary.describe(schema, fields)

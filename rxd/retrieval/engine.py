@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -18,21 +19,24 @@ from semcom.schema import Schema, SchemaRegistry
 
 from .describe import Describer, DescriptionMemory, RecordChecker
 from .embed import TextEncoder
-from .parse import EmbeddedParser, ParsedQuery, QueryParser, attribute_help
+from .parse import EmbeddedParser, ParsedQuery, QueryParser, SlotSets, attribute_help
 
 MAX_TOP_K = 1000
 _QUERY_CACHE = 1024
+# A query vector for slots with several values averages the descriptions of at most this many combinations.
+_MAX_COMBINATIONS = 16
 
 
 @dataclass(frozen=True, kw_only=True)
 class Query:
-    """A search: free text and/or exact field filters (filters win over the text), plus hard filters.
-
-    A time bound of 0 is open; empty `location_ids` and `stream_id` constrain nothing.
+    """A search, from the service down to the store: free text and/or field filters (filters win over the
+    text), plus hard filters. A filter lists the values it accepts (OR): a sequence, or one string in which
+    "|" separates values ("red|blue"). A time bound of 0 is open; empty `location_ids` and `stream_id`
+    constrain nothing. The engine checks it (`top_k` included) once, in `RetrievalEngine.query`.
     """
 
     text: str = ""
-    filters: Mapping[str, str] = field(default_factory=dict)
+    filters: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
     schema_id: str
     stream_id: str = ""
     location_ids: Sequence[int] = ()
@@ -43,7 +47,8 @@ class Query:
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked record. `score` is the cosine similarity of its description to the query.
+    """One ranked record, from the store up to the service. `score` is the cosine similarity of its
+    description to the query.
 
     Slots are the attributes the query asked about: `matched_slots` agree, `unknown_slots` were not seen by
     the transmitter (neither a match nor a contradiction), `contradicted_slots` disagree.
@@ -60,7 +65,7 @@ class Hit:
 @dataclass(frozen=True)
 class QueryResult:
     hits: list[Hit]
-    slots: dict[str, str]
+    slots: SlotSets
     note: str
 
 
@@ -81,31 +86,6 @@ class StoredRecord:
     description: str
 
 
-@dataclass(frozen=True)
-class SearchSpec:
-    """A ranked search: hard filters (a time bound of 0 is open), slots to tier by, a unit query vector."""
-
-    schema_id: str
-    slots: dict[str, str]
-    vector: NDArray[np.float32]
-    stream_id: str = ""
-    location_ids: Sequence[int] = ()
-    t0_s: float = 0.0
-    t1_s: float = 0.0
-    top_k: int = 10
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """A search result: the record, its cosine similarity to the query, and how each slot fared."""
-
-    stored: StoredRecord
-    score: float
-    matched: tuple[str, ...]
-    unknown: tuple[str, ...]
-    contradicted: tuple[str, ...]
-
-
 class IndexStore(Protocol):
     """What the engine needs from an index.
 
@@ -122,23 +102,27 @@ class IndexStore(Protocol):
     def description_vector(self, desc_id: int) -> NDArray[np.float32] | None: ...
     def descriptions(self) -> list[DescriptionEntry]: ...
     def get(self, stream_id: str, record_id: int) -> StoredRecord | None: ...
-    def search(self, spec: SearchSpec) -> list[Ranked]: ...
+    def search(self, q: Query, slots: SlotSets, vector: NDArray[np.float32]) -> list[Hit]:
+        """The `q.top_k` best records passing `q`'s hard filters, tiered by `slots`, ranked by `vector`."""
+
     def count(self) -> int: ...
     def description_count(self) -> int: ...
     def close(self) -> None: ...
 
 
 class SlotTest(NamedTuple):
-    """One queried slot as indices: the field's position in schema order and the wanted value's index."""
+    """One queried slot as indices: the field's position in schema order and the accepted values' indices."""
 
     name: str
     column: int
-    value: int
+    values: tuple[int, ...]
 
 
-def slot_tests(schema: Schema, slots: Mapping[str, str]) -> list[SlotTest]:
+def slot_tests(schema: Schema, slots: SlotSets) -> list[SlotTest]:
     names = schema.field_names
-    return [SlotTest(k, names.index(k), schema.field(k).index(v)) for k, v in slots.items()]
+    return [
+        SlotTest(k, names.index(k), tuple(schema.field(k).index(v) for v in vs)) for k, vs in slots.items()
+    ]
 
 
 def rank_descriptions(
@@ -146,14 +130,15 @@ def rank_descriptions(
 ) -> NDArray[np.int64]:
     """The ranking policy, per description: its rank (0 best, equal keys share one; unusable: len(fields)).
 
-    `fields` holds each description's value indices (0 = unknown). Key: tier (all slots match < none
-    contradicted < some contradicted), then more matched slots, then higher similarity. Tiers depend only on
-    field values, which a description shares with its records, so a store ranks descriptions, not records.
+    `fields` holds each description's value indices (0 = unknown); a slot matches any of its values.
+    Key: tier (all slots match < none contradicted < some contradicted), then more matched slots, then
+    higher similarity. Tiers depend only on field values, which a description shares with its records, so a
+    store ranks descriptions, not records.
     """
     matched = np.zeros(len(fields), dtype=np.int64)
     unknown = np.zeros(len(fields), dtype=np.int64)
     for t in tests:
-        matched += fields[:, t.column] == t.value
+        matched += np.isin(fields[:, t.column], t.values)
         unknown += fields[:, t.column] == 0
     n = len(tests)
     tier = np.where(matched == n, 0, np.where(matched + unknown == n, 1, 2))
@@ -169,7 +154,7 @@ def slot_outcome(
     values: NDArray[Any], tests: Sequence[SlotTest]
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(matched, unknown, contradicted) slot names for one description's value indices."""
-    matched = tuple(t.name for t in tests if values[t.column] == t.value)
+    matched = tuple(t.name for t in tests if values[t.column] in t.values)
     unknown = tuple(t.name for t in tests if values[t.column] == 0)
     return matched, unknown, tuple(t.name for t in tests if t.name not in matched and t.name not in unknown)
 
@@ -193,8 +178,10 @@ class RetrievalEngine:
         embedder: TextEncoder,
         *,
         parser: QueryParser | None = None,
+        max_top_k: int = MAX_TOP_K,
     ) -> None:
         self.schemas = schemas
+        self.max_top_k = max_top_k
         self.parser: QueryParser = parser or EmbeddedParser()
         self.store = store
         self.describer = describer
@@ -248,8 +235,8 @@ class RetrievalEngine:
         without it the engine's parser runs here.
         """
         schema = self.schemas.get(q.schema_id)
-        if not 1 <= q.top_k <= MAX_TOP_K:
-            raise InvalidInput(f"top_k must be 1..{MAX_TOP_K}, got {q.top_k}")
+        if not 1 <= q.top_k <= self.max_top_k:
+            raise InvalidInput(f"top_k must be 1..{self.max_top_k}, got {q.top_k}")
         if q.t0_s and q.t1_s and q.t1_s < q.t0_s:
             raise InvalidInput(f"time range ends ({q.t1_s}) before it starts ({q.t0_s})")
         if any(loc < 0 for loc in q.location_ids):
@@ -264,43 +251,41 @@ class RetrievalEngine:
             parsed = self.parser.parse(text, schema)
         order = {name: i for i, name in enumerate(schema.field_names)}
         slots = dict(sorted({**parsed.slots, **filters}.items(), key=lambda kv: order[kv[0]]))
-        spec = SearchSpec(
-            schema_id=schema.id,
-            slots=slots,
-            vector=self._query_vector(schema, text, slots, understood=bool(parsed.slots) and not parsed.note),
-            stream_id=q.stream_id,
-            location_ids=tuple(q.location_ids),
-            t0_s=q.t0_s,
-            t1_s=q.t1_s,
-            top_k=q.top_k,
-        )
-        hits = [
-            Hit(r.stored.record, r.stored.description, r.score, r.matched, r.unknown, r.contradicted)
-            for r in self.store.search(spec)
-        ]
+        understood = bool(parsed.slots) and not parsed.note
+        hits = self.store.search(q, slots, self._query_vector(schema, text, slots, understood=understood))
         overridden = [
-            f"filter {k}={v} overrides {parsed.slots[k]!r} from the text"
+            f"filter {k}={'|'.join(v)} overrides {'|'.join(parsed.slots[k])!r} from the text"
             for k, v in filters.items()
-            if parsed.slots.get(k, v) != v
+            if set(parsed.slots.get(k, v)) != set(v)
         ]
         return QueryResult(hits, slots, "; ".join([parsed.note, *overridden] if parsed.note else overridden))
 
     def _query_vector(
-        self, schema: Schema, text: str, slots: Mapping[str, str], *, understood: bool = False
+        self, schema: Schema, text: str, slots: SlotSets, *, understood: bool = False
     ) -> NDArray[np.float32]:
         """The vector that orders hits within a tier.
 
-        A query understood whole means its slots: when records with exactly those fields exist, their stored
-        description vector is used and no model runs. Otherwise the text is embedded (cached); a query
-        with filters only is embedded as the description its slots generate.
+        A query understood whole means its slots: the (mean, unit-normed) vector of the descriptions of its
+        value combinations, stored ones reused so that no model runs when records with those fields exist.
+        Otherwise the text is embedded (cached); a query with filters only is embedded as the descriptions
+        its slots generate.
         """
-        if not text or understood:
-            known = self.memory.peek(schema, slots)
-            stored = self.store.description_vector(known[0]) if known is not None else None
-            if stored is not None:
-                return stored
-        if not text:
-            text = self.describer.describe(schema, slots)
+        if text and not understood:
+            return self._text_vector(text)
+        names = list(slots)
+        combos = itertools.islice(itertools.product(*slots.values()), _MAX_COMBINATIONS)
+        vectors = [self._slots_vector(schema, dict(zip(names, combo, strict=True))) for combo in combos]
+        if len(vectors) == 1:
+            return vectors[0]
+        mean = np.mean(vectors, axis=0)
+        return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), dtype=np.float32)
+
+    def _slots_vector(self, schema: Schema, slots: Mapping[str, str]) -> NDArray[np.float32]:
+        known = self.memory.peek(schema, slots)
+        stored = self.store.description_vector(known[0]) if known is not None else None
+        return stored if stored is not None else self._text_vector(self.describer.describe(schema, slots))
+
+    def _text_vector(self, text: str) -> NDArray[np.float32]:
         with self._cache_lock:
             cached = self._vectors.get(text)
             if cached is not None:
@@ -334,16 +319,19 @@ class RetrievalEngine:
         }
 
 
-def _filters(schema: Schema, filters: Mapping[str, str]) -> dict[str, str]:
-    """Validated exact filters; InvalidInput names an unknown field or value and what is allowed."""
-    out: dict[str, str] = {}
+def _filters(schema: Schema, filters: Mapping[str, str | Sequence[str]]) -> SlotSets:
+    """Validated filters as slot sets; InvalidInput names an unknown field or value and what is allowed."""
+    out: SlotSets = {}
     for name, raw in filters.items():
         spec = schema.field(name)
-        value = raw.strip().lower()
-        if value == UNKNOWN:
-            raise InvalidInput(
-                f"filter {name!r}: {UNKNOWN!r} cannot be searched for; allowed: {', '.join(spec.values[1:])}"
-            )
-        spec.index(value)
-        out[name] = value
+        given = raw.split("|") if isinstance(raw, str) else list(raw)
+        values = [v.strip().lower() for v in given if isinstance(v, str) and v.strip()]
+        allowed = ", ".join(spec.values[1:])
+        if len(values) != len(given) or not values:
+            raise InvalidInput(f"filter {name!r}: give one or more values; allowed: {allowed}")
+        if UNKNOWN in values:
+            raise InvalidInput(f"filter {name!r}: {UNKNOWN!r} cannot be searched for; allowed: {allowed}")
+        for value in values:
+            spec.index(value)
+        out[name] = tuple(v for v in spec.values if v in values)
     return out

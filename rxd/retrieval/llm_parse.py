@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -24,7 +25,7 @@ from semcom.inference.openai_client import (
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
 
-from .parse import ParsedQuery, attribute_help, parse_query
+from .parse import ParsedQuery, SlotSets, attribute_help, parse_query
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ PARSES = Counter(
 
 SYSTEM_PROMPT = (
     "You read search queries for a video archive and say which attributes they ask for. "
-    "Map each word of the query to the listed values (trousers and jeans are pants, a jumper is a shirt). "
+    "Map each word of the query to the listed values (trousers and jeans are pants, a jumper is a shirt, "
+    "a colour is its nearest listed colours: navy is blue, teal is blue and green). "
     "Answer with the JSON object only."
 )
 
@@ -88,8 +90,9 @@ def parsing_prompt(schema: Schema, text: str) -> str:
     )
     return (
         f"Which attributes of the {schema.name} does this search query ask for: {', '.join(keys.values())}? "
-        "Give null for an attribute the query does not mention; do not guess. "
-        f"Reply with a JSON object that gives one of these values or null for each key:\n{allowed}\n"
+        "Give an empty list for an attribute the query does not mention; do not guess. "
+        "Reply with a JSON object that gives, for each key, the list of these values the query accepts "
+        f"(several when it allows several, as in 'red or blue'):\n{allowed}\n"
         f"Query: {text}"
     )
 
@@ -102,14 +105,20 @@ def parsing_messages(schema: Schema, text: str, system_prompt: str) -> list[Mess
 
 
 def answer_schema(schema: Schema) -> dict[str, Any]:
-    """JSON schema of the answer: every key required, each an enum of its vocabulary or null (not asked for).
-
-    "unknown" is left out: a query asks for what it wants, and "not mentioned" is null.
+    """JSON schema of the answer: every key required, each a list of values of its vocabulary (the slot set;
+    empty: not asked for). "unknown" is left out: a query asks for what it wants.
     """
     keys = schema.answer_keys
     return {
         "type": "object",
-        "properties": {keys[f.name]: {"enum": [*f.values[1:], None]} for f in schema.fields},
+        "properties": {
+            keys[f.name]: {
+                "type": "array",
+                "items": {"enum": list(f.values[1:])},
+                "maxItems": len(f.values) - 1,
+            }
+            for f in schema.fields
+        },
         "required": [keys[f.name] for f in schema.fields],
         "additionalProperties": False,
     }
@@ -119,8 +128,9 @@ class InvalidAnswer(BackendFailed):
     """The server answered, but not with a JSON object of the schema's keys and values."""
 
 
-def read_answer(text: str, schema: Schema) -> dict[str, str]:
-    """Slots (schema order) from an answer; null, "unknown" and a missing key mean not asked for.
+def read_answer(text: str, schema: Schema) -> SlotSets:
+    """Slot sets (schema order) from an answer; an empty list, null, "unknown" and a missing key mean not
+    asked for; a single value (the older answer form) is a set of one.
 
     InvalidAnswer for anything else: text that is not a JSON object, a key the schema does not have, a value
     outside a field's vocabulary. A server without structured outputs can answer so; the whole answer is
@@ -136,23 +146,23 @@ def read_answer(text: str, schema: Schema) -> dict[str, str]:
     extra = sorted(set(answer) - set(keys.values()))
     if extra:
         raise InvalidAnswer(f"answer has keys the schema does not: {', '.join(map(repr, extra))}")
-    slots: dict[str, str] = {}
+    slots: SlotSets = {}
     for spec in schema.fields:
         raw = answer.get(keys[spec.name])
-        if raw is None:
-            continue
-        value = raw.strip().lower() if isinstance(raw, str) else raw
-        if value == UNKNOWN:
-            continue
-        if not isinstance(value, str) or value not in spec.values:
-            raise InvalidAnswer(
-                f"{keys[spec.name]!r}: {raw!r} is not one of {', '.join(spec.values[1:])} or null"
-            )
-        slots[spec.name] = value
+        given = raw if isinstance(raw, list) else [] if raw is None else [raw]
+        values = [v.strip().lower() if isinstance(v, str) else v for v in given]
+        for value in values:
+            if not isinstance(value, str) or (value not in spec.values):
+                raise InvalidAnswer(
+                    f"{keys[spec.name]!r}: {raw!r} is not a list of {', '.join(spec.values[1:])}"
+                )
+        chosen = {v for v in values if v != UNKNOWN}
+        if chosen:
+            slots[spec.name] = tuple(v for v in spec.values if v in chosen)
     return slots
 
 
-def llm_parsed(slots: Mapping[str, str], embedded: ParsedQuery, schema: Schema) -> ParsedQuery:
+def llm_parsed(slots: SlotSets, embedded: ParsedQuery, schema: Schema) -> ParsedQuery:
     """The model's slots with the embedded parse's word-level findings, in ParsedQuery's shape.
 
     Words the embedded lexicon does not know stay listed (the model may have read them; the index cannot
@@ -183,7 +193,7 @@ class LlmQueryParser:
         self.config = config or LlmParserConfig()
         self._remote = ThreadedClient(self.config.server, name="llm-query-parser", api_key=api_key)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], SlotSets] = OrderedDict()
         self._down_until = 0.0
         self._counts = dict.fromkeys(("requests", *OUTCOMES), 0)
 
@@ -222,7 +232,11 @@ class LlmQueryParser:
         """Close the connections and stop the loop thread; idempotent."""
         self._remote.close()
 
-    async def _ask(self, text: str, schema: Schema) -> dict[str, str]:
+    async def aclose(self) -> None:
+        """`close` for the daemon's shutdown on its event loop (joining the loop thread blocks)."""
+        await asyncio.to_thread(self._remote.close)
+
+    async def _ask(self, text: str, schema: Schema) -> SlotSets:
         cfg = self.config
         fmt = json_schema_format(f"{schema.name}_query", answer_schema(schema))
         with self._lock:
@@ -244,7 +258,7 @@ class LlmQueryParser:
             return llm_parsed(known, embedded, schema)
         return embedded if self._skip() else None
 
-    def _known(self, text: str, schema: Schema) -> dict[str, str] | None:
+    def _known(self, text: str, schema: Schema) -> SlotSets | None:
         if not self.config.cache_size:
             return None
         key = (schema.id, _cache_text(text))
@@ -263,7 +277,7 @@ class LlmQueryParser:
             self._count("server_down")
             return True
 
-    def _accept(self, text: str, schema: Schema, slots: dict[str, str], embedded: ParsedQuery) -> ParsedQuery:
+    def _accept(self, text: str, schema: Schema, slots: SlotSets, embedded: ParsedQuery) -> ParsedQuery:
         with self._lock:
             self._count("answers")
             if self.config.cache_size:

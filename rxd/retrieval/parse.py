@@ -1,87 +1,56 @@
-"""The embedded query parser: free text to schema slots, with synonyms and colour-to-garment binding."""
+"""The embedded query parser: free text to slot sets, with a garment lexicon, colour naming and binding."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from semcom.registry import Registry
 from semcom.schema import Schema
 
-_TOKEN = re.compile(r"[a-z]+(?:-[a-z]+)*|[,;:.!?]")
-# Hyphenated words understood whole; any other hyphenated word splits ("long-sleeved" -> long, sleeved).
-_COMPOUNDS = frozenset({"t-shirt", "tee-shirt", "hot-pants", "polo-shirt", "sweat-shirt"})
+from .garments import WEARING
+from .vocab import Lexicon, Unit, lexicon
 
-# Words rewritten to the schema's own words before matching. A rewrite is used only when the schema
-# knows its target, so "trousers" means nothing to the vehicle schema and is reported as not understood.
-_UPPER = (
-    "top",
-    "tops",
-    "t-shirt",
-    "tee-shirt",
-    "tshirt",
-    "tee",
-    "jumper",
-    "sweater",
-    "jacket",
-    "coat",
-    "blouse",
-    "hoodie",
-    "sweatshirt",
-    "sweat-shirt",
-    "cardigan",
-    "polo",
-    "polo-shirt",
-    "shirts",
-)
-_LOWER = ("trousers", "trouser", "jeans", "pant", "skirt", "skirts", "slacks", "chinos", "leggings")
-_SHOES = ("shoe", "sneakers", "sneaker", "trainers", "trainer", "boots", "boot", "sandals", "footwear")
-_MALE = ("man", "men", "gentleman", "gentlemen", "boy", "boys", "guy", "guys", "males")
-_FEMALE = ("woman", "women", "lady", "ladies", "girl", "girls", "females")
-_REWRITES: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(_UPPER, ("shirt",)),
-    **dict.fromkeys(_LOWER, ("pants",)),
-    **dict.fromkeys(_SHOES, ("shoes",)),
-    **dict.fromkeys(_MALE, ("male",)),
-    **dict.fromkeys(_FEMALE, ("female",)),
-    # Shorts are short lower garments by definition; skirts and trousers carry no length.
-    "shorts": ("short", "pants"),
-    "hot-pants": ("short", "pants"),
-    "sleeve": ("sleeves",),
-    "sleeved": ("sleeves",),
-    "gray": ("grey",),
-    "navy": ("blue",),
-    "violet": ("purple",),
-    "motorbike": ("motorcycle",),
-    "bike": ("bicycle",),
-    "lorry": ("truck",),
-    "automobile": ("car",),
-}
-# Words that carry no attribute but are not a failure to understand either.
-_STOPWORD_TEXT = """
-    a an the and or with without wearing wears wear worn wore dressed in on of that who which whose
-    is are was were be has have having person persons people someone somebody anyone anybody
-    pedestrian individual find show me search look looking for all any some clothes clothing outfit
-    color colour colored coloured at walking standing their his her he she they it its both pair
-    also plus dark light bright pale very please where there seen one ones just only while but
-"""
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-_BOUNDARIES = frozenset({",", ";", ".", "!", "?", "and", "with", "plus", "but", "while", "or"})
+# Field name -> the values a query accepts for it (OR), in the field's vocabulary order.
+SlotSets = dict[str, tuple[str, ...]]
+
+_TOKEN = re.compile(r"[a-z]+|[,;:.!?()]")
+_BOUNDARIES = frozenset({",", ";", ".", "!", "?", "(", ")", "and", "with", "plus", "but", "while", "or"})
+# Boundaries that join two colours before one garment ("black and white trainers", "red, blue or green").
+_JOINERS = frozenset({",", "and", "or"})
 # After a garment noun these words make the next value describe that garment: "a shirt that is white".
 _BACKWARD = frozenset({"that", "which", "is", "are", "was", "were", "in", ":", "coloured", "colored"})
+_STOPWORD_TEXT = """
+    a an the of who whose be has have having person persons people someone somebody anyone anybody
+    pedestrian pedestrians individual find show me search look looking for any some color colour
+    colors colours colored coloured at walking standing their his her he she they it its both pair also
+    please where there seen one ones just only very maybe probably perhaps possibly either like
+    over under underneath beneath on top shade tone kind sort type style without wearing wears wear
+    worn wore dressed clad sporting
+"""
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+_FUNCTION_WORDS = _STOPWORDS | _BOUNDARIES | _BACKWARD | WEARING
 
 
 @dataclass(frozen=True)
 class ParsedQuery:
-    """Slots understood in a query, content words that were not, and a note for the user ("" if all clear).
+    """Slot sets understood in a query, content words that were not, and a note for the user ("" if clear).
 
+    A slot lists the values the query accepts for a field ("red or blue top" -> upper_color: blue, red).
     `source` names the parser whose slots these are ("embedded", or "llm" for a model's answer).
     """
 
-    slots: dict[str, str]
+    slots: SlotSets
     unmatched: list[str] = field(default_factory=list)
     note: str = ""
     source: str = "embedded"
+
+
+def slot_sets(slots: Mapping[str, str | Sequence[str]]) -> SlotSets:
+    """Slots as sets: a single value becomes a one-value set (for callers that give one value a field)."""
+    return {k: (v,) if isinstance(v, str) else tuple(v) for k, v in slots.items()}
 
 
 def attribute_help(schema: Schema) -> str:
@@ -92,169 +61,210 @@ def attribute_help(schema: Schema) -> str:
     return "; ".join(f"{', '.join(labels)} ({', '.join(values)})" for values, labels in groups.items())
 
 
-@dataclass
-class _Lexicon:
-    """What the schema's own words mean: value word -> fields, phrase noun -> fields."""
+@dataclass(eq=False)
+class _Value:
+    """A value the user gave, still looking for its garment."""
 
-    values: dict[str, list[str]]
-    nouns: dict[str, list[str]]
-
-    @classmethod
-    def of(cls, schema: Schema) -> _Lexicon:
-        values: dict[str, list[str]] = {}
-        nouns: dict[str, list[str]] = {}
-        for spec in schema.fields:
-            for value in spec.values[1:]:
-                values.setdefault(value, []).append(spec.name)
-            words = spec.phrase.replace("{value}", "").split()
-            if words:
-                nouns.setdefault(words[-1], []).append(spec.name)
-        return cls(values, nouns)
-
-    def knows(self, word: str) -> bool:
-        return word in self.values or word in self.nouns
-
-    def resolve(self, word: str) -> tuple[str, ...] | None:
-        """The schema words `word` stands for, or None when it is not understood."""
-        # Singular and plural forms of the known words: "shoe", "sleeve", "blacks" (rare but harmless).
-        alternatives = [word[:-1], word[:-2]] if word.endswith("s") else [word + "s"]
-        for cand in (word, *alternatives):
-            target = _REWRITES.get(cand, (cand,))
-            if all(self.knows(t) for t in target):
-                return target
-        return None
+    values: tuple[str, ...]
+    word: str
+    after_noun: bool
+    wearing: bool
 
 
 class _Parser:
-    """One pass over the tokens: values wait for the garment noun that follows them (or precedes them)."""
+    """One pass over the units: values wait for the garment that follows them (or, in places, precedes)."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, lex: Lexicon) -> None:
         self.schema = schema
-        self.lex = _Lexicon.of(schema)
-        self.slots: dict[str, str] = {}
+        self.lex = lex
+        self.explicit: dict[str, set[str]] = {}
+        self.implied: dict[str, set[str]] = {}
         self.unmatched: list[str] = []
         self.problems: list[str] = []
-        self.pending: list[tuple[str, str]] = []  # (value, the word the user typed)
-        self.clause_nouns: list[str] = []
-        self.backward = False
-        self.after_noun = False
+        self.untied: list[_Value] = []
+        self.pending: list[_Value] = []
+        self.clause_nouns: list[Unit] = []
+        self.last_noun: Unit | None = None
+        self.last_value: tuple[_Value, Unit | None] | None = None  # and the garment it went to
+        self.backward = self.after_noun = self.joining = self.wearing = False
 
-    def feed(self, word: str) -> None:
-        if word in _BOUNDARIES:
-            self._close_clause()
-            return
-        if word in _BACKWARD and (self.after_noun or self.backward):
-            self.backward = True
-            return
-        self.after_noun = False
-        resolved = self.lex.resolve(word)
-        if resolved is None:
-            if word not in _STOPWORDS and word not in _BACKWARD and word.isalpha():
-                self.unmatched.append(word)
-            return
-        for target in resolved:
-            if target in self.lex.nouns:
-                self._noun(target)
+    def run(self, units: list[Unit]) -> None:
+        for i, unit in enumerate(units):
+            if unit.kind == "word":
+                self._word(unit.word, units[i + 1 :])
+            elif unit.kind == "unknown":
+                self.unmatched.append(unit.word)
+                self.after_noun = self.wearing = False
+            elif unit.kind == "noun":
+                self._noun(unit)
             else:
-                self._value(target, word)
+                self._value(_Value(unit.values, unit.word, self.after_noun, self.wearing))
 
-    def _noun(self, noun: str) -> None:
-        self.pending = [(v, w) for v, w in self.pending if not self._bind(v, w, noun)]
-        self.clause_nouns.append(noun)
-        self.after_noun = True
-        self.backward = False
+    def _word(self, word: str, rest: list[Unit]) -> None:
+        if word in _JOINERS and self._joins(word, rest):
+            self.joining = True
+        elif word in _BOUNDARIES:
+            self._close_clause()
+        elif word in _BACKWARD and (self.after_noun or self.backward):
+            self.backward = True
+        elif word in self.lex.wearing:
+            self.wearing = True
 
-    def _value(self, value: str, word: str) -> None:
-        fields = self.lex.values[value]
-        if len(fields) == 1:
-            self._set(fields[0], value, word)
-        elif not (self.backward and self.clause_nouns and self._bind(value, word, self.clause_nouns[-1])):
-            self.pending.append((value, word))
-        self.backward = False
-
-    def _bind(self, value: str, word: str, noun: str) -> bool:
-        fields = [f for f in self.lex.values[value] if f in self.lex.nouns[noun]]
-        if len(fields) != 1:
+    def _joins(self, word: str, rest: list[Unit]) -> bool:
+        """Whether `word` joins the last value and the next one into one set ("red or blue")."""
+        nxt = next((u for u in rest if u.kind != "word" or u.word not in _STOPWORDS), None)
+        if self.last_value is None or nxt is None or nxt.kind != "value":
             return False
-        self._set(fields[0], value, word)
-        return True
+        value, garment = self.last_value
+        # "shirt white and black trousers": a value after its garment ends with the clause, unless "or".
+        return word == "or" or (garment is None and not value.after_noun and value in self.pending)
 
-    def _set(self, name: str, value: str, word: str) -> None:
-        old = self.slots.get(name)
+    def _value(self, value: _Value) -> None:
+        self.wearing = False
+        if self.joining and self.last_value is not None:
+            self.joining = False
+            self._join(value)
+            return
+        fields = self.lex.fields_of(value.values)
+        if len(fields) == 1:
+            self._set(fields[0], value, joined=False)
+            self.last_value = (value, None)
+        elif self.backward and self.clause_nouns and self._bind(value, self.clause_nouns[-1]):
+            self.last_value = (value, self.clause_nouns[-1])
+        else:
+            self.pending.append(value)
+            self.last_value = (value, None)
+        self.backward = self.after_noun = False
+
+    def _join(self, value: _Value) -> None:
+        last, garment = self.last_value or (value, None)
+        if garment is not None:
+            self._bind(value, garment, joined=True)
+        elif last in self.pending:
+            last.values = tuple(dict.fromkeys(last.values + value.values))
+            last.word = f"{last.word} or {value.word}"
+        else:
+            fields = self.lex.fields_of(value.values)
+            if len(fields) == 1:
+                self._set(fields[0], value, joined=True)
+
+    def _noun(self, noun: Unit) -> None:
+        self.wearing = False
+        self.pending = [v for v in self.pending if not self._bind(v, noun)]
+        for value, word in noun.implied:
+            for name in self.lex.fields_for(word, (value,)):
+                self.implied.setdefault(name, set()).add(value)
+        self.clause_nouns.append(noun)
+        self.last_noun = noun
+        self.after_noun, self.backward = True, False
+
+    def _bind(self, value: _Value, noun: Unit, *, joined: bool = False) -> bool:
+        bound = False
+        for word in noun.nouns:
+            fields = self.lex.fields_for(word, value.values)
+            if len(fields) == 1:
+                self._set(fields[0], value, joined=joined)
+                bound = True
+        if bound:
+            self.last_value = (value, noun)
+        return bound
+
+    def _set(self, name: str, value: _Value, *, joined: bool) -> None:
+        old = self.explicit.get(name)
         if old is None:
-            self.slots[name] = value
-        elif old != value:
+            self.explicit[name] = set(value.values)
+            return
+        if not joined and not set(value.values) <= old:
             label = self.schema.field(name).label
-            self.problems.append(f"{label}: both {old!r} and {value!r} given, kept {old!r}")
+            given = " or ".join(sorted(old))
+            self.problems.append(f"{label}: both {given!r} and {value.word!r} given; either is accepted")
+        old.update(value.values)
 
     def _close_clause(self) -> None:
-        # A value left over at the end of a clause describes the last garment of that clause: "pants black".
-        for noun in reversed(self.clause_nouns):
-            self.pending = [(v, w) for v, w in self.pending if not self._bind(v, w, noun)]
-        self.clause_nouns = []
-        self.backward = self.after_noun = False
+        # A value left at the end of a clause describes the last garment of that clause ("pants black"),
+        # or in a clause of values only, the garment of the clause before ("a polo shirt, navy").
+        nouns = self.clause_nouns or ([self.last_noun] if self.last_noun is not None else [])
+        for noun in reversed(nouns):
+            self.pending = [v for v in self.pending if not self._bind(v, noun)]
+        self.untied += self.pending
+        self.pending, self.clause_nouns = [], []
+        self.backward = self.after_noun = self.joining = self.wearing = False
 
     def finish(self) -> ParsedQuery:
         self._close_clause()
-        for value, word in self.pending:
-            labels = " or ".join(self.schema.field(f).label for f in self.lex.values[value])
-            self.problems.append(f"{word!r} was not tied to a garment (it could be {labels})")
+        for value in self.untied:
+            # "a man wearing black": a colour worn with no garment named is the whole outfit's.
+            if not (value.wearing and self.lex.outfit is not None and self._bind(value, self.lex.outfit)):
+                labels = " or ".join(self.schema.field(f).label for f in self.lex.fields_of_any(value.values))
+                self.problems.append(f"{value.word!r} was not tied to a garment (it could be {labels})")
         unmatched = list(dict.fromkeys(self.unmatched))
         notes: list[str] = []
-        if not self.slots:
+        slots = self._slots()
+        if not slots:
             notes.append("no attribute understood")
         if unmatched:
             notes.append(f"not understood: {', '.join(unmatched)}")
         notes += self.problems
-        if not self.slots:
+        if not slots:
             notes.append(f"ask about {attribute_help(self.schema)}")
-        order = {name: i for i, name in enumerate(self.schema.field_names)}
-        slots = dict(sorted(self.slots.items(), key=lambda kv: order[kv[0]]))
         return ParsedQuery(slots, unmatched, "; ".join(notes))
 
+    def _slots(self) -> SlotSets:
+        out: SlotSets = {}
+        for spec in self.schema.fields:
+            chosen = self.explicit.get(spec.name) or self.implied.get(spec.name)
+            if chosen:
+                out[spec.name] = tuple(v for v in spec.values if v in chosen)
+        return out
 
-def _tokens(text: str) -> list[str]:
-    out: list[str] = []
-    for tok in _TOKEN.findall(text.lower().replace("\u2019", "'").replace("'s", "")):
-        if "-" in tok and tok not in _COMPOUNDS:
-            out += tok.split("-")
-        else:
-            out.append(tok)
-    return out
+
+def tokens(text: str) -> list[str]:
+    """Lower-case words and punctuation; "w/" is "with", "/" is "or", "&" and "+" are "and"."""
+    text = text.lower().replace("\u2019", "'").replace("'s ", " ").replace("'", "")
+    text = text.replace("w/o ", " without ").replace("w/", " with ").replace("/", " or ")
+    return _TOKEN.findall(text.replace("&", " and ").replace("+", " and ").replace("-", " "))
 
 
 def parse_query(text: str, schema: Schema) -> ParsedQuery:
-    """Slots for `text` under `schema`: "white long-sleeved shirt, black pants" -> upper_color=white, ...
+    """Slot sets for `text` under `schema`: "white long-sleeved shirt, black pants" -> upper_color=white, ...
 
-    Colour and length words bind to the garment that follows them ("black shoes") or, after "that is" /
-    "in" / a colon or at the end of a clause, to the garment before them ("shirt that is white",
-    "pants black"). "t-shirt" names the upper garment only: it implies no sleeve length, since long-sleeved
-    t-shirts exist and a guessed slot would push exact matches of what the user did say down the ranking.
-    Words that name no attribute are listed in `unmatched`; the note says what was not understood and,
-    when nothing was, which attributes exist.
+    Words are read with the lexicon of garments, people and colours (`vocab`): a colour name the schema
+    does not list is named by its nearest basic colours ("teal" -> blue, green), garments stand for the
+    schema's garment words and imply what they must (shorts are short pants; a dress has one colour top and
+    bottom), typos one letter off a known word are corrected. Values bind to the garment that follows them
+    ("black shoes") or, after "that is" / "in" / a colon or at the end of a clause, to the one before them
+    ("shirt that is white", "pants black"). "or" (and "and" between colours before one garment) lists
+    several values; two values given apart for one field are both kept, with a note. Words that name no
+    attribute are listed in `unmatched`; the note says what was not understood and, when nothing was,
+    which attributes exist.
     """
-    parser = _Parser(schema)
-    for word in _tokens(text):
-        parser.feed(word)
+    lex = lexicon(schema)
+    parser = _Parser(schema, lex)
+    parser.run(lex.units(tokens(text), _FUNCTION_WORDS))
     return parser.finish()
 
 
 class QueryParser(Protocol):
-    """Turns a query's free text into schema slots; the retrieval engine calls it once per query with text.
+    """Turns a query's free text into slot sets; the retrieval engine calls it once per query with text.
 
     `parse` never returns "unknown" as a slot value and must not fail for any text: a backend that cannot
     answer falls back to the embedded parser. `aparse` is the same for callers on an event loop (a model
-    request then holds no worker thread). `stats` gives counters for logs and metrics.
+    request then holds no worker thread). `stats` gives counters for logs and metrics; `close` releases
+    connections for a synchronous owner, `aclose` for the daemon, which awaits it on shutdown.
     """
 
     def parse(self, text: str, schema: Schema) -> ParsedQuery: ...
     async def aparse(self, text: str, schema: Schema) -> ParsedQuery: ...
     def stats(self) -> dict[str, int]: ...
     def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class EmbeddedParser:
-    """The embedded parser as a QueryParser: no model, microseconds per query, nothing to count or close."""
+    """The embedded parser as a QueryParser: no model, well under a millisecond a query, nothing to close."""
+
+    def __init__(self, config: object = None) -> None:
+        return None
 
     def parse(self, text: str, schema: Schema) -> ParsedQuery:
         return parse_query(text, schema)
@@ -267,3 +277,14 @@ class EmbeddedParser:
 
     def close(self) -> None:
         return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+# Query parsers by config `kind`, each built from its config section; imported only when selected.
+QUERY_PARSERS: Registry[Callable[[Any], QueryParser]] = Registry(
+    "query parser",
+    {"embedded": "rxd.retrieval.parse:EmbeddedParser", "llm": "rxd.retrieval.llm_parse:LlmQueryParser"},
+    entry_point_group="semcom.query_parser",
+)

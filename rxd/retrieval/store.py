@@ -18,16 +18,17 @@ from semcom.schema import SchemaRegistry
 from .describe import RecordChecker
 from .engine import (
     DescriptionEntry,
+    Hit,
     IndexStore,
-    Ranked,
-    SearchSpec,
+    Query,
     StoredRecord,
     rank_descriptions,
     slot_outcome,
     slot_tests,
 )
+from .parse import SlotSets
 
-__all__ = ["DescriptionEntry", "IndexStore", "Ranked", "RecordStore", "SearchSpec", "StoredRecord"]
+__all__ = ["DescriptionEntry", "Hit", "IndexStore", "Query", "RecordStore", "StoredRecord"]
 
 _SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,7 +105,7 @@ class _Columns:
         self.n = max(self.n, top)
 
 
-def _passing(c: _Columns, rows: NDArray[np.int64], spec: SearchSpec, stream: int | None) -> NDArray[np.int64]:
+def _passing(c: _Columns, rows: NDArray[np.int64], spec: Query, stream: int | None) -> NDArray[np.int64]:
     """The subset of `rows` that pass the stream, location and time filters."""
     keep = np.ones(len(rows), dtype=np.bool_)
     if stream is not None:
@@ -163,7 +164,7 @@ class _Groups:
 
 
 def _top_rows(
-    c: _Columns, groups: _Groups, ranks: NDArray[np.int64], spec: SearchSpec, stream: int | None
+    c: _Columns, groups: _Groups, ranks: NDArray[np.int64], spec: Query, stream: int | None
 ) -> NDArray[np.int64]:
     """The `top_k` best records: by their description's rank, then the most recent (then highest id).
 
@@ -409,24 +410,25 @@ class RecordStore:
 
     # -- search -------------------------------------------------------------------------------------------
 
-    def search(self, spec: SearchSpec) -> list[Ranked]:
+    def search(self, q: Query, slots: SlotSets, vector: NDArray[np.float32]) -> list[Hit]:
         """Hard filters; then tiers (all slots match, no slot contradicted, others), similarity, recency."""
-        tests = slot_tests(self._schemas.get(spec.schema_id), spec.slots)
+        tests = slot_tests(self._schemas.get(q.schema_id), slots)
         with self._lock:
-            stream = self._stream_codes.get(spec.stream_id, -1) if spec.stream_id else None
+            stream = self._stream_codes.get(q.stream_id, -1) if q.stream_id else None
             if self._cols.n == 0 or stream == -1:
                 return []
             # einsum, not BLAS: a matrix-vector product this small pays more for waking BLAS threads on a
             # busy CPU (~20 ms measured) than for the arithmetic (<1 ms for 4k descriptions).
-            sims = np.einsum("ij,j->i", self._vectors, np.asarray(spec.vector, dtype=np.float32))
-            usable = self._desc_schema == self._schema_codes[spec.schema_id]
+            sims = np.einsum("ij,j->i", self._vectors, np.asarray(vector, dtype=np.float32))
+            usable = self._desc_schema == self._schema_codes[q.schema_id]
             ranks = rank_descriptions(self._desc_fields, usable, tests, sims)
             self._groups.refresh(self._cols, len(self._desc_schema))
             out = []
-            for row in _top_rows(self._cols, self._groups, ranks, spec, stream):
+            for row in _top_rows(self._cols, self._groups, ranks, q, stream):
                 desc_id = int(self._cols.data["desc_id"][row])
+                stored = self._stored(int(row))
                 outcome = slot_outcome(self._desc_fields[desc_id], tests)
-                out.append(Ranked(self._stored(int(row)), float(sims[desc_id]), *outcome))
+                out.append(Hit(stored.record, stored.description, float(sims[desc_id]), *outcome))
             return out
 
     # -- lifecycle ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Chain
-from tests.integration.test_link_path import PEOPLE, announce_all, wait_indexed
+from tests.fixtures.link import PEOPLE, announce_all, wait_indexed
 
 
 def _call(url: str, body: object | None = None, raw: bytes | None = None) -> tuple[int, Any]:
@@ -44,11 +44,16 @@ async def test_text_query_over_http(chain: Chain) -> None:
         f"{base(chain)}/api/query", {"text": "a man in a white shirt and black trousers", "top_k": 5}
     )
     assert status == 200, reply
-    assert reply["slots"] == {"gender": "male", "upper_color": "white", "lower_color": "black"}
+    assert reply["slots"] == {"gender": ["male"], "upper_color": ["white"], "lower_color": ["black"]}
     first = reply["hits"][:2]
     assert sorted(h["record"]["record_id"] for h in first) == [1, 3]
     assert all(set(h["matched_slots"]) == {"gender", "upper_color", "lower_color"} for h in first)
     assert first[0]["description"] and first[0]["clip"]["stream_id"] == "web"
+    # A filter may list values (OR): as a JSON list, or joined by "|".
+    for colours in (["white", "red"], "red|white"):
+        body = {"text": "a man", "filters": {"upper_color": colours}, "top_k": 5}
+        status, reply = await call(f"{base(chain)}/api/query", body)
+        assert status == 200 and reply["slots"]["upper_color"] == ["red", "white"], reply
     status, page = await call(f"{base(chain)}/")
     assert status == 200 and b'<form id="search">' in page
     status, stats = await call(f"{base(chain)}/api/stats")
@@ -64,6 +69,9 @@ async def test_text_query_over_http(chain: Chain) -> None:
         ({"text": "x", "top_k": 100000}, 400, "top_k"),
         ({"text": "x", "colour": "red"}, 400, "unknown query keys"),
         ({"text": "x", "filters": ["red"]}, 400, "filters"),
+        ({"text": "x", "filters": {"upper_color": [1]}}, 400, "filters"),
+        ({"text": "x", "filters": {"upper_color": []}}, 400, "one or more values"),
+        ({"text": "x", "filters": {"upper_color": "red|mauve"}}, 400, "mauve"),
         ({"text": "x", "top_k": "many"}, 400, "bad query value"),
     ],
 )

@@ -37,15 +37,17 @@ from tests.fixtures.records import BagOfWordsEncoder, person
 REGISTRY = SchemaRegistry.builtin()
 PERSON = REGISTRY.get("person/1")
 VEHICLE = REGISTRY.get("vehicle/1")
-# The embedded lexicon has no "mauve": it finds the gender only, the model also the colour.
-MAUVE = "a lady in a mauve coat"
-MAUVE_SLOTS = {"gender": "female", "upper_color": "purple"}
+# The embedded lexicon has no "gloaming": it finds the gender only, the model also the colour.
+MAUVE = "a lady in a gloaming coat"
+MAUVE_SLOTS = {"gender": ("female",), "upper_color": ("purple",)}
 
 
-def answer(**slots: str | None) -> str:
-    """A compact answer for PERSON: every key present, null where not given."""
+def answer(**slots: tuple[str, ...]) -> str:
+    """A compact answer for PERSON in the slot-set form: every key present, an empty list where not given."""
     keys = PERSON.answer_keys
-    return json.dumps({keys[name]: slots.get(name) for name in PERSON.field_names}, separators=(",", ":"))
+    return json.dumps(
+        {keys[name]: list(slots.get(name, ())) for name in PERSON.field_names}, separators=(",", ":")
+    )
 
 
 @dataclass
@@ -139,8 +141,8 @@ async def test_valid_answer_gives_the_models_slots(
 ) -> None:
     parser = make(parsers, server.base_url)
     parsed = await parse(parser, MAUVE)
-    assert parse_query(MAUVE, PERSON).slots == {"gender": "female"}
-    assert parsed == ParsedQuery(MAUVE_SLOTS, ["mauve"], "not understood: mauve", source="llm")
+    assert parse_query(MAUVE, PERSON).slots == {"gender": ("female",)}
+    assert parsed == ParsedQuery(MAUVE_SLOTS, ["gloaming"], "not understood: gloaming", source="llm")
     stats = parser.stats()
     assert (stats["parse_requests"], stats["parse_answers"], stats["parse_fallbacks"]) == (1, 1, 0)
     body = server.requests[0]
@@ -153,12 +155,17 @@ async def test_valid_answer_gives_the_models_slots(
         assert f"- {spec.label}: {', '.join(spec.values[1:])}" in user["content"]
 
 
-def test_answer_schema_allows_exactly_each_vocabulary_or_null() -> None:
+def test_answer_schema_allows_a_list_of_each_vocabulary() -> None:
     schema = answer_schema(PERSON)
     assert schema["required"] == [spec.label for spec in PERSON.fields]
     assert schema["additionalProperties"] is False
     for spec in PERSON.fields:
-        assert schema["properties"][spec.label] == {"enum": [*spec.values[1:], None]}
+        values = list(spec.values[1:])
+        assert schema["properties"][spec.label] == {
+            "type": "array",
+            "items": {"enum": values},
+            "maxItems": len(values),
+        }
     # Vehicle labels are unique too; a clash would fall back to field names.
     assert list(answer_schema(VEHICLE)["properties"]) == [f.label for f in VEHICLE.fields]
 
@@ -168,11 +175,12 @@ def test_answer_schema_allows_exactly_each_vocabulary_or_null() -> None:
     [
         (answer(**MAUVE_SLOTS), MAUVE_SLOTS),
         (answer(), {}),
-        ('{"gender":"unknown","shoes color":" Black "}', {"shoe_color": "black"}),  # no structured outputs
+        ('{"gender":"unknown","shoes color":" Black "}', {"shoe_color": ("black",)}),  # the single form
+        ('{"shirt color":["red","blue","red"],"gender":null}', {"upper_color": ("blue", "red")}),
         ("{}", {}),
     ],
 )
-def test_read_answer_maps_values_and_null(text: str, slots: dict[str, str]) -> None:
+def test_read_answer_maps_values_and_null(text: str, slots: dict[str, tuple[str, ...]]) -> None:
     assert read_answer(text, PERSON) == slots
 
 
@@ -181,8 +189,9 @@ def test_read_answer_maps_values_and_null(text: str, slots: dict[str, str]) -> N
     [
         ("a man in white", "not JSON"),
         ('["male"]', "not a JSON object"),
-        ('{"gender":"magenta"}', r"'gender': 'magenta' is not one of male, female or null"),
-        ('{"gender":1}', "'gender': 1 is not one of"),
+        ('{"gender":"magenta"}', r"'gender': 'magenta' is not a list of male, female"),
+        ('{"gender":1}', "'gender': 1 is not a list of"),
+        ('{"gender":["male", 2]}', "is not a list of"),
         ('{"gender":"male","hat color":"red"}', "keys the schema does not: 'hat color'"),
     ],
 )
@@ -212,7 +221,7 @@ async def test_invalid_answer_falls_back_to_the_embedded_parser(
     parsed = await parse(parser, text)
     assert invalid_answers_metric() == before + 1
     assert parsed == parse_query(text, PERSON)
-    assert parsed.slots == {"gender": "female", "upper_color": "grey", "lower_color": "blue"}
+    assert parsed.slots == {"gender": ("female",), "upper_color": ("grey",), "lower_color": ("blue",)}
     assert parsed.source == "embedded"
     stats = parser.stats()
     assert (stats["parse_fallbacks"], stats["parse_invalid_answers"], stats["parse_answers"]) == (1, 1, 0)
@@ -278,7 +287,7 @@ async def test_server_down_falls_back_then_is_skipped_for_the_cooldown(parsers: 
 async def test_repeated_query_asks_once(server: OpenAIServer, parsers: list[LlmQueryParser]) -> None:
     parser = make(parsers, server.base_url)
     first = await parse(parser, MAUVE)
-    again = await parse(parser, "  A lady in a MAUVE coat ")
+    again = await parse(parser, "  A lady in a GLOAMING coat ")
     assert again == first and len(server.requests) == 1
     assert parser.stats()["parse_cache_hits"] == 1
     uncached = make(parsers, server.base_url, cache_size=0)
@@ -327,7 +336,7 @@ async def test_engine_ranks_by_the_models_slots(
         ]
     )
     result = await asyncio.to_thread(engine.query, Query(text=MAUVE, schema_id=PERSON.id))
-    assert result.slots == MAUVE_SLOTS and result.note == "not understood: mauve"
+    assert result.slots == MAUVE_SLOTS and result.note == "not understood: gloaming"
     assert [h.record.record_id for h in result.hits][:2] == [2, 4]  # all slots match, then all unknown
     assert result.hits[0].matched_slots == ("gender", "upper_color")
     assert result.hits[1].unknown_slots == ("gender", "upper_color")

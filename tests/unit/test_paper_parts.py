@@ -14,7 +14,7 @@ from bench.paper.labels import Target, load_video_labels
 from bench.paper.links import Air, LinkSettings, channel_models, send_bytes, send_bytes_sampled, send_records
 from bench.paper.queries import generate_queries, load_queries, phrase
 from bench.paper.run import add_arguments, config_from_args, main
-from rxd.retrieval.parse import parse_query
+from rxd.retrieval.parse import parse_query, slot_sets
 from semcom.codec import frame_bits
 from semcom.errors import InvalidInput
 from semcom.phy.mcs import Mcs
@@ -131,7 +131,7 @@ def test_queries_cover_values_and_combinations_and_parse_back() -> None:
     assert len(singles) == 8  # male, female, white, grey, long sleeves, black pants, short pants, black shoes
     assert len(combos) == 2
     for q in queries:
-        assert parse_query(q.text, PERSON).slots == q.slots, q.text
+        assert parse_query(q.text, PERSON).slots == slot_sets(q.slots), q.text
     assert len(generate_queries(targets(), PERSON, max_combinations=1, seed=1)) == 9
 
 
@@ -140,7 +140,7 @@ def test_phrase_reads_like_the_paper() -> None:
              "shoe_color": "black"}  # fmt: skip
     text = phrase(slots, random.Random(0))
     assert text.startswith("the man wearing a white long-sleeved ")
-    assert parse_query(text, PERSON).slots == slots
+    assert parse_query(text, PERSON).slots == slot_sets(slots)
 
 
 def records(n: int) -> list[Record]:
@@ -203,7 +203,7 @@ def test_saved_query_sets_load_back_and_bad_ones_are_named(tmp_path: Path) -> No
     assert load_queries(path, PERSON) == queries
     path.write_text(json.dumps([{"slots": {"upper_color": "White"}}]))
     (only,) = load_queries(path, PERSON)
-    assert only.slots == {"upper_color": "white"} and parse_query(only.text, PERSON).slots == only.slots
+    assert only.slots == {"upper_color": "white"} and parse_query(only.text, PERSON).slots == slot_sets(only.slots)
     for bad, message in (
         ([{"slots": {"hat": "red"}}], "query 0: schema 'person/1' has no field 'hat'"),
         ([{"text": "a man"}], "query 0: needs 'slots'"),

@@ -18,6 +18,7 @@ import pytest
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.embed import TextEncoder
 from rxd.retrieval.engine import MAX_TOP_K, Query, RetrievalEngine
+from rxd.retrieval.parse import slot_sets
 from rxd.retrieval.store import RecordStore
 from semcom.data import data_dir
 from semcom.record import UNKNOWN, Record
@@ -144,7 +145,7 @@ class Check:
         query = Query(text=text, filters={} if text else slots, schema_id=PERSON.id, top_k=top_k)
         result = self.engine.query(query)
         where = f"{text!r}" if text else f"filters {slots}"
-        if result.slots != slots:
+        if result.slots != slot_sets(slots):
             return [f"{where}: parsed {result.slots}, expected {slots}"]
         ids = [h.record.record_id for h in result.hits]
         head, tail = ids[: len(exact)], ids[len(exact) :]

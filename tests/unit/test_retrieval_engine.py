@@ -10,6 +10,7 @@ import pytest
 
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import MAX_TOP_K, Query, RetrievalEngine
+from rxd.retrieval.parse import slot_sets
 from rxd.retrieval.store import RecordStore
 from semcom.errors import InvalidInput
 from semcom.record import Record
@@ -54,7 +55,7 @@ def _ids(engine: RetrievalEngine, **kw: object) -> list[int]:
 def test_exact_then_unknown_then_contradicting(engine: RetrievalEngine) -> None:
     text = "the man wearing a white long-sleeved shirt, black pants and black shoes"
     result = engine.query(Query(text=text, schema_id=PERSON.id, top_k=10))
-    assert result.slots == WHITE_MAN and result.note == ""
+    assert result.slots == slot_sets(WHITE_MAN) and result.note == ""
     ids = [h.record.record_id for h in result.hits]
     assert ids[:3] == [6, 2, 1]  # identical descriptions: most recent first
     assert ids[3:5] == [3, 7]  # no contradiction: more matched slots first
@@ -75,7 +76,7 @@ def test_filters_win_over_text_and_need_no_inference(engine: RetrievalEngine) ->
     assert engine.embed_calls == calls
     assert [h.record.record_id for h in result.hits] == [6, 2, 1]
     result = engine.query(Query(text="a woman", filters={"gender": "Male "}, schema_id=PERSON.id, top_k=1))
-    assert result.slots == {"gender": "male"} and result.hits[0].record.fields["gender"] == "male"
+    assert result.slots == {"gender": ("male",)} and result.hits[0].record.fields["gender"] == "male"
     assert result.note == "filter gender=male overrides 'female' from the text"
 
 
@@ -172,7 +173,9 @@ def test_schemas_do_not_mix(tmp_path: Path) -> None:
     engine.ingest([car, person(2, gender="male")])
     result = engine.query(Query(text="a red car", schema_id=VEHICLE.id))
     assert [h.record.record_id for h in result.hits] == [1]
-    assert result.hits[0].description == "A red car." and result.slots == {"type": "car", "color": "red"}
+    assert result.hits[0].description == "A red car." and result.slots == slot_sets(
+        {"type": "car", "color": "red"}
+    )
     assert [h.record.record_id for h in engine.query(Query(text="man", schema_id=PERSON.id)).hits] == [2]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import Query, RetrievalEngine
-from rxd.retrieval.store import DescriptionEntry, RecordStore, SearchSpec
+from rxd.retrieval.store import DescriptionEntry, RecordStore
 from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN, Record
 from semcom.schema import SchemaRegistry
@@ -117,8 +117,8 @@ def test_get(tmp_path: Path) -> None:
 
 def test_in_memory_store_and_empty_search() -> None:
     store = RecordStore(":memory:", REGISTRY)
-    spec = SearchSpec(schema_id=PERSON.id, slots={}, vector=np.zeros(4, dtype=np.float32))
-    assert store.count() == 0 and store.search(spec) == []
+    q = Query(text="man", schema_id=PERSON.id)
+    assert store.count() == 0 and store.search(q, {}, np.zeros(4, dtype=np.float32)) == []
     store.close()
 
 

@@ -21,23 +21,30 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class FieldFilter(_message.Message):
-    """An exact match on one schema field ("upper_color" == "white")."""
+    """The values one schema field may take (OR): "upper_color" is "red" or "blue"."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.str
+    """one value, or several joined by "|" ("red|blue"); readers may use either"""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the values as a list; a request may give `value`, `values` or both"""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         value: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -64,7 +71,7 @@ class QueryRequest(_message.Message):
     """empty = the receiver's task schema"""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]:
-        """exact slots, added to those parsed from text"""
+        """slots (each one or more values), over those parsed from text"""
 
     @_builtins.property
     def time_range(self) -> _common_pb2.TimeRange: ...
@@ -152,7 +159,7 @@ class QueryReply(_message.Message):
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]: ...
     @_builtins.property
     def parsed_slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]:
-        """what the query was understood to ask for"""
+        """what the query was understood to ask for (value and values set)"""
 
     def __init__(
         self,
