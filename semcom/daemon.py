@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from semcom.config import ConfigError, load_config
 from semcom.errors import SemcomError
-from semcom.server import wait_for_signal
+from semcom.server import GrpcServer, wait_for_signal
 from semcom.telemetry import configure_logging
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class Daemon(Protocol):
+    grpc: GrpcServer
+
     @property
     def port(self) -> int: ...
 
@@ -101,7 +103,14 @@ async def _serve(name: str, build: Callable[[], Daemon], port_file: Path | None)
     await daemon.start()
     if port_file is not None:
         await asyncio.to_thread(port_file.write_text, f"{daemon.port}\n")
-    sig = await wait_for_signal()
-    log.info("%s: %s received, draining", name, sig.name)
+    signalled = asyncio.ensure_future(wait_for_signal())
+    ends: list[asyncio.Future[Any]] = [signalled, daemon.grpc.dead]
+    await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    if signalled.done():
+        log.info("%s: %s received, draining", name, signalled.result().name)
+    else:
+        signalled.cancel()
+        log.error("%s: draining after a dead backend: %s", name, daemon.grpc.dead.result())
     await daemon.stop()
-    return 0
+    # A dead backend exits non-zero, so that a supervisor (systemd, Kubernetes) restarts the daemon.
+    return 0 if signalled.done() and not signalled.cancelled() else 1

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from semcom.config import ServerConfig
-from semcom.errors import SemcomError
+from semcom.errors import BackendDead, SemcomError
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +30,30 @@ else:
 Handler = Callable[..., Any]
 
 
-async def _abort(context: aio.ServicerContext[Any, Any], err: Exception) -> None:
+async def _abort(
+    context: aio.ServicerContext[Any, Any], err: Exception, on_dead: Callable[[BackendDead], None]
+) -> None:
+    if isinstance(err, BackendDead):
+        on_dead(err)
     if isinstance(err, SemcomError):
         await context.abort(err.code, str(err))
     log.exception("unexpected error in handler")
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
 
 
-def _wrap_unary(fn: Handler) -> Handler:
+def _wrap_unary(fn: Handler, on_dead: Callable[[BackendDead], None]) -> Handler:
     async def wrapper(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await fn(request, context)
         except (SemcomError, Exception) as err:
             if isinstance(err, asyncio.CancelledError) or _is_abort(err):
                 raise
-            await _abort(context, err)
+            await _abort(context, err, on_dead)
 
     return wrapper
 
 
-def _wrap_stream(fn: Handler) -> Handler:
+def _wrap_stream(fn: Handler, on_dead: Callable[[BackendDead], None]) -> Handler:
     async def wrapper(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
             async for item in fn(request, context):
@@ -57,7 +61,7 @@ def _wrap_stream(fn: Handler) -> Handler:
         except (SemcomError, Exception) as err:
             if isinstance(err, asyncio.CancelledError) or _is_abort(err):
                 raise
-            await _abort(context, err)
+            await _abort(context, err, on_dead)
 
     return wrapper
 
@@ -68,7 +72,11 @@ def _is_abort(err: BaseException) -> bool:
 
 
 class ErrorInterceptor(_InterceptorBase):
-    """Maps each SemcomError subclass to its gRPC status once, for every method of every service."""
+    """Maps each SemcomError subclass to its gRPC status once, for every method of every service; a
+    BackendDead is also reported to `on_dead`, which starts the daemon's drain."""
+
+    def __init__(self, on_dead: Callable[[BackendDead], None] = lambda err: None) -> None:
+        self.on_dead = on_dead
 
     async def intercept_service(
         self,
@@ -80,19 +88,27 @@ class ErrorInterceptor(_InterceptorBase):
             return handler
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+                _wrap_unary(handler.unary_unary, self.on_dead),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+                _wrap_unary(handler.stream_unary, self.on_dead),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                _wrap_stream(handler.unary_stream, self.on_dead),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+                _wrap_stream(handler.stream_stream, self.on_dead),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         return handler
 
@@ -105,7 +121,11 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 
 class GrpcServer:
-    """An aio server with health checking and reflection, bound on creation, started by `start()`."""
+    """An aio server with health checking and reflection, bound on creation, started by `start()`.
+
+    A handler that raises BackendDead (a model or server the daemon cannot work without is gone) turns
+    health NOT_SERVING at once and sets `dead`, on which the daemon's main loop drains and exits non-zero.
+    """
 
     def __init__(
         self,
@@ -114,8 +134,10 @@ class GrpcServer:
         service_names: Sequence[str],
     ) -> None:
         self.cfg = cfg
+        self.dead: asyncio.Future[BackendDead] = asyncio.get_running_loop().create_future()
+        self._not_serving: asyncio.Future[None] | None = None
         self.server = aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[ErrorInterceptor(self._on_dead)],
             options=[("grpc.so_reuseport", 0), *channel_options(cfg.max_message_bytes)],
         )
         for add in register:
@@ -136,8 +158,17 @@ class GrpcServer:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Report NOT_SERVING, stop accepting calls, let in-flight ones run for up to grace_s."""
+        if self._not_serving is not None:
+            await self._not_serving
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.cfg.grace_s if grace_s is None else grace_s)
+
+    def _on_dead(self, err: BackendDead) -> None:
+        if self.dead.done():
+            return
+        log.error("backend dead: %s; draining", err)
+        self.dead.set_result(err)
+        self._not_serving = asyncio.ensure_future(self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING))
 
     async def _set_all(self, status: int) -> None:
         for name in ["", *self.service_names]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,23 @@ def test_finds_people_on_a_pets_frame(
     assert matched >= len(found) / 2, (matched, len(found))
 
 
+@pytest.mark.data
+def test_frames_of_several_streams_in_one_call_give_each_frame_its_own_people(
+    detector: SsdLiteConfig, pets_frame: tuple[NDArray[np.uint8], NDArray[np.float64]]
+) -> None:
+    image, _ = pets_frame
+    det = detector.build()
+    alone = det.detect(image)
+    smaller = np.ascontiguousarray(image[100:500, 50:690])  # another camera: another size
+    batched = det.detect_many([image, np.zeros((480, 640, 3), np.uint8), smaller, image])
+    assert len(batched) == 4 and batched[1] == []
+    for got, want in ((batched[0], alone), (batched[3], alone), (batched[2], det.detect(smaller))):
+        assert len(got) == len(want) >= 1
+        # One batched forward pass gives the same boxes as one frame at a time, within float rounding.
+        assert np.allclose([d.box for d in got], [d.box for d in want], atol=0.5)
+    assert det.detect_many([]) == []
+
+
 def test_nothing_on_blank_frames(detector: SsdLiteConfig) -> None:
     det = detector.build()
     assert det.detect(np.zeros((576, 768, 3), np.uint8)) == []
@@ -113,6 +131,12 @@ def test_registry_names_and_a_registered_backend() -> None:
 
         def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]:
             return [Detection((1.0, 2.0, 3.0, 4.0), 0.9)]
+
+        def detect_many(self, frames_bgr: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+            return [self.detect(frame) for frame in frames_bgr]
+
+        async def aclose(self) -> None:
+            return None
 
     registry: Registry[DetectorFactory] = Registry("detector")
     registry.register("ssdlite", Fixed)
