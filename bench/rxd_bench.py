@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.embed import Embedder, TextEncoder
 from rxd.retrieval.engine import Query, RetrievalEngine
+from rxd.retrieval.parse import parse_query
 from rxd.retrieval.store import RecordStore
 from semcom.record import UNKNOWN, Record
 from semcom.schema import Schema, SchemaRegistry
@@ -220,6 +221,28 @@ def bench_queries(engine: RetrievalEngine, timer: TimedEncoder, queries: Sequenc
     print(f"  {_percentiles('search without the model', search)} ms; {memory}")
 
 
+PHRASINGS = Path(__file__).resolve().parents[1] / "tests" / "unit" / "data" / "query_phrasings.txt"
+
+
+def bench_parser(schema: Schema, rounds: int) -> None:
+    """Latency of the embedded parser per query, over the phrasings test set (after building its lexicon)."""
+    texts = [line.partition(" => ")[0] for line in PHRASINGS.read_text().splitlines() if " => " in line]
+    t0 = time.perf_counter()
+    parse_query("warm-up", schema)
+    build_s = time.perf_counter() - t0
+    times = []
+    for _ in range(rounds):
+        for text in texts:
+            t0 = time.perf_counter()
+            parse_query(text, schema)
+            times.append((time.perf_counter() - t0) * 1e6)
+    p50, p99, top = np.percentile(times, [50, 99, 100])
+    print(
+        f"parser: lexicon built in {build_s:.2f} s; {len(times)} parses of {len(texts)} phrasings: "
+        f"p50 {p50:.0f} us / p99 {p99:.0f} us / max {top:.0f} us"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -230,8 +253,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--dir", type=Path, default=None, help="where the index files go (default: a temp dir)"
     )
+    parser.add_argument("--parser-rounds", type=int, default=20, help="passes over the phrasings set")
+    parser.add_argument("--parser-only", action="store_true", help="measure the query parser and stop")
     args = parser.parse_args(argv)
     schema = SchemaRegistry.builtin().get("person/1")
+    bench_parser(schema, args.parser_rounds)
+    if args.parser_only:
+        return
     model = Embedder(threads=args.threads)
     t0 = time.perf_counter()
     model.load()
