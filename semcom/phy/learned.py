@@ -21,6 +21,7 @@ InvalidInput.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -167,6 +168,27 @@ class LearnedModel:
             out.append(spec.decode(equalised[:, start : start + spec.symbols], snr))
             start += spec.symbols
         return out
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of BLAKE2b over the schema id and every weight: a burst's header can name the
+        weights it was made with, so a receiver holding other weights refuses it instead of misreading it."""
+        h = hashlib.blake2b(self.schema_id.encode(), digest_size=8, person=b"semcom-lphy")
+        for f in self.fields:
+            h.update(f.name.encode())
+            for array in (f.codebook, f.weight, f.prior_logit):
+                h.update(
+                    np.ascontiguousarray(array, dtype="<c16" if array.dtype.kind == "c" else "<f8").tobytes()
+                )
+        return h.hexdigest()
+
+    def check_digest(self, digest: str) -> None:
+        """InvalidInput unless `digest` (from a burst) names these weights."""
+        if digest != self.digest:
+            raise InvalidInput(
+                f"burst was made with learned phy weights {digest!r}; this receiver's {self.name!r} are "
+                f"{self.digest!r}: load the same model file on both sides"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document `from_dict` reads (see MODEL_FORMAT)."""

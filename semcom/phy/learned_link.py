@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,15 @@ from semcom.codec.frame import (
     HEADER_BITS,
     RECORD_ID_BITS,
     VERSION_BITS,
+    decode_records,
     frame_bits,
 )
 from semcom.errors import CrcError, DecodeError, InvalidInput
 from semcom.phy.chain import RxResult, burst_symbols, receive, transmit
 from semcom.phy.learned import FloatArray, LearnedModel
 from semcom.phy.mcs import Mcs
-from semcom.schema import Schema
+from semcom.record import Record
+from semcom.schema import Schema, SchemaRegistry
 
 HEADER_MCS = Mcs("qpsk", "ldpc_r12")
 
@@ -159,6 +161,16 @@ class LearnedRxResult:
     def frame(self) -> bytes:
         """The codec frame with the most probable field values; CrcError when the header was lost."""
         return join_frame(self.header_frame, self.indices(), self.schema)
+
+    def records(self, stream_id: str) -> list[Record]:
+        """The burst's records, each field's confidence set from the decoder (CrcError when lost)."""
+        records = decode_records(self.frame(), SchemaRegistry([self.schema]), stream_id=stream_id)
+        confidence = self.confidence()
+        names = self.schema.field_names
+        return [
+            replace(r, confidence={n: float(c) for n, c in zip(names, row, strict=True)})
+            for r, row in zip(records, confidence, strict=True)
+        ]
 
 
 def learned_burst_symbols(

@@ -168,10 +168,11 @@ def test_burst_through_channel_sim(channel: str) -> None:
             out.symbols, model, SCHEMA, header_info_bits=tx.header_info_bits,
             header_coded_bits=tx.header_coded_bits, pilot_count=tx.pilot_symbols, record_count=8,
         )  # fmt: skip
-        assert decode_records(rx.frame(), registry, stream_id="cam") == decode_records(
-            frame, registry, stream_id="cam"
-        )
-        assert rx.confidence().min() > 0.9
+        sent = decode_records(frame, registry, stream_id="cam")
+        assert decode_records(rx.frame(), registry, stream_id="cam") == sent
+        got = rx.records("cam")
+        assert [r.fields for r in got] == [r.fields for r in sent]
+        assert min(c for r in got for c in r.confidence.values()) > 0.9
         checked += 1
     assert checked >= 10
 
@@ -264,3 +265,12 @@ def test_training_is_seeded_and_loads() -> None:
     doc = {**first, "format": "semcom-learned-phy/1", "name": "t", "schema_id": SCHEMA.id,
            "training": {"steps": 20}}  # fmt: skip
     assert LearnedModel.from_dict(doc, SCHEMA).symbols_per_record == 6
+
+
+def test_digest_names_the_weights() -> None:
+    one, two = load_model("person-s1", SCHEMA), load_model("person-s2", SCHEMA)
+    assert len(one.digest) == 16 and one.digest != two.digest
+    assert LearnedModel.from_dict(model_doc("person-s1"), SCHEMA).digest == one.digest
+    one.check_digest(one.digest)
+    with pytest.raises(InvalidInput, match="load the same model file"):
+        one.check_digest(two.digest)
