@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections import defaultdict
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
 
@@ -15,9 +13,13 @@ from rxd.retrieval.engine import RetrievalEngine
 from semcom.burst import ReceivedFrame, open_burst
 from semcom.codec import decode_records
 from semcom.errors import CrcError, DecodeError, SemcomError
+from semcom.link.messages import AckStatus
+from semcom.link.receiver import BurstArrival, Decoded, LinkReceiver, StreamStats
 from semcom.pb.v1 import link_pb2
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
+
+__all__ = ["BurstReceiver", "StreamStats"]
 
 log = logging.getLogger(__name__)
 
@@ -26,25 +28,9 @@ RECORDS = Counter("semcom_rxd_records_total", "Records, by outcome", ["outcome"]
 LINK_BITS = Counter("semcom_rxd_link_bits_total", "Bits received on the link", ["kind"])
 SNR = Gauge("semcom_rxd_snr_db", "Last SNR estimate (Es/N0, dB)")
 
-_DEDUP_WINDOW = 8192
-
-
-@dataclass
-class StreamStats:
-    bursts_ok: int = 0
-    bursts_failed: int = 0
-    records_indexed: int = 0
-    records_failed: int = 0
-    info_bits: int = 0
-    channel_symbols: int = 0
-    payload_bytes: int = 0
-    snr_db: float = math.nan
-    airtime_s: float = 0.0
-    accepted: set[int] = field(default_factory=set)
-
 
 class BurstReceiver:
-    """Receives one burst at a time per stream; CPU-heavy decoding runs on the executor."""
+    """Receives one burst at a time per stream; CPU-heavy decoding and indexing run on the executor."""
 
     def __init__(
         self,
@@ -58,51 +44,57 @@ class BurstReceiver:
         self.engine = engine
         self.executor = executor
         self.ldpc_iterations = ldpc_iterations
-        self.streams: dict[str, StreamStats] = defaultdict(StreamStats)
+        self.state = LinkReceiver()
+        # Two connections can carry the same stream for a moment (a transmitter that reconnected while its
+        # old call is still being answered): the duplicate check and the indexing must not interleave.
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def streams(self) -> dict[str, StreamStats]:
+        return self.state.streams
 
     async def handle(self, burst: link_pb2.Burst) -> link_pb2.Feedback:
-        h = burst.header
-        stats = self.streams[h.stream_id]
-        stats.payload_bytes += len(burst.payload.data)
-        stats.airtime_s += burst.trace.airtime_s
-        fb = link_pb2.Feedback(stream_id=h.stream_id, sequence=h.sequence)
-        if not h.stream_id or h.sequence == 0:
-            return self._fail(
-                fb, stats, h, link_pb2.ACK_STATUS_REJECTED, "header needs stream_id and sequence > 0"
-            )
-        if burst.trace.dropped:
-            return self._fail(fb, stats, h, link_pb2.ACK_STATUS_LOST, "the channel dropped the burst")
+        arrival = BurstArrival.from_pb(burst)
+        answer = self.state.arrive(arrival)
+        if answer is not None:
+            self._count_failed(arrival, answer.status, answer.detail)
+            return answer.to_pb()
         loop = asyncio.get_running_loop()
-        try:
-            received, records = await loop.run_in_executor(self.executor, self._decode, burst)
-        except CrcError as err:
-            return self._fail(fb, stats, h, link_pb2.ACK_STATUS_CRC_FAILED, str(err))
-        except SemcomError as err:
-            return self._fail(fb, stats, h, link_pb2.ACK_STATUS_REJECTED, str(err))
-        if received.snr_db == received.snr_db:
-            stats.snr_db = received.snr_db
-            SNR.set(received.snr_db)
-            fb.quality.snr_db = received.snr_db
-        fb.quality.bit_error_rate = received.pre_fec_ber
-        stats.info_bits += h.info_bits
-        stats.channel_symbols += received.channel_symbols
-        LINK_BITS.labels("info").inc(h.info_bits)
-        fb.status = link_pb2.ACK_STATUS_OK
-        fb.records_accepted = len(records)
-        if h.sequence in stats.accepted:
-            return fb  # a retransmission of a burst already indexed (its ack was lost): ack again, count once
-        stats.accepted.add(h.sequence)
-        if len(stats.accepted) > _DEDUP_WINDOW:
-            # Retransmissions only repeat bursts inside the sender's window, so old sequences can go.
-            stats.accepted = {seq for seq in stats.accepted if seq > h.sequence - _DEDUP_WINDOW // 2}
-        stats.bursts_ok += 1
-        stats.records_indexed += len(records)
-        BURSTS.labels("ok").inc()
-        RECORDS.labels("indexed").inc(len(records))
-        fb.quality.bursts_ok = stats.bursts_ok
-        fb.quality.bursts_failed = stats.bursts_failed
-        log.debug("indexed stream_id=%s sequence=%d records=%d", h.stream_id, h.sequence, len(records))
-        return fb
+        async with self._locks[arrival.stream_id]:
+            try:
+                received, records = await loop.run_in_executor(self.executor, self._decode, burst)
+            except CrcError as err:
+                return self._fail(arrival, AckStatus.CRC_FAILED, str(err))
+            except SemcomError as err:
+                return self._fail(arrival, AckStatus.REJECTED, str(err))
+            decoded = Decoded.of(
+                received.frame,
+                len(records),
+                snr_db=received.snr_db,
+                pre_fec_ber=received.pre_fec_ber,
+                channel_symbols=received.channel_symbols,
+            )
+            # A retransmission of a burst already indexed (its ack was lost): acknowledge again, index once.
+            duplicate = self.state.is_duplicate(arrival, decoded)
+            if not duplicate:
+                try:
+                    await loop.run_in_executor(self.executor, self._index, records)
+                except SemcomError as err:
+                    return self._fail(arrival, AckStatus.REJECTED, str(err))
+            fb = self.state.accept(arrival, decoded)
+        if fb.snr_db == fb.snr_db:
+            SNR.set(fb.snr_db)
+        LINK_BITS.labels("info").inc(arrival.info_bits)
+        if not duplicate:
+            BURSTS.labels("ok").inc()
+            RECORDS.labels("indexed").inc(len(records))
+            log.debug(
+                "indexed stream_id=%s sequence=%d records=%d",
+                arrival.stream_id,
+                arrival.sequence,
+                len(records),
+            )
+        return fb.to_pb()
 
     def _decode(self, burst: link_pb2.Burst) -> tuple[ReceivedFrame, list[Record]]:
         received = open_burst(burst, max_iter=self.ldpc_iterations)
@@ -115,27 +107,23 @@ class BurstReceiver:
             raise
         if len(records) != burst.header.record_count:
             raise DecodeError(f"frame holds {len(records)} records, header says {burst.header.record_count}")
-        self.engine.ingest(records)  # described, embedded and committed before the acknowledgement goes out
         return received, records
 
-    def _fail(
-        self,
-        fb: link_pb2.Feedback,
-        stats: StreamStats,
-        h: link_pb2.BurstHeader,
-        status: link_pb2.AckStatus.ValueType,
-        detail: str,
-    ) -> link_pb2.Feedback:
-        stats.bursts_failed += 1
-        stats.records_failed += h.record_count
-        outcome = link_pb2.AckStatus.Name(status).removeprefix("ACK_STATUS_").lower()
+    def _index(self, records: list[Record]) -> None:
+        self.engine.ingest(records)  # described, embedded and committed before the acknowledgement goes out
+
+    def _fail(self, arrival: BurstArrival, status: AckStatus, detail: str) -> link_pb2.Feedback:
+        self._count_failed(arrival, status, detail)
+        return self.state.fail(arrival, status, detail).to_pb()
+
+    def _count_failed(self, arrival: BurstArrival, status: AckStatus | None, detail: str) -> None:
+        outcome = status.value if status is not None else "unspecified"
         BURSTS.labels(outcome).inc()
-        RECORDS.labels("failed").inc(h.record_count)
+        RECORDS.labels("failed").inc(arrival.record_count)
         log.warning(
-            "burst stream_id=%s sequence=%d failed (%s): %s", h.stream_id, h.sequence, outcome, detail
+            "burst stream_id=%s sequence=%d failed (%s): %s",
+            arrival.stream_id,
+            arrival.sequence,
+            outcome,
+            detail,
         )
-        fb.status = status
-        fb.detail = detail
-        fb.quality.bursts_ok = stats.bursts_ok
-        fb.quality.bursts_failed = stats.bursts_failed
-        return fb

@@ -1,0 +1,76 @@
+"""Where the sender keeps records from acceptance until their burst is acknowledged or given up."""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from typing import Protocol
+
+from semcom.record import Record
+
+RecordKey = tuple[str, int]
+"""A record's identity on the link: (stream_id, record_id)."""
+
+
+def record_key(record: Record) -> RecordKey:
+    return (record.stream_id, record.record_id)
+
+
+class Outbox(Protocol):
+    """The records a sender has accepted and not yet settled.
+
+    A record is *waiting* from `add` until `take` hands it to the framer, then *in flight* until `settle`.
+    A durable outbox writes in `add` before returning (so an accepted record survives a restart), deletes
+    in `settle`, and after a restart offers every unsettled record as waiting again.
+    """
+
+    def add(self, record: Record) -> None:
+        """Accept one record; it is waiting from now on."""
+
+    def waiting_streams(self) -> list[str]:
+        """Streams with waiting records, in the order their first waiting record arrived."""
+
+    def take(self, stream_id: str) -> list[Record]:
+        """The stream's waiting records, oldest first; they are in flight from now on."""
+
+    def settle(self, keys: Iterable[RecordKey]) -> None:
+        """Forget records that were acknowledged or given up."""
+
+    def __len__(self) -> int:
+        """Records accepted and not yet settled (waiting or in flight)."""
+
+
+class MemoryOutbox:
+    """An outbox in memory: what a restart loses, the durable outbox will keep."""
+
+    def __init__(self) -> None:
+        self._waiting: OrderedDict[str, list[Record]] = OrderedDict()
+        # A multiset: nothing here relies on callers never reusing a record id.
+        self._in_flight: Counter[RecordKey] = Counter()
+        self._count = 0
+
+    def add(self, record: Record) -> None:
+        self._waiting.setdefault(record.stream_id, []).append(record)
+        self._count += 1
+
+    def waiting_streams(self) -> list[str]:
+        return list(self._waiting)
+
+    def take(self, stream_id: str) -> list[Record]:
+        records = self._waiting.pop(stream_id, [])
+        self._in_flight.update(record_key(r) for r in records)
+        return records
+
+    def settle(self, keys: Iterable[RecordKey]) -> None:
+        for key in keys:
+            held = self._in_flight.get(key, 0)
+            if held == 0:
+                continue
+            if held == 1:
+                del self._in_flight[key]
+            else:
+                self._in_flight[key] = held - 1
+            self._count -= 1
+
+    def __len__(self) -> int:
+        return self._count
