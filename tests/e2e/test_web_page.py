@@ -13,7 +13,7 @@ import pytest
 from semcom import client
 from semcom.pb.v1 import transmitter_pb2_grpc
 from tests.conftest import Chain
-from tests.integration.test_link_path import PEOPLE, wait_indexed
+from tests.fixtures.link import PEOPLE, wait_indexed
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from semcom.pb.v1 import (
 )
 from semcom.record import Record
 from tests.conftest import Chain
-from tests.integration.test_link_path import PEOPLE, announce_all, query, wait_indexed
+from tests.fixtures.link import PEOPLE, announce_all, query, wait_indexed
 
 
 async def announce_error(address: str, rec: Record) -> aio.AioRpcError:

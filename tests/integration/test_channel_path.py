@@ -9,7 +9,7 @@ from grpc import aio
 
 from semcom.pb.v1 import receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
 from tests.conftest import start_chain, stop_chain
-from tests.integration.test_link_path import PEOPLE, announce_all, wait_indexed
+from tests.fixtures.link import PEOPLE, announce_all, wait_indexed
 
 
 async def status(address: str) -> transmitter_pb2.TransmitterStatus:

@@ -23,52 +23,8 @@ from semcom.pb.v1 import (
     transmitter_pb2,
     transmitter_pb2_grpc,
 )
-from semcom.record import Record
 from tests.conftest import Chain, start_chain, stop_chain
-
-PEOPLE = [
-    {
-        "gender": "male",
-        "upper_color": "white",
-        "sleeve": "long",
-        "lower_color": "black",
-        "lower_length": "long",
-        "shoe_color": "black",
-    },
-    {"gender": "female", "upper_color": "red", "sleeve": "short", "lower_color": "blue"},
-    {"gender": "male", "upper_color": "white", "sleeve": "short", "lower_color": "black"},
-]
-
-
-async def announce_all(address: str, stream_id: str, people: list[dict[str, str]]) -> list[int]:
-    async with aio.insecure_channel(address) as ch:
-        stub = transmitter_pb2_grpc.TransmitterStub(ch)
-        ids = []
-        for i, fields in enumerate(people):
-            rec = Record("person/1", stream_id, i + 1, 0, 1_700_000_000.0 + i, 3, fields)
-            reply = await stub.Announce(transmitter_pb2.AnnounceRequest(record=rec.to_pb()), timeout=5)
-            ids.append(reply.record_id)
-        return ids
-
-
-async def wait_indexed(address: str, n: int, timeout_s: float = 60.0) -> receiver_pb2.ReceiverStats:
-    async with aio.insecure_channel(address) as ch:
-        stub = receiver_pb2_grpc.ReceiverStub(ch)
-        async with asyncio.timeout(timeout_s):
-            while True:
-                stats = await stub.Stats(receiver_pb2.StatsRequest(), timeout=5)
-                if stats.records_indexed + stats.records_failed >= n:
-                    return stats
-                await asyncio.sleep(0.02)
-
-
-async def query(address: str, **filters: str) -> receiver_pb2.QueryReply:
-    async with aio.insecure_channel(address) as ch:
-        stub = receiver_pb2_grpc.ReceiverStub(ch)
-        request = receiver_pb2.QueryRequest(
-            filters=[receiver_pb2.FieldFilter(name=k, value=v) for k, v in filters.items()]
-        )
-        return await stub.Query(request, timeout=5)
+from tests.fixtures.link import PEOPLE, announce_all, query, wait_indexed
 
 
 @pytest.mark.asyncio
