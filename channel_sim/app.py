@@ -57,7 +57,10 @@ class ChannelSim:
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
+        """Drain, then close in order: the Link and admin services, the channel models, the upstream
+        channel, the metrics endpoint."""
         await self.grpc.stop(grace_s)
+        await self.state.aclose()
         await self.upstream.close(None)
         if self.metrics is not None:
             self.metrics.close()

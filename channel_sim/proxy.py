@@ -44,12 +44,21 @@ class ChannelState:
         self.cfg = cfg
         self.chain = ChannelChain(cfg.models, cfg.seed)
         self._streams: dict[str, StreamChannel] = {}
+        self._retired: list[StreamChannel] = []  # streams of replaced chains, closed at shutdown
         self.stats = ChannelStats()
 
     def replace(self, chain: ChannelChain) -> None:
         self.chain = chain
+        self._retired += self._streams.values()
         self._streams.clear()
         log.info("channel chain now %s (seed %d)", chain.describe(), chain.seed)
+
+    async def aclose(self) -> None:
+        """Close every stream's models, those of replaced chains included."""
+        channels, self._retired = [*self._retired, *self._streams.values()], []
+        self._streams.clear()
+        for channel in channels:
+            await channel.aclose()
 
     def for_stream(self, stream_id: str) -> StreamChannel:
         if stream_id not in self._streams:

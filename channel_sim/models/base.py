@@ -54,6 +54,10 @@ class ChannelModel(ABC):
     def describe(self) -> str:
         """A short human-readable spelling, e.g. "awgn(snr_db=9.0)"."""
 
+    async def aclose(self) -> None:  # noqa: B027 - a hook with nothing to do in the built-in models
+        """Release what the model holds when its stream ends or channel-sim stops. The built-in models are
+        pure and hold nothing; a model that opens something (a trace file, an emulator) closes it here."""
+
 
 class SymbolModel(ChannelModel):
     """A model that acts on IQ symbols; byte payloads and dropped bursts pass through unchanged."""

@@ -53,6 +53,10 @@ class StreamChannel:
     def describe(self) -> str:
         return "|".join(model.describe() for model in self.models) or "passthrough"
 
+    async def aclose(self) -> None:
+        for model in self.models:
+            await model.aclose()
+
 
 class ChannelChain:
     """An ordered list of model configs and a seed; `for_stream` builds the models for one stream."""

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from pydantic import TypeAdapter
 
 from channel_sim.models import KINDS, ChannelBurst, ChannelModelConfig, parse_model
+from channel_sim.models.base import ChannelModel
 from channel_sim.models.chain import ChannelChain, StreamChannel
 from semcom.errors import InvalidInput
 
@@ -519,3 +520,25 @@ def test_any_chain_keeps_shape_dtype_and_erasure_count(
         assert out.symbols.shape == (n,) and out.symbols.dtype == np.complex64
         assert out.erased == int(np.count_nonzero(np.isnan(out.symbols.real)))
     assert out.airtime_s >= 0.0 and out.delay_s >= 0.0
+
+
+@pytest.mark.asyncio
+async def test_a_stream_closes_its_models_in_chain_order() -> None:
+    closed: list[str] = []
+
+    class Traced(ChannelModel):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def apply(self, burst: ChannelBurst, rng: np.random.Generator) -> ChannelBurst:
+            return burst
+
+        def describe(self) -> str:
+            return self.name
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    pure = parse_model("awgn", {"snr_db": 9.0}).build()
+    await StreamChannel("s", [Traced("first"), pure, Traced("last")], seed=1).aclose()
+    assert closed == ["first", "last"]  # the built-in model has nothing to close and is passed over
