@@ -1,5 +1,5 @@
 """`python -m bench.paper`: the same as `semcom bench paper`."""
 
-from bench.paper.run import main
+from bench.paper.cli import main
 
 raise SystemExit(main())

@@ -21,7 +21,29 @@ class PaperConfig(Frozen):
 
     video: Path | None = Field(None, description="labelled video file (with `labels`)")
     labels: Path | None = Field(None, description="CSV person,start_s,end_s,<schema fields> for `video`")
+    gt: Path | None = Field(
+        None, description="MOTChallenge gt.txt of `video` (with `attributes`): box-level truth"
+    )
+    attributes: Path | None = Field(
+        None,
+        description="CSV id,<schema fields> labelling every gt identity (with `gt`; a|b, empty = unknown)",
+    )
+    partial_gt: bool = Field(
+        False, description="the gt covers only some people: records matching nobody leave precision"
+    )
+    iou: float = Field(0.5, gt=0, le=1, description="IoU a keyframe box needs with a gt box to show it")
+    gt_frame_offset: int = Field(
+        1, description="gt frame number of the video's first frame (MOTChallenge numbers frames from 1)"
+    )
     crops: Path | None = Field(None, description="labelled crop set in the PETA layout (peta_labels.csv)")
+    fold_models: Path = Field(
+        Path("var/attributes_loso"),
+        description="leave-one-subset-out attribute models <subset>.pt (python -m bench.attributes_loso)",
+    )
+    in_sample: bool = Field(
+        False,
+        description="score crops with the configured model even though it trained on them (labelled so)",
+    )
     out: Path = Field(Path("var/bench/paper"), description="run directory for results.json/.md/.png")
     schemes: tuple[str, ...] = Field(DEFAULT_SCHEMES, min_length=1, description="schemes to compare")
     snr_db: tuple[float, ...] = Field(PAPER_SNR_DB, min_length=1, description="Es/N0 points, dB")
@@ -43,6 +65,9 @@ class PaperConfig(Frozen):
         None, description="a saved query set (JSON list, or a results.json) instead of generating one"
     )
     tolerance_s: float = Field(1.0, ge=0, description="a labelled time range is widened by this much")
+    min_positives: int = Field(
+        5, ge=1, description="queries with fewer satisfying targets get their ranked metrics reported apart"
+    )
     clip_s: float | None = Field(None, gt=0, description="use only the first clip_s seconds of the video")
     max_crops: int = Field(2000, ge=1, description="crops sampled from the crop set (seeded)")
     analysis_fps: float | None = Field(
@@ -88,14 +113,27 @@ class PaperConfig(Frozen):
 
     @model_validator(mode="after")
     def _one_input(self) -> PaperConfig:
-        video = self.video is not None or self.labels is not None
+        boxes = self.gt is not None or self.attributes is not None
+        video = self.video is not None or self.labels is not None or boxes
         if video == (self.crops is not None):
-            raise ValueError("give either --video with --labels, or --crops")
-        if video and (self.video is None or self.labels is None):
-            raise ValueError("--video and --labels go together")
+            raise ValueError("give either --video with --labels (or --gt and --attributes), or --crops")
+        if boxes and (self.gt is None or self.attributes is None):
+            raise ValueError("--gt and --attributes go together")
+        if video and (self.video is None or (self.labels is None) == (self.gt is None)):
+            raise ValueError(
+                "--video needs --labels (time ranges) or --gt with --attributes (boxes), not both"
+            )
+        if self.partial_gt and not boxes:
+            raise ValueError("--partial-gt applies to box-level ground truth (--gt)")
         return self
 
     def describe_input(self) -> str:
-        return (
-            f"crops {self.crops}" if self.crops is not None else f"video {self.video}, labels {self.labels}"
-        )
+        if self.crops is not None:
+            return f"crops {self.crops}"
+        if self.gt is not None:
+            partial = ", partial gt" if self.partial_gt else ""
+            return (
+                f"video {self.video}, boxes {self.gt} (IoU >= {self.iou:g}{partial}), "
+                f"identities {self.attributes}"
+            )
+        return f"video {self.video}, labels {self.labels}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ class Target:
         return out
 
 
-def _parse_cell(schema: Schema, name: str, cell: str, where: str) -> tuple[str, ...]:
+def parse_cell(schema: Schema, name: str, cell: str, where: str) -> tuple[str, ...]:
     """The values of one label cell, in order; InvalidInput names the cell and the vocabulary."""
     spec = schema.field(name)
     values = [v.strip().lower() for v in cell.split(MULTI_SEP) if v.strip()]
@@ -113,7 +113,7 @@ def load_video_labels(path: Path, schema: Schema) -> VideoLabels:
             raise InvalidInput(f"{where}: start_s/end_s must be numbers: {err}") from err
         if not 0 <= start_s <= end_s:
             raise InvalidInput(f"{where}: time range {start_s}..{end_s} s is empty or negative")
-        labels = {name: _parse_cell(schema, name, row.get(name, ""), where) for name in fields}
+        labels = {name: parse_cell(schema, name, row.get(name, ""), where) for name in fields}
         targets.append(Target(row["person"] or str(number - 1), labels, start_s=start_s, end_s=end_s))
     if not targets:
         raise InvalidInput(f"{path}: no labelled person rows")
@@ -128,10 +128,16 @@ class CropSet:
     targets: tuple[Target, ...]
     fields: tuple[str, ...]
     total: int
+    subsets: tuple[str, ...] = ()  # the subset (camera set) of each target, "" when not given
+    eligible: int = 0  # rows the sample was drawn from (those of the allowed subsets)
 
 
-def load_crop_set(root: Path, schema: Schema, *, max_crops: int, seed: int) -> CropSet:
-    """A seeded sample of `max_crops` rows of `<root>/peta_labels.csv` whose images exist, in file order."""
+def load_crop_set(
+    root: Path, schema: Schema, *, max_crops: int, seed: int, subsets: Collection[str] | None = None
+) -> CropSet:
+    """A seeded sample of `max_crops` rows of `<root>/peta_labels.csv` whose images exist, in file order;
+    with `subsets`, drawn only from the rows of those subsets (the same sample as before when all are
+    allowed)."""
     labels_path = root / "peta_labels.csv"
     if not labels_path.is_file():
         raise InvalidInput(f"crop set {root}: no peta_labels.csv (expected the PETA layout, see docs)")
@@ -145,7 +151,10 @@ def load_crop_set(root: Path, schema: Schema, *, max_crops: int, seed: int) -> C
         raise InvalidInput(f"{labels_path}: no rows")
     if max_crops < 1:
         raise InvalidInput(f"max_crops must be >= 1, got {max_crops}")
-    picked = sorted(random.Random(seed).sample(range(len(rows)), min(max_crops, len(rows))))
+    pool = [i for i, r in enumerate(rows) if subsets is None or r.get("subset", "") in subsets]
+    if not pool:
+        raise InvalidInput(f"{labels_path}: no rows of the subsets {', '.join(sorted(subsets or ()))}")
+    picked = sorted(pool[j] for j in random.Random(seed).sample(range(len(pool)), min(max_crops, len(pool))))
     targets = []
     for i in picked:
         row = rows[i]
@@ -157,7 +166,14 @@ def load_crop_set(root: Path, schema: Schema, *, max_crops: int, seed: int) -> C
         if not image.is_file():
             raise InvalidInput(f"{labels_path} row {i + 1}: image {image} does not exist")
         targets.append(Target(row["image"], labels, image=image))
-    return CropSet(root=root, targets=tuple(targets), fields=tuple(PETA_COLUMNS), total=len(rows))
+    return CropSet(
+        root=root,
+        targets=tuple(targets),
+        fields=tuple(PETA_COLUMNS),
+        total=len(rows),
+        subsets=tuple(rows[i].get("subset", "") for i in picked),
+        eligible=len(pool),
+    )
 
 
 def relevant(targets: Sequence[Target], slots: Mapping[str, str]) -> set[int]:

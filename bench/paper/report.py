@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,16 @@ import numpy as np
 
 from semcom.record import Record
 
+from .datasets import BoxVideoDataset, CropDataset
 from .links import Tally
-from .metrics import METRICS, Summary, across_snr, summarise
-from .run import PointResult, RunState, environment
-from .schemes import EPOCH_S, CropDataset
+from .metrics import ANSWERED, METRICS, RANKED, Summary, across_snr, mean_pr_curve, summarise, summarise_few
+from .plots import plot_accuracy, plot_overhead, plot_pr
+from .schemes import EPOCH_S
+from .state import PointResult, RunState, by_scheme, environment
 
 # The paper's reported figures (section IV), for the side-by-side columns.
 PAPER = {"semantic_accuracy": 93.03, "traditional_accuracy": 39.39, "semantic_bits": 36e3, "mpeg_bits": 219e6}
 CLIFF_DB = 9.0
-
-
-def _by_scheme(state: RunState) -> dict[str, dict[float, list[PointResult]]]:
-    out: dict[str, dict[float, list[PointResult]]] = defaultdict(lambda: defaultdict(list))
-    for p in state.points:
-        out[p.scheme][p.snr_db].append(p)
-    return out
 
 
 KINDS = ("single", "combination")
@@ -57,11 +51,14 @@ def results(state: RunState) -> dict[str, Any]:
     """The JSON document of a run."""
     cfg = state.config
     schemes: dict[str, Any] = {}
-    for name, per_snr in _by_scheme(state).items():
-        summaries = {snr: summarise([s for p in pts for s in p.scores]) for snr, pts in per_snr.items()}
+    n = cfg.min_positives
+    for name, per_snr in by_scheme(state).items():
+        summaries = {snr: summarise([s for p in pts for s in p.scores], n) for snr, pts in per_snr.items()}
+        few = {snr: summarise_few([s for p in pts for s in p.scores], n) for snr, pts in per_snr.items()}
         first = next(iter(per_snr.values()))
         schemes[name] = {
             "overall": across_snr(summaries),
+            "overall_few_positives": across_snr(few),
             "by_kind": _by_kind(state, per_snr),
             "bits": _tally(first).to_dict(cfg.symbol_rate),
             "records_sent": first[0].received.records_sent,
@@ -69,19 +66,25 @@ def results(state: RunState) -> dict[str, Any]:
             "per_snr": [
                 {
                     "snr_db": snr,
-                    **{m: summaries[snr][m].to_dict() for m in METRICS},
+                    **{m: summaries[snr][m].to_dict() for m in (*METRICS, ANSWERED, *RANKED)},
+                    "few_positives": {m: few[snr][m].to_dict() for m in (*METRICS, ANSWERED, *RANKED)},
+                    "pr_curve": mean_pr_curve([s for p in pts for s in p.scores], n),
                     "bits": _tally(pts).to_dict(cfg.symbol_rate),
-                    "records_received": [p.received.records.__len__() for p in pts],
+                    "records_received": [len(p.received.records) for p in pts],
+                    "records_showing_nobody": [_nobody(p) for p in pts],
                     "notes": [p.received.note for p in pts],
                     "wall_s": sum(p.wall_s for p in pts),
-                    "per_query": [[s.__dict__ for s in p.scores] for p in pts],
+                    "per_query": [
+                        [{k: v for k, v in s.__dict__.items() if k != "pr"} for s in p.scores] for p in pts
+                    ],
                 }
                 for snr, pts in per_snr.items()
             ],
         }
-    return {
+    out = {
         "config": cfg.model_dump(mode="json"),
         "command": state.command,
+        "sample": state.sample,
         "input": _input(state),
         "queries": [q.to_dict() for q in state.queries],
         "schemes": schemes,
@@ -92,6 +95,46 @@ def results(state: RunState) -> dict[str, Any]:
         "definitions": DEFINITIONS,
         **state.extra,
     }
+    if isinstance(state.dataset, CropDataset):
+        out["attribute_accuracy"] = attribute_accuracy(state)
+    return out
+
+
+def _nobody(point: PointResult) -> int:
+    """Received records whose keyframe shows no labelled target."""
+    return sum(1 for r in point.received.records if point.received.shows.get(r.record_id) is None)
+
+
+def attribute_accuracy(state: RunState) -> dict[str, dict[str, float]]:
+    """Per field, the understanding the semantic scheme sent against the crops' labels: plain accuracy and
+    balanced accuracy (mean recall over the classes present, by first listed value), "unknown" counted as
+    wrong, over the crops labelled for that field."""
+    sent = next((p.received for p in state.points if p.scheme == "semantic"), None)
+    if sent is None:
+        return {}
+    targets = state.dataset.targets
+    out: dict[str, dict[str, float]] = {}
+    for name in state.schema.field_names:
+        rows = [
+            (targets[t].labels[name], r.fields.get(name))
+            for r in sent.sent
+            if (t := sent.shows.get(r.record_id)) is not None and targets[t].labels.get(name)
+        ]
+        if not rows:
+            continue
+        hits: dict[str, list[bool]] = {}
+        for labels, value in rows:
+            hits.setdefault(labels[0], []).append(value in labels)
+        correct = [ok for per in hits.values() for ok in per]
+        out[name] = {
+            "n": len(rows),
+            "accuracy": float(np.mean(correct)),
+            "balanced_accuracy": float(np.mean([np.mean(per) for per in hits.values()])),
+            "unknown": float(np.mean([value in (None, "unknown") for _, value in rows])),
+        }
+    if out:
+        out["mean"] = {k: float(np.mean([v[k] for v in out.values()])) for k in next(iter(out.values()))}
+    return out
 
 
 DEFINITIONS = {
@@ -102,6 +145,20 @@ DEFINITIONS = {
     "recall": "share of the satisfying targets (persons / crops) with at least one retrieved record, over "
     "min(satisfying targets, top_k)",
     "f1": "harmonic mean of precision and recall per query",
+    "shows": "video with time ranges: the person whose range (widened by tolerance_s) holds the keyframe "
+    "time; video with gt boxes: the identity whose box in the keyframe's frame (interpolated between "
+    "annotated frames) has IoU >= iou with the keyframe's box, the best one; crops: the crop itself",
+    "partial_gt": "records showing no labelled target are left out of precision and ranking instead of "
+    "counted wrong (records_showing_nobody says how many there were)",
+    "precision_answered": "precision averaged over the queries that retrieved at least one record (the "
+    "paper's precision counts an empty answer as 0)",
+    "precision_at_k": "share of the first k hits of the engine's ranked list (all hits, not only the exact "
+    "tier) that show a satisfying target; a list shorter than k counts the missing ranks as misses",
+    "average_precision": "mean over the records in the index that show a satisfying target of the "
+    "precision at their rank (0 for one not in the list); 0 when no such record reached the index",
+    "positives": "satisfying targets in the ground truth; ranked metrics in `overall` average the queries "
+    "with at least min_positives of them, the others are in `overall_few_positives`",
+    "pr_curve": "11-point interpolated precision at record recall 0, 0.1, ..., 1, mean over queries",
     "robustness": "population standard deviation across the SNR points of the mean precision",
     "error_bars": "one standard error of the mean over queries x seeds",
     "info_bits": "frame bits handed to the physical layer (codec headers and CRC included)",
@@ -133,15 +190,22 @@ def _input(state: RunState) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": ds.kind, "targets": len(targets)}
     if isinstance(ds, CropDataset):
         out["crops_total"] = ds.crops.total
+        out["crops_eligible"] = ds.crops.eligible
         out["crops"] = [t["key"] for t in targets]
+        out["subsets"] = {s: ds.crops.subsets.count(s) for s in sorted(set(ds.crops.subsets))}
     else:
         out["persons"] = targets
+    if isinstance(ds, BoxVideoDataset):
+        out["fps"] = ds.fps
+        out["gt_frame_offset"] = ds.frame_offset
+        out["iou"] = ds.iou_min
+        out["partial_gt"] = ds.partial
     return out
 
 
 def targets_check(state: RunState) -> dict[str, Any]:
     """The issue's targets, reported against (not enforced): accuracy, spread, overhead, cliff."""
-    by = _by_scheme(state)
+    by = by_scheme(state)
     out: dict[str, Any] = {}
     if "semantic" in by:
         overall = across_snr(
@@ -193,7 +257,8 @@ def markdown(state: RunState, doc: dict[str, Any]) -> str:
         ("f1", "F1 (%) vs SNR"),
     ):
         lines += _per_snr(state, metric, title)
-    lines += _overall(state, doc) + _overhead(state, doc) + _targets(doc)
+    lines += _overall(state, doc) + _ranked(state, doc) + _attributes(doc) + _overhead(state, doc)
+    lines += _targets(doc)
     lines += ["", "## Definitions", ""] + [f"- {k}: {v}" for k, v in DEFINITIONS.items()] + [""]
     return "\n".join(lines)
 
@@ -206,6 +271,7 @@ def _header(state: RunState, doc: dict[str, Any]) -> list[str]:
         f"- command: `{state.command}`",
         f"- input: {cfg.describe_input()} ({doc['input']['targets']} labelled targets, "
         f"{len(state.queries)} queries)",
+        f"- sample: **{state.sample}**",
         f"- channel: {json.dumps(list(cfg.channel))}, SNR {', '.join(f'{s:g}' for s in cfg.snr_db)} dB, "
         f"{cfg.seeds} draw(s) per point, seed {cfg.seed}; retrieved = {cfg.match} matches in the top "
         f"{cfg.top_k}",
@@ -229,7 +295,7 @@ def _header(state: RunState, doc: dict[str, Any]) -> list[str]:
 
 
 def _per_snr(state: RunState, metric: str, title: str) -> list[str]:
-    by = _by_scheme(state)
+    by = by_scheme(state)
     names = list(by)
     lines = [f"## {title}", "", "| SNR dB | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for snr in state.config.snr_db:
@@ -240,11 +306,14 @@ def _per_snr(state: RunState, metric: str, title: str) -> list[str]:
 
 def _overall(state: RunState, doc: dict[str, Any]) -> list[str]:
     lines = ["## Mean over SNR and robustness (std across SNR points, % points)", ""]
-    lines += ["| scheme | precision | std | recall | std | F1 | std |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| scheme | precision | std | recall | std | F1 | std | precision where answered |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n, scheme in doc["schemes"].items():
         o = scheme["overall"]
         cells = " | ".join(f"{100 * o[m]['mean']:.1f} | {100 * o[m]['std']:.1f}" for m in METRICS)
-        lines.append(f"| {n} | {cells} |")
+        lines.append(f"| {n} | {cells} | {_cell(o, ANSWERED)} |")
     lines += ["", "Mean precision / recall over SNR by query kind (%):", ""]
     lines += ["| scheme | " + " | ".join(KINDS) + " |", "|---" * (len(KINDS) + 1) + "|"]
     for n, scheme in doc["schemes"].items():
@@ -256,6 +325,58 @@ def _overall(state: RunState, doc: dict[str, Any]) -> list[str]:
                 for k in KINDS
             )
             + " |"
+        )
+    return [*lines, ""]
+
+
+def _cell(o: dict[str, dict[str, float]], metric: str) -> str:
+    v = o.get(metric, {}).get("mean")
+    return "-" if v is None or math.isnan(v) else f"{100 * v:.1f}"
+
+
+def _ranked(state: RunState, doc: dict[str, Any]) -> list[str]:
+    n = state.config.min_positives
+    head = "| scheme | P@1 | P@5 | P@10 | mAP | queries |"
+    lines = [f"## Ranked retrieval, mean over SNR (%; queries with >= {n} positives)", "", head]
+    lines.append("|---|---|---|---|---|---|")
+    few = ["", f"Queries with fewer than {n} positives, apart:", "", head, "|---|---|---|---|---|---|"]
+    for name, scheme in doc["schemes"].items():
+        first = scheme["per_snr"][0]
+        for rows, o, count in (
+            (lines, scheme["overall"], first[RANKED[0]]["n"]),
+            (few, scheme["overall_few_positives"], first["few_positives"][RANKED[0]]["n"]),
+        ):
+            rows.append(f"| {name} | {' | '.join(_cell(o, m) for m in RANKED)} | {count} |")
+    nobody = {
+        name: sum(sum(p["records_showing_nobody"]) for p in scheme["per_snr"])
+        for name, scheme in doc["schemes"].items()
+    }
+    note = (
+        "left out of precision and ranking (partial gt)"
+        if state.dataset.partial
+        else "counted wrong when retrieved"
+    )
+    tail = [
+        "",
+        "Received records showing no labelled target, summed over SNR points and draws ("
+        + note
+        + "): "
+        + ", ".join(f"{k} {v}" for k, v in nobody.items()),
+        "",
+    ]
+    return lines + few + tail
+
+
+def _attributes(doc: dict[str, Any]) -> list[str]:
+    acc = doc.get("attribute_accuracy")
+    if not acc:
+        return []
+    lines = [f"## Attribute accuracy of the semantic scheme's records ({doc['sample']})", ""]
+    lines += ["| field | crops | accuracy | balanced accuracy | unknown |", "|---|---|---|---|---|"]
+    for name, a in acc.items():
+        lines.append(
+            f"| {name} | {a['n']:.0f} | {a['accuracy']:.3f} | {a['balanced_accuracy']:.3f} | "
+            f"{a['unknown']:.2f} |"
         )
     return [*lines, ""]
 
@@ -308,72 +429,18 @@ def _payload(doc: dict[str, Any]) -> str:
     return f"{len(doc['input'].get('crops', []))} JPEG crops"
 
 
-def plot_accuracy(state: RunState, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by = _by_scheme(state)
-    names = list(by)
-    snrs = list(state.config.snr_db)
-    x = np.arange(len(snrs))
-    width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
-    for i, n in enumerate(names):
-        stats = [summarise([s for p in by[n][snr] for s in p.scores])["precision"] for snr in snrs]
-        ax.bar(
-            x + (i - (len(names) - 1) / 2) * width,
-            [100 * s.mean for s in stats],
-            width,
-            yerr=[100 * s.sem for s in stats],
-            capsize=2,
-            label=n,
-        )
-    ax.set_xticks(x, [f"{s:g}" for s in snrs])
-    ax.set_xlabel("SNR (Es/N0, dB)")
-    ax.set_ylabel("retrieval accuracy (precision, %)")
-    ax.set_ylim(0, 105)
-    ax.set_title(f"Retrieval accuracy vs SNR ({state.dataset.kind}, {len(state.queries)} queries)")
-    fig.legend(loc="outside lower center", ncol=len(names), fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_overhead(state: RunState, doc: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(doc["schemes"])
-    info = [doc["schemes"][n]["bits"]["info_bits"] for n in names]
-    channel = [doc["schemes"][n]["bits"]["channel_bits"] for n in names]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(x - 0.2, info, 0.4, label="information bits")
-    ax.bar(x + 0.2, channel, 0.4, label="channel bits")
-    ax.set_yscale("log")
-    ax.set_xticks(x, names)
-    ax.set_ylabel("bits transmitted")
-    ax.set_title("Overhead per scheme (log scale)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_report(state: RunState) -> list[Path]:
     """results.json, results.md, accuracy_vs_snr.png and overhead.png in the run directory."""
     out = state.config.out
     out.mkdir(parents=True, exist_ok=True)
     doc = results(state)
     paths = [out / "results.json", out / "results.md", out / "accuracy_vs_snr.png", out / "overhead.png"]
+    paths.append(out / "precision_recall.png")
     paths[0].write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     paths[1].write_text(markdown(state, doc), encoding="utf-8")
     plot_accuracy(state, paths[2])
     plot_overhead(state, doc, paths[3])
+    plot_pr(doc, paths[4])
     return paths
 
 
@@ -394,15 +461,17 @@ def _clean(value: Any) -> Any:
 
 def print_summary(state: RunState) -> None:
     doc = results(state)
+    print(f"sample: {state.sample}")
     print(
-        f"{'scheme':<20} {'precision':>16} {'recall':>16} {'F1':>16} {'info bits':>12} {'channel bits':>13}"
+        f"{'scheme':<20} {'precision':>16} {'recall':>16} {'F1':>16} {'mAP':>6} {'info bits':>12} "
+        f"{'channel bits':>13}"
     )
     for n, s in doc["schemes"].items():
         o = s["overall"]
         cells = [f"{100 * o[m]['mean']:6.1f} ± {100 * o[m]['std']:4.1f} sd" for m in METRICS]
         bits = s["bits"]
         print(
-            f"{n:<20} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} {bits['info_bits']:>12} "
-            f"{bits['channel_bits']:>13}"
+            f"{n:<20} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} {_cell(o, 'average_precision'):>6} "
+            f"{bits['info_bits']:>12} {bits['channel_bits']:>13}"
         )
     print(f"wall {state.wall_s:.0f} s, load average {', '.join(f'{x:.2f}' for x in state.load)}")

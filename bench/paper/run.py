@@ -2,81 +2,55 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import platform
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
+import av
 import numpy as np
-from pydantic import ValidationError
 from tqdm import tqdm
 
 from semcom.burst import parse_mcs
-from semcom.config import ConfigError, load_config
+from semcom.config import load_config
 from semcom.errors import InvalidInput
 from semcom.schema import Schema, SchemaRegistry
 from txd.understanding.base import Understander
 
-from .config import PAPER_SNR_DB, PaperConfig
+from .boxes import load_identity_attributes, load_mot_gt
+from .config import PaperConfig
+from .datasets import AnyDataset, BoxVideoDataset, CropDataset, VideoDataset
+from .folds import TRAIN_COMMAND, FoldModels, find_fold_models
 from .labels import load_crop_set, load_video_labels
 from .links import Air, LinkSettings, channel_models
-from .metrics import MemoEncoder, QueryScore, Receiver, score
+from .metrics import MemoEncoder, Receiver, score
 from .queries import PaperQuery, generate_queries, load_queries
-from .schemes import (
-    CropDataset,
-    Received,
-    Scheme,
-    TraditionalSettings,
-    VideoDataset,
-    Workbench,
-    build_scheme,
-    check_dataset,
-)
+from .schemes import Scheme, TraditionalSettings, Workbench, build_scheme, check_dataset
+from .state import PointResult, RunState
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PointResult:
-    """One (scheme, SNR, seed) point."""
-
-    scheme: str
-    snr_db: float
-    seed_index: int
-    received: Received
-    scores: list[QueryScore]
-    wall_s: float
-
-
-@dataclass
-class RunState:
-    """Everything a report needs."""
-
-    config: PaperConfig
-    schema: Schema
-    dataset: VideoDataset | CropDataset
-    queries: list[PaperQuery]
-    points: list[PointResult] = field(default_factory=list)
-    prepare_s: dict[str, float] = field(default_factory=dict)
-    wall_s: float = 0.0
-    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    command: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _dataset(cfg: PaperConfig, schema: Schema) -> VideoDataset | CropDataset:
+def _dataset(cfg: PaperConfig, schema: Schema, folds: FoldModels | None) -> AnyDataset:
     if cfg.crops is not None:
-        return CropDataset(load_crop_set(cfg.crops, schema, max_crops=cfg.max_crops, seed=cfg.seed))
-    assert cfg.video is not None and cfg.labels is not None
+        allowed = None if folds is None else set(folds.weights)
+        crops = load_crop_set(cfg.crops, schema, max_crops=cfg.max_crops, seed=cfg.seed, subsets=allowed)
+        return CropDataset(crops)
+    assert cfg.video is not None
     if not cfg.video.is_file():
         raise InvalidInput(f"video {cfg.video} does not exist")
+    if cfg.gt is not None and cfg.attributes is not None:
+        gt = load_mot_gt(cfg.gt)
+        identities = load_identity_attributes(cfg.attributes, schema, gt)
+        fps = _frame_rate(cfg.video)
+        box = BoxVideoDataset(
+            cfg.video, gt, identities, fps, cfg.gt_frame_offset, cfg.iou, cfg.partial_gt, cfg.clip_s
+        )
+        check_dataset(box)
+        return box
+    assert cfg.labels is not None
     labels = load_video_labels(cfg.labels, schema)
     if cfg.clip_s is not None:
         kept = tuple(t for t in labels.targets if t.start_s < cfg.clip_s)
@@ -84,6 +58,41 @@ def _dataset(cfg: PaperConfig, schema: Schema) -> VideoDataset | CropDataset:
     dataset = VideoDataset(cfg.video, labels, cfg.tolerance_s, cfg.clip_s)
     check_dataset(dataset)
     return dataset
+
+
+def _frame_rate(path: Path) -> float:
+    """The video's nominal frame rate: the decoder's times are frame index / this rate."""
+    try:
+        with av.open(str(path)) as box:
+            if not box.streams.video:
+                raise InvalidInput(f"{path}: no video stream")
+            stream = box.streams.video[0]
+            return float(stream.average_rate or stream.guessed_rate or 25)
+    except av.FFmpegError as err:
+        raise InvalidInput(f"cannot open {path}: {err}") from err
+
+
+def _folds(cfg: PaperConfig, model_kind: str, given: bool) -> tuple[FoldModels | None, str]:
+    """The fold models a crop run needs and how the run relates to the model's training data."""
+    if cfg.crops is None:
+        return None, "out of sample: the attribute model never trained on this video"
+    if given:
+        return None, "understander given by the caller (its training data unknown to the bench)"
+    if model_kind != "attributes":
+        return None, f"out of sample: the {model_kind} understanding backend did not train on these crops"
+    if not any(s in cfg.schemes for s in ("semantic", "semantic-text", "traditional")):
+        return None, "labels only (no scheme runs the attribute model)"
+    if cfg.in_sample:
+        return None, "IN-SAMPLE: the configured attribute model trained on these crops (--in-sample)"
+    folds = find_fold_models(cfg.fold_models)
+    if not folds.weights:
+        raise InvalidInput(
+            f"no fold models in {cfg.fold_models}: the shipped attribute model trained on every PETA subset, "
+            f"so scoring it on PETA crops is in-sample. Train the leave-one-subset-out folds with "
+            f"`{TRAIN_COMMAND.format(root=cfg.fold_models)}` (about 10 min per fold on one core, cached "
+            "there), or pass --in-sample to score the shipped model anyway (labelled in every output)"
+        )
+    return folds, folds.describe()
 
 
 def _point_seed(seed: int, snr_index: int, repeat: int) -> int:
@@ -101,9 +110,10 @@ def build(
     from rxd.app import build_describer, build_query_parser
     from rxd.config import RxdConfig
     from rxd.retrieval.embed import Embedder
-    from txd.app import UNDERSTANDERS
     from txd.config import TxdConfig
     from txd.perception.pipeline import PerceptionConfig
+    from txd.understanding.attributes import AttributesConfig
+    from txd.understanding.base import UNDERSTANDERS
 
     txd_cfg = load_config(TxdConfig, path=cfg.txd_config) if cfg.txd_config else TxdConfig()
     rxd_cfg = load_config(RxdConfig, path=cfg.rxd_config) if cfg.rxd_config else RxdConfig()
@@ -111,7 +121,9 @@ def build(
         channel_models(cfg.channel, snr)
     registry = SchemaRegistry.builtin()
     schema = registry.get(txd_cfg.site.schema_id)
-    dataset = _dataset(cfg, schema)
+    understanding = txd_cfg.understanding
+    folds, sample = _folds(cfg, understanding.kind, understander is not None)
+    dataset = _dataset(cfg, schema, folds)
     if cfg.queries is not None:
         queries = load_queries(cfg.queries, schema)
     else:
@@ -144,9 +156,12 @@ def build(
             cfg.probe_bursts,
         ),
         perception=perception,
-        make_understander=understander
-        or (lambda: UNDERSTANDERS.load(txd_cfg.understanding.kind)(txd_cfg.understanding)),
+        make_understander=understander or (lambda: UNDERSTANDERS.load(understanding.kind)(understanding)),
         analysis_fps=cfg.analysis_fps or perception.analysis_fps,
+        fold_understander=None
+        if folds is None or not isinstance(understanding, AttributesConfig)
+        else partial(folds.understander, base=understanding),
+        sample=sample,
     )
     receiver = Receiver(
         describer=build_describer(rxd_cfg.generate),
@@ -172,6 +187,7 @@ def run_paper(
         return _run(cfg, bench, queries, receiver, progress=progress, command=command, started=started)
     finally:
         receiver.parser.close()
+        bench.close_folds()
 
 
 def _run(
@@ -184,7 +200,7 @@ def _run(
     command: str,
     started: float,
 ) -> RunState:
-    state = RunState(cfg, bench.schema, bench.dataset, queries, command=command)
+    state = RunState(cfg, bench.schema, bench.dataset, queries, command=command, sample=bench.sample)
     schemes: list[Scheme] = [build_scheme(name) for name in cfg.schemes]
     for scheme in tqdm(schemes, desc="prepare", unit="scheme", disable=not progress):
         t0 = time.perf_counter()
@@ -203,13 +219,15 @@ def _run(
         received = scheme.run(bench, air)
         scores = score(
             received.records,
+            received.shows,
             queries,
-            bench.dataset,
+            bench.dataset.targets,
             registry=bench.registry,
             schema=bench.schema,
             receiver=receiver,
             top_k=cfg.top_k,
             match=cfg.match,
+            partial=bench.dataset.partial,
         )
         state.points.append(PointResult(scheme.name, snr, repeat, received, scores, time.perf_counter() - t0))
     link, trad = bench.link, bench.traditional
@@ -239,112 +257,3 @@ def _run(
             "gop_frames": enc.gop_frames,
         }
     return state
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The command line of `semcom bench paper` / `python -m bench.paper`."""
-    d = PaperConfig.model_fields
-    src = p.add_argument_group("input (a labelled video, or a labelled crop set)")
-    src.add_argument("--video", type=Path, help=d["video"].description)
-    src.add_argument("--labels", type=Path, help=d["labels"].description)
-    src.add_argument("--crops", type=Path, help=d["crops"].description)
-    src.add_argument("--clip-s", type=float, help=d["clip_s"].description)
-    src.add_argument("--max-crops", type=int, default=2000, help=d["max_crops"].description)
-    src.add_argument("--tolerance-s", type=float, default=1.0, help=d["tolerance_s"].description)
-    run = p.add_argument_group("schemes, channel, queries")
-    run.add_argument("--schemes", default=",".join(d["schemes"].default), help="comma-separated")
-    run.add_argument(
-        "--snr-db", default=",".join(f"{s:g}" for s in PAPER_SNR_DB), help="comma-separated Es/N0 points, dB"
-    )
-    run.add_argument("--channel", default='[{"kind": "awgn"}]', help="JSON list of channel-sim models")
-    run.add_argument("--seeds", type=int, default=1, help=d["seeds"].description)
-    run.add_argument("--seed", type=int, default=0, help=d["seed"].description)
-    run.add_argument("--top-k", type=int, default=1000, help=d["top_k"].description)
-    run.add_argument("--match", choices=["exact", "compatible"], default="exact", help=d["match"].description)
-    run.add_argument("--queries", type=Path, help=d["queries"].description)
-    run.add_argument("--max-combinations", type=int, default=40, help=d["max_combinations"].description)
-    run.add_argument("--analysis-fps", type=float, help=d["analysis_fps"].description)
-    link = p.add_argument_group("links")
-    link.add_argument("--semantic-mcs", help=d["semantic_mcs"].description)
-    link.add_argument("--traditional-mcs", default="qam16/ldpc_r12", help=d["traditional_mcs"].description)
-    link.add_argument("--burst-bytes", type=int, default=12032, help=d["burst_bytes"].description)
-    link.add_argument(
-        "--sampling", choices=["auto", "full", "sampled"], default="auto", help=d["sampling"].description
-    )
-    link.add_argument("--probe-bursts", type=int, default=32, help=d["probe_bursts"].description)
-    link.add_argument("--video-bitrate-kbps", type=int, default=500, help=d["video_bitrate_kbps"].description)
-    link.add_argument("--gop-s", type=float, default=2.0, help=d["gop_s"].description)
-    link.add_argument("--x264-preset", default="veryfast", help=d["x264_preset"].description)
-    link.add_argument("--symbol-rate", type=float, default=1e6, help=d["symbol_rate"].description)
-    cfgs = p.add_argument_group("daemon configs and output")
-    cfgs.add_argument("--txd-config", type=Path, help=d["txd_config"].description)
-    cfgs.add_argument("--rxd-config", type=Path, help=d["rxd_config"].description)
-    cfgs.add_argument("--out", type=Path, default=Path("var/bench/paper"), help=d["out"].description)
-    cfgs.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        return tuple(float(p) for p in parts)
-    except ValueError as err:
-        raise InvalidInput(f"{what}: {err}") from err
-
-
-def config_from_args(args: argparse.Namespace) -> PaperConfig:
-    """The validated config; InvalidInput with every problem named by option."""
-    try:
-        channel = json.loads(args.channel)
-    except json.JSONDecodeError as err:
-        raise InvalidInput(f"--channel is not JSON: {err}") from err
-    if not isinstance(channel, list) or not all(isinstance(m, dict) for m in channel):
-        raise InvalidInput('--channel must be a JSON list of models, e.g. [{"kind": "awgn"}]')
-    fields: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in PaperConfig.model_fields
-        if name not in ("schemes", "snr_db", "channel") and getattr(args, name, None) is not None
-    }
-    fields["schemes"] = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
-    fields["snr_db"] = _floats(args.snr_db, "--snr-db")
-    fields["channel"] = tuple(channel)
-    try:
-        return PaperConfig(**fields)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
-            for e in err.errors()
-        )
-        raise InvalidInput(problems) from err
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from . import __doc__ as doc
-    from .report import print_summary, write_report
-
-    parser = argparse.ArgumentParser(
-        prog="semcom bench paper", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args)
-        import torch
-
-        torch.set_num_threads(1)
-        state = run_paper(
-            cfg,
-            progress=not args.no_progress,
-            command=" ".join(["semcom bench paper", *(sys.argv[1:] if argv is None else argv)]),
-        )
-    except (InvalidInput, ConfigError, FileNotFoundError) as err:
-        print(f"semcom bench paper: {err}", file=sys.stderr)
-        return 2
-    paths = write_report(state)
-    print_summary(state)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-def environment() -> dict[str, Any]:
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}

@@ -7,10 +7,9 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Protocol
 
 import av
@@ -26,7 +25,7 @@ from txd.perception.keyframes import Keyframe
 from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.base import Understander, Understanding
 
-from .labels import CropSet, Target, VideoLabels
+from .datasets import AnyDataset, BoxVideoDataset, CropDataset, VideoDataset
 from .links import Air, LinkSettings, Tally, send_bytes, send_bytes_sampled, send_records
 from .media import EncodedVideo, Perceiver, content_digest, decode_robust, encode_h264, source_frames
 
@@ -61,56 +60,26 @@ class Received:
     records_sent: int
     note: str = ""
     sent: list[Record] = field(default_factory=list)  # what the transmitter sent (records schemes only)
+    shows: Mapping[int, int | None] = field(default_factory=dict)  # record_id -> target shown, or None
 
 
-class Dataset(Protocol):
-    """Ground truth and the mapping from a received record to the labelled target it shows."""
+@dataclass(frozen=True)
+class RecordSet:
+    """Records as one transmitter (or receiver) made them, and the target each one's keyframe shows."""
 
-    kind: str
-    targets: tuple[Target, ...]
-
-    def target_of(self, record: Record) -> int | None: ...
-
-
-@dataclass
-class VideoDataset:
-    """A labelled video: a record shows the person whose (widened) time range holds its time."""
-
-    video: Path
-    labels: VideoLabels
-    tolerance_s: float
-    clip_s: float | None
-    kind: str = "video"
-
-    @property
-    def targets(self) -> tuple[Target, ...]:
-        return self.labels.targets
-
-    def target_of(self, record: Record) -> int | None:
-        return self.labels.target_at(record.time_s - EPOCH_S, self.tolerance_s)
-
-
-@dataclass
-class CropDataset:
-    """A labelled crop set: record i + 1 is crop i."""
-
-    crops: CropSet
-    kind: str = "crops"
-
-    @property
-    def targets(self) -> tuple[Target, ...]:
-        return self.crops.targets
-
-    def target_of(self, record: Record) -> int | None:
-        index = record.record_id - 1
-        return index if 0 <= index < len(self.crops.targets) else None
+    records: list[Record]
+    shows: dict[int, int | None]  # record_id -> index of the target shown; None: no labelled target
 
 
 @dataclass
 class Workbench:
-    """Shared parts and per-run caches: the understander, perception, and every channel-independent result."""
+    """Shared parts and per-run caches: the understander, perception, and every channel-independent result.
 
-    dataset: VideoDataset | CropDataset
+    `fold_understander`, when set, understands a crop of subset S with a model that did not train on S
+    (crop sets only): the out-of-sample run.
+    """
+
+    dataset: AnyDataset
     schema: Schema
     registry: SchemaRegistry
     link: LinkSettings
@@ -118,10 +87,13 @@ class Workbench:
     perception: PerceptionConfig
     make_understander: Callable[[], Understander]
     analysis_fps: float | None
+    fold_understander: Callable[[str], Understander] | None = None
+    sample: str = ""  # how the understanding relates to the scored input (out of sample, or why not)
     _understood: dict[bytes, Understanding] = field(default_factory=dict)
-    _records: dict[str, list[Record]] = field(default_factory=dict)
+    _records: dict[str, RecordSet] = field(default_factory=dict)
     _keyframes: dict[bytes, list[Keyframe]] = field(default_factory=dict)
-    _records_by_payload: dict[bytes, list[Record]] = field(default_factory=dict)
+    _records_by_payload: dict[bytes, RecordSet] = field(default_factory=dict)
+    _folds: dict[str, Understander] = field(default_factory=dict)
 
     @cached_property
     def understander(self) -> Understander:
@@ -131,39 +103,60 @@ class Workbench:
     def perceiver(self) -> Perceiver:
         return Perceiver(self.perception)
 
+    def close_folds(self) -> None:
+        """Stop the fold models' workers (the configured understander lives as long as the process)."""
+        for model in self._folds.values():
+            aclose = getattr(model, "aclose", None)  # the Understander protocol's, where a backend has it
+            if aclose is not None:
+                asyncio.run(aclose())
+            elif (close := getattr(model, "close", None)) is not None:
+                close()
+        self._folds.clear()
+
     # -- understanding ------------------------------------------------------------------------------------
-    def understand(self, crops: Sequence[NDArray[np.uint8]]) -> list[Understanding]:
-        """The configured understander on each crop, remembered by crop content."""
-        keys = [content_digest(c) for c in crops]
+    def understand(
+        self, crops: Sequence[NDArray[np.uint8]], subset: str | None = None
+    ) -> list[Understanding]:
+        """The configured understander (or the fold model that did not train on `subset`) on each crop,
+        remembered by crop content and model."""
+        model = self.understander
+        if subset is not None and self.fold_understander is not None:
+            if subset not in self._folds:
+                self._folds[subset] = self.fold_understander(subset)
+            model = self._folds[subset]
+        salt = (subset or "").encode() if self.fold_understander is not None else b""
+        keys = [salt + content_digest(c) for c in crops]
         todo = {k: c for k, c in zip(keys, crops, strict=True) if k not in self._understood}
         if todo:
-            results = asyncio.run(self.understander.understand(list(todo.values()), self.schema))
+            results = asyncio.run(model.understand(list(todo.values()), self.schema))
             self._understood.update(zip(todo, results, strict=True))
         return [self._understood[k] for k in keys]
 
-    def records_from_keyframes(self, keyframes: Sequence[Keyframe], *, oracle: bool) -> list[Record]:
-        """Records as txd publishes them: per track, a record only when what is understood changes.
+    def records_from_keyframes(self, keyframes: Sequence[Keyframe], *, oracle: bool) -> RecordSet:
+        """Records as txd publishes them: per track, a record only when what is understood changes; each
+        record remembers the target its keyframe shows (the dataset's matcher: time range or box IoU).
 
-        Oracle: each keyframe takes the labels of the person whose time range holds it; others are dropped.
+        Oracle: each keyframe takes the labels of the target it shows; keyframes showing none are dropped.
         """
-        assert isinstance(self.dataset, VideoDataset)
+        assert isinstance(self.dataset, VideoDataset | BoxVideoDataset)
+        shown = [self.dataset.keyframe_target(k.time_s, k.box) for k in keyframes]
+        kept: list[tuple[Keyframe, int | None]] = list(zip(keyframes, shown, strict=True))
         if oracle:
-            found = [
-                (k, self.dataset.labels.target_at(k.time_s, self.dataset.tolerance_s)) for k in keyframes
-            ]
-            kept = [k for k, t in found if t is not None]
-            seen = [self.dataset.targets[t].record_fields(self.schema) for _, t in found if t is not None]
+            labelled = [(k, t) for k, t in kept if t is not None]
+            seen = [self.dataset.targets[t].record_fields(self.schema) for _, t in labelled]
+            kept = list(labelled)
         else:
-            kept = list(keyframes)
-            seen = [u.fields for u in self.understand([k.crop for k in kept])]
+            seen = [u.fields for u in self.understand([k.crop for k, _ in kept])]
         last: dict[int, dict[str, str]] = {}
-        records: list[Record] = []
-        for kf, fields in zip(kept, seen, strict=True):
+        out = RecordSet([], {})
+        for (kf, target), fields in zip(kept, seen, strict=True):
             if last.get(kf.track_id) == fields:
                 continue
             last[kf.track_id] = dict(fields)
-            records.append(self._record(len(records) + 1, kf.track_id, EPOCH_S + kf.time_s, fields))
-        return records
+            record = self._record(len(out.records) + 1, kf.track_id, EPOCH_S + kf.time_s, fields)
+            out.records.append(record)
+            out.shows[record.record_id] = target
+        return out
 
     def _record(self, record_id: int, track_id: int, time_s: float, fields: dict[str, str]) -> Record:
         return Record(
@@ -177,11 +170,11 @@ class Workbench:
         )
 
     # -- the transmitter's view of the source ---------------------------------------------------------------
-    def source_records(self, *, oracle: bool) -> list[Record]:
+    def source_records(self, *, oracle: bool) -> RecordSet:
         """What txd understands of the original input (computed once per understanding mode)."""
         key = "oracle" if oracle else "model"
         if key not in self._records:
-            if isinstance(self.dataset, VideoDataset):
+            if not isinstance(self.dataset, CropDataset):
                 keyframes = self.video_keyframes(b"source")
                 self._records[key] = self.records_from_keyframes(keyframes, oracle=oracle)
             else:
@@ -191,7 +184,7 @@ class Workbench:
     def video_keyframes(self, key: bytes, data: bytes | None = None) -> list[Keyframe]:
         """Perception over the original video (key b"source") or a received TS stream (`data`)."""
         if key not in self._keyframes:
-            assert isinstance(self.dataset, VideoDataset)
+            assert isinstance(self.dataset, VideoDataset | BoxVideoDataset)
             fps = self.analysis_fps or 1e9
             if data is None:
                 frames = source_frames(self.dataset.video, fps=self.analysis_fps, clip_s=self.dataset.clip_s)
@@ -211,22 +204,27 @@ class Workbench:
         assert isinstance(self.dataset, CropDataset)
         return [t.image.read_bytes() for t in self.dataset.targets if t.image is not None]
 
-    def crop_records(self, images: Sequence[NDArray[np.uint8] | None], *, oracle: bool) -> list[Record]:
-        """One record per decodable crop i (record id i + 1), from the model or from the labels."""
+    def crop_records(self, images: Sequence[NDArray[np.uint8] | None], *, oracle: bool) -> RecordSet:
+        """One record per decodable crop i (record id i + 1), from the model or from the labels; with fold
+        models each crop is understood by the model that did not train on its subset."""
+        assert isinstance(self.dataset, CropDataset)
         index = [i for i, image in enumerate(images) if image is not None]
+        seen: dict[int, dict[str, str]] = {}
         if oracle:
-            seen = [self.dataset.targets[i].record_fields(self.schema) for i in index]
+            seen = {i: self.dataset.targets[i].record_fields(self.schema) for i in index}
         else:
-            seen = [u.fields for u in self.understand([images[i] for i in index])]  # type: ignore[misc]
-        return [
-            self._record(i + 1, i % 4096, EPOCH_S + float(i), fields)
-            for i, fields in zip(index, seen, strict=True)
-        ]
+            subsets = self.dataset.crops.subsets
+            for subset in dict.fromkeys(subsets[i] for i in index):
+                part = [i for i in index if subsets[i] == subset]
+                crops = [image for i in part if (image := images[i]) is not None]
+                seen.update(zip(part, (u.fields for u in self.understand(crops, subset)), strict=True))
+        records = [self._record(i + 1, i % 4096, EPOCH_S + float(i), seen[i]) for i in index]
+        return RecordSet(records, {i + 1: i for i in index})
 
     # -- the traditional payload --------------------------------------------------------------------------
     @cached_property
     def encoded_video(self) -> EncodedVideo:
-        assert isinstance(self.dataset, VideoDataset)
+        assert isinstance(self.dataset, VideoDataset | BoxVideoDataset)
         t = self.traditional
         return encode_h264(
             self.dataset.video,
@@ -238,15 +236,15 @@ class Workbench:
 
     @cached_property
     def traditional_payload(self) -> bytes:
-        if isinstance(self.dataset, VideoDataset):
+        if not isinstance(self.dataset, CropDataset):
             return self.encoded_video.data
         return b"".join(self.crop_files)
 
-    def traditional_records(self, payload: bytes, *, oracle: bool) -> list[Record]:
+    def traditional_records(self, payload: bytes, *, oracle: bool) -> RecordSet:
         """What the receiver perceives and understands of a received payload (cached by its hash)."""
         key = hashlib.blake2b(payload, digest_size=16).digest() + (b"o" if oracle else b"m")
         if key not in self._records_by_payload:
-            if isinstance(self.dataset, VideoDataset):
+            if not isinstance(self.dataset, CropDataset):
                 keyframes = self.video_keyframes(key[:-1], payload)
                 records = self.records_from_keyframes(keyframes, oracle=oracle)
             else:
@@ -293,9 +291,9 @@ class SemanticScheme:
         bench.source_records(oracle=self.oracle)
 
     def run(self, bench: Workbench, air: Air) -> Received:
-        records = bench.source_records(oracle=self.oracle)
-        received, tally = send_records(records, bench.schema, bench.registry, bench.link, air, text=self.text)
-        return Received(received, tally, len(records), sent=records)
+        sent = bench.source_records(oracle=self.oracle)
+        got, tally = send_records(sent.records, bench.schema, bench.registry, bench.link, air, text=self.text)
+        return Received(got, tally, len(sent.records), sent=sent.records, shows=sent.shows)
 
 
 @dataclass
@@ -315,12 +313,14 @@ class TraditionalScheme:
         with _quiet_decoders():
             got, tally = _send(sent, air, bench.traditional)
             clean = bench.traditional_records(sent, oracle=self.oracle)
+            n = len(clean.records)
             if got == sent:
-                return Received(clean, tally, len(clean), "intact")
+                return Received(clean.records, tally, n, "intact", shows=clean.shows)
             if tally.blocks and tally.blocks_failed == tally.blocks:
-                return Received([], tally, len(clean), "every block failed")
-            records = bench.traditional_records(got, oracle=self.oracle)
-        return Received(records, tally, len(clean), f"{tally.blocks_failed}/{tally.blocks} blocks failed")
+                return Received([], tally, n, "every block failed")
+            out = bench.traditional_records(got, oracle=self.oracle)
+        note = f"{tally.blocks_failed}/{tally.blocks} blocks failed"
+        return Received(out.records, tally, n, note, shows=out.shows)
 
 
 def _send(data: bytes, air: Air, t: TraditionalSettings) -> tuple[bytes, Tally]:
@@ -370,6 +370,6 @@ def build_scheme(name: str) -> Scheme:
     return scheme
 
 
-def check_dataset(dataset: VideoDataset | CropDataset) -> None:
+def check_dataset(dataset: AnyDataset) -> None:
     if not dataset.targets:
         raise InvalidInput("no labelled targets in the input (after clipping)")

@@ -16,6 +16,7 @@ DATA = data_dir()
 VIDEO = DATA / "videos" / "intel_one_by_one_person_detection.mp4"
 LABELS = DATA / "gt" / "intel_one_by_one" / "provisional_labels.csv"
 PETA = DATA / "peta"
+CAMPUS = DATA / "gt" / "TUD-Campus"
 # The attribute model's weights ship with the package; without them only the label-driven schemes run.
 MODEL = DEFAULT_WEIGHTS.is_file()
 
@@ -34,7 +35,7 @@ def check_files(out: Path) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
     assert "| SNR dB |" in md and "## Overhead" in md
-    for png in ("accuracy_vs_snr.png", "overhead.png"):
+    for png in ("accuracy_vs_snr.png", "overhead.png", "precision_recall.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return doc
 
@@ -133,3 +134,42 @@ def test_block_sampling_agrees_with_the_full_simulation_on_a_clip() -> None:
     p = full.blocks_failed / full.blocks
     assert 0.02 < p < 0.98
     assert abs(sampled.blocks_failed / sampled.blocks - p) < 5 * (2 * p * (1 - p) / full.blocks) ** 0.5
+
+
+@pytest.mark.skipif(not (CAMPUS / "attributes.csv").is_file(), reason=f"TUD-Campus labels not at {CAMPUS}")
+def test_a_crowded_sequence_is_scored_by_boxes(tmp_path: Path) -> None:
+    """TUD-Campus (8 people, several in view at once) against its MOT boxes: every record the oracle
+    retrieves shows a person who satisfies the query, and the ranked metrics sit beside precision."""
+    video = DATA / "videos" / "tud_campus.mp4"
+    argv = ["bench", "paper", "--video", str(video), "--gt", str(CAMPUS / "gt.txt")]
+    argv += ["--attributes", str(CAMPUS / "attributes.csv"), "--schemes", "oracle", "--snr-db", "30"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    doc = check_files(tmp_path)
+    assert doc["input"]["kind"] == "video-boxes" and doc["input"]["targets"] == 8
+    overall = doc["schemes"]["oracle"]["overall"]
+    assert overall["precision_answered"]["mean"] == 1.0
+    for key in ("precision", "precision_at_1", "precision_at_5", "precision_at_10", "average_precision"):
+        assert set(overall[key]) == {"mean", "std"}
+    assert point(doc, "oracle", 30.0)["records_showing_nobody"] == [0]  # the oracle drops them
+
+
+@pytest.mark.skipif(not MODEL, reason=f"attribute weights not found at {DEFAULT_WEIGHTS}")
+@pytest.mark.skipif(not (PETA / "peta_labels.csv").is_file(), reason=f"PETA not found at {PETA}")
+def test_an_in_sample_crop_run_says_so_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "paper", "--crops", str(PETA), "--max-crops", "30", "--snr-db", "30", "--schemes"]
+    argv += [
+        "semantic",
+        "--fold-models",
+        str(tmp_path / "none"),
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
+    assert main(argv) == 2  # no fold models: refused
+    assert "--in-sample" in capsys.readouterr().err
+    assert main([*argv, "--in-sample"]) == 0
+    doc = check_files(tmp_path / "o")
+    assert doc["sample"].startswith("IN-SAMPLE")
+    assert "IN-SAMPLE" in (tmp_path / "o" / "results.md").read_text()
+    assert "IN-SAMPLE" in capsys.readouterr().out
+    assert set(doc["attribute_accuracy"]) >= {"gender", "mean"}

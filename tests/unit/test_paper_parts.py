@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.paper.cli import add_arguments, config_from_args, main
 from bench.paper.config import PaperConfig
 from bench.paper.labels import Target, load_video_labels
 from bench.paper.links import Air, LinkSettings, channel_models, send_bytes, send_bytes_sampled, send_records
 from bench.paper.queries import generate_queries, load_queries, phrase
-from bench.paper.run import add_arguments, config_from_args, main
 from rxd.retrieval.parse import parse_query, slot_sets
 from semcom.codec import frame_bits
 from semcom.errors import InvalidInput
@@ -82,9 +82,13 @@ def parse(argv: list[str]) -> PaperConfig:
         (["--crops", "x", "--snr-db", "3,abc"], "--snr-db"),
         (["--crops", "x", "--channel", "{"], "--channel is not JSON"),
         (["--crops", "x", "--traditional-mcs", "qam16/turbo"], "unknown modulation/coding"),
-        (["--video", "v.mp4"], "--video and --labels go together"),
-        (["--crops", "x", "--video", "v", "--labels", "l"], "either --video with --labels, or --crops"),
-        ([], "either --video with --labels, or --crops"),
+        (["--video", "v.mp4"], "--video needs --labels"),
+        (["--crops", "x", "--video", "v", "--labels", "l"], r"either --video with --labels \(or --gt"),
+        ([], r"either --video with --labels \(or --gt and --attributes\), or --crops"),
+        (["--video", "v", "--labels", "l", "--gt", "g", "--attributes", "a"], "not both"),
+        (["--video", "v", "--gt", "g"], "--gt and --attributes go together"),
+        (["--video", "v", "--labels", "l", "--partial-gt"], "--partial-gt applies to box-level"),
+        (["--crops", "x", "--iou", "1.5"], "--iou"),
     ],
 )
 def test_bad_options_give_clear_errors(argv: list[str], message: str) -> None:
@@ -203,7 +207,9 @@ def test_saved_query_sets_load_back_and_bad_ones_are_named(tmp_path: Path) -> No
     assert load_queries(path, PERSON) == queries
     path.write_text(json.dumps([{"slots": {"upper_color": "White"}}]))
     (only,) = load_queries(path, PERSON)
-    assert only.slots == {"upper_color": "white"} and parse_query(only.text, PERSON).slots == slot_sets(only.slots)
+    assert only.slots == {"upper_color": "white"} and parse_query(only.text, PERSON).slots == slot_sets(
+        only.slots
+    )
     for bad, message in (
         ([{"slots": {"hat": "red"}}], "query 0: schema 'person/1' has no field 'hat'"),
         ([{"text": "a man"}], "query 0: needs 'slots'"),
