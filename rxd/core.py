@@ -16,7 +16,7 @@ from rxd.config import RxdConfig
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Query, QueryResult, RetrievalEngine
 from rxd.retrieval.store import StoredRecord
-from semcom.errors import BackendDead, InvalidInput, NotFound, NotImplementedYet, SemcomError
+from semcom.errors import InvalidInput, NotFound, NotImplementedYet, PeerUnavailable, SemcomError
 from semcom.pb.v1 import common_pb2, transmitter_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,10 @@ class ReceiverCore:
                 self.clip_bytes += len(chunk.data)
                 yield chunk
         except aio.AioRpcError as err:
-            # The transmitter's status is the answer; UNAVAILABLE means the backward channel is down.
+            # The transmitter's status is the answer; UNAVAILABLE means the backward channel is down, which
+            # fails this fetch only: rxd's own backends are alive, so it must not drain (not BackendDead).
             if err.code() == grpc.StatusCode.UNAVAILABLE:
-                raise BackendDead(
+                raise PeerUnavailable(
                     f"transmitter at {self.cfg.transmitter.address} unreachable: {err.details()}"
                 ) from err
             raise _STATUS_ERRORS.get(err.code(), SemcomError)(err.details() or err.code().name) from err

@@ -41,6 +41,13 @@ class BackendDead(SemcomError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class PeerUnavailable(SemcomError):
+    """Another daemon this request needs cannot be reached (rxd's transmitter for a clip); the caller may
+    retry later, and this daemon keeps serving: unlike BackendDead, it does not drain."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class NotImplementedYet(SemcomError):
     """A capability this build does not provide."""
 

@@ -114,3 +114,45 @@ async def test_clip_over_http(chain: Chain, shared_data: Path) -> None:
     now = time.time()
     got, data = await call(f"{base(chain)}/api/clip?stream_id=tud&t0_s={now - 60}&t1_s={now + 60}")
     assert got == 200 and data[4:8] == b"ftyp"  # an MP4 file
+
+
+@pytest.mark.asyncio
+async def test_unreachable_transmitter_fails_the_fetch_and_rxd_keeps_serving(tmp_path: Path) -> None:
+    import grpc
+    from grpc import aio
+
+    from rxd.app import Rxd
+    from rxd.config import RxdConfig
+    from semcom.config import load_config
+    from semcom.launch import free_port
+    from semcom.pb.v1 import common_pb2, receiver_pb2_grpc
+    from tests.fixtures.records import BagOfWordsEncoder
+
+    cfg = load_config(
+        RxdConfig,
+        overrides=[
+            "server.listen=127.0.0.1:0",
+            "metrics.enabled=false",
+            "http.listen=127.0.0.1:0",
+            f"index.path={tmp_path / 'index.db'}",
+            f"transmitter.address=127.0.0.1:{free_port()}",
+            "transmitter.timeout_s=5",
+        ],
+    )
+    rxd = Rxd(cfg, embedder=BagOfWordsEncoder())
+    await rxd.start()
+    try:
+        assert rxd.http is not None
+        url = f"http://127.0.0.1:{rxd.http.port}/api/clip?stream_id=cam&t0_s=1&t1_s=2"
+        got, reply = await call(url)
+        assert got == 503 and "unreachable" in reply["error"]
+        async with aio.insecure_channel(f"127.0.0.1:{rxd.port}") as channel:
+            stub = receiver_pb2_grpc.ReceiverStub(channel)
+            with pytest.raises(aio.AioRpcError) as err:
+                async for _ in stub.FetchClip(common_pb2.FetchClipRequest(stream_id="cam", t0_s=1, t1_s=2)):
+                    pass
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        # A peer that cannot be reached is not a dead backend: rxd does not drain.
+        assert not rxd.grpc.dead.done()
+    finally:
+        await rxd.stop(0.5)
