@@ -10,14 +10,14 @@ from typing import Any
 
 from grpc import aio
 
-from rxd.config import GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
+from rxd.config import EmbedderConfig, GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
 from rxd.receiver import BurstReceiver
-from rxd.retrieval.describe import Describer, FallbackDescriber, TemplateDescriber
-from rxd.retrieval.embed import Embedder, TextEncoder
+from rxd.retrieval.describe import DESCRIBERS, Describer, DescriberBackend, FallbackDescriber
+from rxd.retrieval.embed import EMBEDDERS, EmbedderBackend, TextEncoder
 from rxd.retrieval.engine import RetrievalEngine
-from rxd.retrieval.parse import QUERY_PARSERS, QueryParser
+from rxd.retrieval.parse import QUERY_PARSERS, QueryParser, parse_query
 from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
@@ -28,25 +28,19 @@ from semcom.telemetry import MetricsEndpoint, start_metrics
 
 log = logging.getLogger(__name__)
 
-# Generating backends by config `kind`, imported only when selected.
-DESCRIBERS: Registry[Callable[[Any], Describer]] = Registry(
-    "generating backend",
-    {
-        "template": "rxd.app:template_describer",
-        "llm": "rxd.generate.llm:LlmDescriber",
-        "transformers": "rxd.generate.local:TransformersDescriber",
-    },
-    entry_point_group="semcom.generate",
-)
 
-
-def template_describer(cfg: TemplateConfig) -> Describer:
-    return TemplateDescriber()
-
-
-def build_describer(cfg: GenerateConfig) -> Describer:
-    describer = DESCRIBERS.load(cfg.kind)(cfg)
+def build_describer(
+    cfg: GenerateConfig, registry: Registry[Callable[[Any], DescriberBackend]] = DESCRIBERS
+) -> DescriberBackend:
+    """The generating backend `cfg.kind` names; a model-backed one falls back to the template per record."""
+    describer = registry.load(cfg.kind)(cfg)
     return describer if isinstance(cfg, TemplateConfig) else FallbackDescriber(describer)
+
+
+def build_embedder(
+    cfg: EmbedderConfig, registry: Registry[Callable[[Any], EmbedderBackend]] = EMBEDDERS
+) -> EmbedderBackend:
+    return registry.load(cfg.kind)(cfg)
 
 
 def build_query_parser(
@@ -78,15 +72,22 @@ class Rxd:
         self.schemas = schemas or SchemaRegistry.builtin()
         self.schemas.get(cfg.task.schema_id)
         self.store = RecordStore(cfg.index.path, self.schemas)
+        # Backends built here from the config are this daemon's to close; injected ones are the caller's.
+        self._parser: QueryParser | None = None
+        self._describer: DescriberBackend | None = None
+        self._embedder: EmbedderBackend | None = None
+        if query_parser is None:
+            query_parser = self._parser = build_query_parser(cfg.query.parser)
+        if describer is None:
+            describer = self._describer = build_describer(cfg.generate)
+        if embedder is None:
+            embedder = self._embedder = build_embedder(cfg.embedder)
         self.engine = RetrievalEngine(
             self.schemas,
             self.store,
-            describer or build_describer(cfg.generate),
-            embedder
-            or Embedder(
-                cfg.embedder.model_path, batch_size=cfg.embedder.batch_size, threads=cfg.embedder.threads
-            ),
-            parser=query_parser or build_query_parser(cfg.query.parser),
+            describer,
+            embedder,
+            parser=query_parser,
             max_top_k=cfg.query.max_top_k,
         )
         # One worker: bursts are decoded and indexed in arrival order; the embedder runs one batch at a time.
@@ -122,10 +123,9 @@ class Rxd:
         return self.grpc.port
 
     async def start(self) -> None:
-        # Load the models before serving, so health turns SERVING only when the first burst can be indexed.
-        await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.engine.embedder.encode, ["warm-up"]
-        )
+        # Load the models before serving, so health turns SERVING only when the first burst can be indexed,
+        # and build the query vocabulary (colour table, lexicon) so that the first query is not slow.
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._warm_up)
         self.metrics = start_metrics(self.cfg.metrics)
         await self.grpc.start()
         web = ""
@@ -139,19 +139,22 @@ class Rxd:
             self.engine.count(),
         )
 
+    def _warm_up(self) -> None:
+        self.engine.embedder.encode(["warm-up"])
+        parse_query("", self.schemas.get(self.cfg.task.schema_id))
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain, then close in this order: gRPC (in-flight calls finish), HTTP, the model worker (queued
-        bursts are decoded and committed), the query parser, the describer, the transmitter channel, the
-        index, metrics.
+        bursts are decoded and committed), the backends this daemon built (query parser, describer,
+        embedder: nothing uses them any more), the transmitter channel, the index, metrics.
         """
         await self.grpc.stop(grace_s)
         if self.http is not None:
             await self.http.stop()
         await asyncio.to_thread(self.executor.shutdown, wait=True)
-        await self.engine.parser.aclose()
-        close_describer = getattr(self.engine.describer, "close", None)
-        if close_describer is not None:
-            await asyncio.to_thread(close_describer)
+        for backend in (self._parser, self._describer, self._embedder):
+            if backend is not None:
+                await backend.aclose()
         await self.tx_channel.close(None)
         self.store.close()
         if self.metrics is not None:

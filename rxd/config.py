@@ -39,6 +39,9 @@ GenerateConfig = Annotated[
 class EmbedderConfig(Frozen):
     """The functional head: all-MiniLM-L6-v2 sentence embeddings."""
 
+    kind: Literal["sentence_transformers"] = Field(
+        "sentence_transformers", description="selects the embedder (rxd.retrieval.embed.EMBEDDERS)"
+    )
     model_path: str | None = Field(
         None, description="sentence-transformers folder; default: the packaged model"
     )

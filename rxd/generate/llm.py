@@ -89,6 +89,10 @@ class LlmDescriber:
         """Close the connections and stop the loop thread; idempotent."""
         self._remote.close()
 
+    async def aclose(self) -> None:
+        """`close` for the daemon's shutdown on its event loop (joining the loop thread blocks)."""
+        await asyncio.to_thread(self._remote.close)
+
     async def _describe_many(self, schema: Schema, many: Sequence[Mapping[str, str]]) -> list[str]:
         results = await asyncio.gather(*(self._describe(schema, f) for f in many), return_exceptions=True)
         for result in results:

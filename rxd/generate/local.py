@@ -138,6 +138,11 @@ class TransformersDescriber:
         """Load now (a daemon calls this at start so that a missing model shows up at once)."""
         self._get()
 
+    async def aclose(self) -> None:
+        """Drop the model (its memory goes with the last reference)."""
+        with self._lock:
+            self._loaded = None
+
     def _get(self) -> _Loaded:
         with self._lock:
             if self._loaded is None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from semcom.errors import BackendDead, BackendFailed, InvalidInput
 from semcom.record import UNKNOWN, Record
+from semcom.registry import Registry
 from semcom.schema import FieldSpec, Schema, SchemaRegistry
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,24 @@ class Describer(Protocol):
     """Turns one record's field values into a sentence (template here; an LLM backend implements it too)."""
 
     def describe(self, schema: Schema, fields: Mapping[str, str]) -> str: ...
+
+
+class DescriberBackend(Describer, Protocol):
+    """A generating backend the daemon builds from its config section and closes on shutdown."""
+
+    async def aclose(self) -> None: ...
+
+
+# Generating backends by config `kind`, each built from its config section; imported only when selected.
+DESCRIBERS: Registry[Callable[[Any], DescriberBackend]] = Registry(
+    "generating backend",
+    {
+        "template": "rxd.retrieval.describe:TemplateDescriber",
+        "llm": "rxd.generate.llm:LlmDescriber",
+        "transformers": "rxd.generate.local:TransformersDescriber",
+    },
+    entry_point_group="semcom.generate",
+)
 
 
 @dataclass(frozen=True)
@@ -99,9 +118,12 @@ class TemplateDescriber:
     phrase ("long black pants"); part nouns attach to the garment before them ("a shirt with long sleeves").
     """
 
-    def __init__(self, verbs: Mapping[str, str] = DEFAULT_VERBS) -> None:
+    def __init__(self, config: object = None, *, verbs: Mapping[str, str] = DEFAULT_VERBS) -> None:
         self._verbs = dict(verbs)
         self._layouts: dict[str, _Layout] = {}
+
+    async def aclose(self) -> None:
+        """Nothing to release: no model, no connection."""
 
     def describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
         values = schema.normalise(fields)
@@ -240,11 +262,11 @@ class FallbackDescriber:
         self.fallback = fallback or TemplateDescriber()
         self.fallbacks = 0
 
-    def close(self) -> None:
-        """Close the primary backend's connections, where it holds any (an LLM server client)."""
-        close = getattr(self.primary, "close", None)
-        if close is not None:
-            close()
+    async def aclose(self) -> None:
+        """Close the primary backend (the fallback is the caller's, or the template with nothing to close)."""
+        aclose = getattr(self.primary, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     def describe(self, schema: Schema, fields: Mapping[str, str]) -> str:
         try:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from semcom.registry import Registry
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from rxd.config import EmbedderConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,25 @@ class TextEncoder(Protocol):
     def dim(self) -> int: ...
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+class EmbedderBackend(TextEncoder, Protocol):
+    """An embedder the daemon builds from its config section, loads at start and closes on shutdown."""
+
+    def load(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def sentence_transformers_embedder(cfg: EmbedderConfig) -> Embedder:
+    return Embedder(cfg.model_path, batch_size=cfg.batch_size, threads=cfg.threads)
+
+
+# Embedders by config `kind`, each built from its config section; imported only when selected.
+EMBEDDERS: Registry[Callable[[Any], EmbedderBackend]] = Registry(
+    "embedder",
+    {"sentence_transformers": "rxd.retrieval.embed:sentence_transformers_embedder"},
+    entry_point_group="semcom.embedder",
+)
 
 
 class Embedder:
@@ -52,6 +75,11 @@ class Embedder:
         """Load the model now (a daemon does this at start so the first query is not slow)."""
         with self._lock:
             self._load_locked()
+
+    async def aclose(self) -> None:
+        """Drop the model (its memory goes with the last reference); loading again is allowed."""
+        with self._lock:
+            self._model = None
 
     def _load_locked(self) -> SentenceTransformer:
         if self._model is not None:

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY as METRICS
 from pydantic import ValidationError
 
-from rxd.app import QUERY_PARSERS, Rxd, build_query_parser
+from rxd.app import Rxd, build_query_parser
 from rxd.config import EmbeddedParserConfig, RxdConfig
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import Query, RetrievalEngine
@@ -26,7 +26,7 @@ from rxd.retrieval.llm_parse import (
     answer_schema,
     read_answer,
 )
-from rxd.retrieval.parse import EmbeddedParser, ParsedQuery, parse_query
+from rxd.retrieval.parse import QUERY_PARSERS, EmbeddedParser, ParsedQuery, SlotSets, parse_query
 from rxd.retrieval.store import RecordStore
 from semcom.config import load_config
 from semcom.launch import free_port
@@ -39,7 +39,7 @@ PERSON = REGISTRY.get("person/1")
 VEHICLE = REGISTRY.get("vehicle/1")
 # The embedded lexicon has no "gloaming": it finds the gender only, the model also the colour.
 MAUVE = "a lady in a gloaming coat"
-MAUVE_SLOTS = {"gender": ("female",), "upper_color": ("purple",)}
+MAUVE_SLOTS: SlotSets = {"gender": ("female",), "upper_color": ("purple",)}
 
 
 def answer(**slots: tuple[str, ...]) -> str:
