@@ -63,6 +63,7 @@ async def test_search_and_play_clip(chain: Chain, shared_data: Path, tmp_path: P
         assert "red" in (await first.locator(".desc").inner_text())
         assert "matched gender, upper_color" in (await first.locator(".meta").inner_text())
         assert "hits" in (await page.inner_text("#status"))
+        assert "upper_color: red" in (await page.inner_text("#slots"))
         last = page.locator("li.hit").last
         assert "differs: gender" in (await last.locator(".meta").inner_text())
         await first.locator("button.fetch").click()
@@ -75,6 +76,10 @@ async def test_search_and_play_clip(chain: Chain, shared_data: Path, tmp_path: P
         assert ready
         assert "KiB over the backward channel" in (await first.locator("button.fetch").inner_text())
         await page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        # A slot may list several values: its chip shows them all.
+        await page.fill("#q", "woman in a red or white top")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#slots span:has-text('upper_color: red or white')")
         await page.fill("#q", "")
         await page.click("button[type=submit]")
         await page.wait_for_selector("#status.error")
