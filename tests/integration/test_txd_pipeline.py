@@ -20,6 +20,7 @@ from semcom.pb.v1 import receiver_pb2, receiver_pb2_grpc, transmitter_pb2, trans
 from tests.conftest import start_chain, stop_chain
 from tests.fixtures.link import wait_indexed
 from tests.fixtures.txd import START, BrightnessUnderstander, ingest
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -96,12 +97,12 @@ async def test_upload_cancelled_mid_file_leaves_daemon_up(tmp_path: Path, shared
         async with aio.insecure_channel(chain.txd_address) as ch:
             call = transmitter_pb2_grpc.TransmitterStub(ch).Ingest(parts(), timeout=300)
             await stalled.wait()
-            await asyncio.sleep(0.2)
+            streams = chain.txd.core.streams
+            await eventually(lambda: "gone" in streams and streams["gone"].bytes_received == 1000)
             call.cancel()
         reply = await ingest(chain.txd_address, shared_data / "videos" / "tud_campus.mp4", "after")
         assert reply.frames_decoded == 71
-        await asyncio.sleep(0.2)
-        assert not any(chain.txd.clips.incoming.iterdir())
+        await eventually(lambda: not any(chain.txd.clips.incoming.iterdir()))
     finally:
         await stop_chain(chain)
 
