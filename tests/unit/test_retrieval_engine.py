@@ -6,11 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import MAX_TOP_K, Query, RetrievalEngine
-from rxd.retrieval.parse import slot_sets
+from rxd.retrieval.parse import SlotSets, slot_sets
 from rxd.retrieval.store import RecordStore
 from semcom.errors import InvalidInput
 from semcom.record import Record
@@ -67,6 +68,41 @@ def test_exact_then_unknown_then_contradicting(engine: RetrievalEngine) -> None:
     assert by_id[4].contradicted_slots == ("lower_color",)
     assert by_id[2].description.startswith("A male wearing a white shirt with long sleeves")
     assert -1.0 <= by_id[2].score <= 1.0 + 1e-6 and by_id[2].score > by_id[5].score
+
+
+def test_a_slot_with_several_values_matches_any_of_them(engine: RetrievalEngine) -> None:
+    text = "a man or a woman in a red or white top"
+    result = engine.query(Query(text=text, schema_id=PERSON.id, top_k=10))
+    assert result.slots == {"gender": ("male", "female"), "upper_color": ("red", "white")}
+    ids = [h.record.record_id for h in result.hits]
+    # Every record with a known gender and top matches both slots; record 7 (nothing known) comes last.
+    assert set(ids[:6]) == {1, 2, 3, 4, 5, 6} and ids[6:] == [7]
+    assert all(h.matched_slots == ("gender", "upper_color") for h in result.hits[:6])
+    # Filters list values the same way, as a sequence or joined by "|"; and they still win over the text.
+    for colours in (["blue", "red"], "red|blue", ("RED", " blue")):
+        result = engine.query(
+            Query(text="a white top", filters={"upper_color": colours}, schema_id=PERSON.id)
+        )
+        assert result.slots == {"upper_color": ("blue", "red")}
+        assert result.hits[0].record.record_id == 5
+        assert result.note == "filter upper_color=blue|red overrides 'white' from the text"
+
+
+def test_filter_values_are_checked(engine: RetrievalEngine) -> None:
+    for bad, why in ((["red", "mauve"], "mauve"), ([], "one or more values"), ("red|", "one or more values")):
+        with pytest.raises(InvalidInput, match=why):
+            engine.query(Query(filters={"upper_color": bad}, schema_id=PERSON.id))
+
+
+def test_several_values_average_their_descriptions_without_a_model(engine: RetrievalEngine) -> None:
+    calls = engine.embed_calls
+    # The query vector is the mean of the combinations' descriptions: a stored one (record 3's) costs no
+    # model call, one never seen ("female, white shirt") is described and embedded once.
+    slots: SlotSets = {"gender": ("male",), "upper_color": ("white",)}
+    one = engine._query_vector(PERSON, "", slots)
+    both = engine._query_vector(PERSON, "", {**slots, "gender": ("male", "female")})
+    assert engine.embed_calls == calls + 1
+    assert abs(float(np.linalg.norm(both)) - 1.0) < 1e-5 and float(one @ both) < 1.0 - 1e-4
 
 
 def test_filters_win_over_text_and_need_no_inference(engine: RetrievalEngine) -> None:
