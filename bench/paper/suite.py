@@ -19,8 +19,9 @@ from semcom.data import data_dir
 from semcom.errors import InvalidInput
 
 from .config import PaperConfig
+from .document import results
 from .metrics import ANSWERED, RANKED
-from .report import results, write_report
+from .report import write_report
 from .state import environment
 
 MOT_SEQUENCES = {
