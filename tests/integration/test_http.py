@@ -54,6 +54,17 @@ async def test_text_query_over_http(chain: Chain) -> None:
         body = {"text": "a man", "filters": {"upper_color": colours}, "top_k": 5}
         status, reply = await call(f"{base(chain)}/api/query", body)
         assert status == 200 and reply["slots"]["upper_color"] == ["red", "white"], reply
+    # The same over gRPC: a FieldFilter lists values, and parsed slots carry them in `values` and `value`.
+    from semcom import client
+    from semcom.pb.v1 import receiver_pb2_grpc
+
+    with client.open_channel(chain.rxd_address) as channel:
+        stub = receiver_pb2_grpc.ReceiverStub(channel)
+        for filters in ({"upper_color": ["white", "red"]}, {"upper_color": "red|white"}):
+            answer = await asyncio.to_thread(client.query, stub, text="a man", filters=filters, top_k=5)
+            slots = {s.name: (list(s.values), s.value) for s in answer.parsed_slots}
+            assert slots == {"gender": (["male"], "male"), "upper_color": (["red", "white"], "red|white")}
+            assert {h.record.record_id for h in answer.hits[:2]} == {1, 3}
     status, page = await call(f"{base(chain)}/")
     assert status == 200 and b'<form id="search">' in page
     status, stats = await call(f"{base(chain)}/api/stats")
