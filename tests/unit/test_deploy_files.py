@@ -151,6 +151,17 @@ def test_containerfile_installs_what_setup_installs() -> None:
     assert no_deps is not None
     assert all(pkg in text for pkg in no_deps.group(1).split()), no_deps.group(1)
     assert "COPY --chmod=0755 deploy/container/semcom_health.py /opt/semcom/bin/semcom-health" in text
+    # The build context sends what is copied and nothing else (not the 2+ GB of virtual environments).
+    ignore = (DEPLOY / "container" / "Containerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    sources = {
+        src.rstrip("/")
+        for line in re.findall(r"^COPY (.+)$", text, re.M)
+        if not line.startswith("--from=")
+        for src in [a for a in line.split() if not a.startswith("--")][:-1]
+    }
+    assert "*" in ignore and sources <= allowed, sources - allowed
+    assert {"pyproject.toml", "semcom", "deploy/configs"} <= sources
 
 
 @pytest.fixture
