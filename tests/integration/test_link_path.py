@@ -14,17 +14,24 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from semcom.link.messages import AckStatus, Feedback
 from semcom.pb.v1 import (
     channel_pb2,
     channel_pb2_grpc,
     common_pb2,
+    link_pb2,
+    link_pb2_grpc,
     receiver_pb2,
     receiver_pb2_grpc,
     transmitter_pb2,
     transmitter_pb2_grpc,
 )
+from semcom.record import Record
+from semcom.schema import SchemaRegistry
 from tests.conftest import Chain, start_chain, stop_chain
 from tests.fixtures.link import PEOPLE, announce_all, query, wait_indexed
+from txd.config import LinkConfig
+from txd.link import LinkSender
 
 
 @pytest.mark.asyncio
@@ -203,3 +210,66 @@ async def test_clip_fetched_through_the_backward_channel(
         assert "nope" in (info.value.details() or "")
     with av.open(str(clip)) as box:
         assert sum(1 for _ in box.decode(video=0)) >= 25
+
+
+class BreakingLink(link_pb2_grpc.LinkServicer):
+    """A Link peer that breaks its first call at the first burst (unanswered), then acks everything."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seen: list[tuple[int, int, int]] = []  # (call, sequence, attempt)
+        self.broke = asyncio.Event()
+
+    async def Transmit(
+        self, request_iterator: AsyncIterator[link_pb2.Burst], context: aio.ServicerContext[object, object]
+    ) -> AsyncIterator[link_pb2.Feedback]:
+        self.calls += 1
+        call = self.calls
+        yield link_pb2.Feedback(task=link_pb2.TaskRequirement(schema_id="person/1"))
+        async for burst in request_iterator:
+            h = burst.header
+            self.seen.append((call, h.sequence, h.attempt))
+            if call == 1:
+                self.broke.set()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted outage")
+            fb = Feedback(h.stream_id, h.sequence, AckStatus.OK, records_accepted=h.record_count)
+            yield fb.to_pb()
+
+
+@pytest.mark.asyncio
+async def test_link_sender_resends_across_a_broken_call() -> None:
+    peer = BreakingLink()
+    server = aio.server()
+    link_pb2_grpc.add_LinkServicer_to_server(peer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    address = f"127.0.0.1:{port}"
+    cfg = LinkConfig(upstream=address, mcs="bytes", batch_delay_s=0, max_records_per_burst=1, reconnect_s=0.3)
+    tasks: list[str] = []
+    link = LinkSender(
+        cfg,
+        SchemaRegistry.builtin(),
+        schema_id="person/1",
+        max_message_bytes=1 << 20,
+        on_task=lambda t: tasks.append(t.schema_id),
+    )
+    runner = asyncio.create_task(link.run())
+    people = [Record("person/1", "cam-x", i, i, 1_700_000_000.0 + i, 1, {}) for i in range(1, 5)]
+    try:
+        link.submit(people[0])
+        link.submit(people[1])
+        await peer.broke.wait()
+        # Submitted around the break: whether the broken call took them or not, the next call carries them.
+        link.submit(people[2])
+        link.submit(people[3])
+        assert await link.flush(10.0)
+        assert (link.stats.records_acked, link.stats.records_lost, link.stats.link_up) == (4, 0, True)
+        assert peer.calls == 2 and tasks == ["person/1", "person/1"]
+        # Every sequence was answered once, on the second call, in order; a reconnect is not an attempt.
+        second = [(seq, attempt) for call, seq, attempt in peer.seen if call == 2]
+        assert second == [(1, 0), (2, 0), (3, 0), (4, 0)]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await link.close()
+        await server.stop(None)
