@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from grpc import aio
 
@@ -50,6 +50,15 @@ def build_query_parser(
     return registry.load(cfg.kind)(cfg)
 
 
+T = TypeVar("T")
+
+
+def _built(backend: T | None) -> T:
+    """A backend `Rxd` built because none was given (so it is there)."""
+    assert backend is not None
+    return backend
+
+
 SERVICE_NAMES = [
     link_pb2.DESCRIPTOR.services_by_name["Link"].full_name,
     receiver_pb2.DESCRIPTOR.services_by_name["Receiver"].full_name,
@@ -73,21 +82,15 @@ class Rxd:
         self.schemas.get(cfg.task.schema_id)
         self.store = RecordStore(cfg.index.path, self.schemas)
         # Backends built here from the config are this daemon's to close; injected ones are the caller's.
-        self._parser: QueryParser | None = None
-        self._describer: DescriberBackend | None = None
-        self._embedder: EmbedderBackend | None = None
-        if query_parser is None:
-            query_parser = self._parser = build_query_parser(cfg.query.parser)
-        if describer is None:
-            describer = self._describer = build_describer(cfg.generate)
-        if embedder is None:
-            embedder = self._embedder = build_embedder(cfg.embedder)
+        self._parser = build_query_parser(cfg.query.parser) if query_parser is None else None
+        self._describer = build_describer(cfg.generate) if describer is None else None
+        self._embedder = build_embedder(cfg.embedder) if embedder is None else None
         self.engine = RetrievalEngine(
             self.schemas,
             self.store,
-            describer,
-            embedder,
-            parser=query_parser,
+            describer or _built(self._describer),
+            embedder or _built(self._embedder),
+            parser=query_parser or _built(self._parser),
             max_top_k=cfg.query.max_top_k,
         )
         # One worker: bursts are decoded and indexed in arrival order; the embedder runs one batch at a time.

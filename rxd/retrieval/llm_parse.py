@@ -58,7 +58,11 @@ class LlmParserConfig(Frozen):
         "max_retries; unless set, timeout_s is 10 and max_retries 1 (a user waits on each query)",
     )
     max_tokens: int = Field(
-        128, ge=16, le=4096, description="room for the JSON answer (about 8 tokens per schema field)"
+        384,
+        ge=16,
+        le=4096,
+        description="room for the JSON answer: about 8 tokens per schema field and 3 per value listed "
+        "(~60 for a typical person/1 query; every value of every field fits in 384)",
     )
     system_prompt: str = Field(SYSTEM_PROMPT, description="instructions sent before every request")
     down_cooldown_s: float = Field(
