@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Iterable
 
 import pytest
 
 from semcom.errors import InvalidInput, Overloaded
 from semcom.link.messages import AckStatus, Feedback
+from semcom.link.outbox import MemoryOutbox, RecordKey
 from semcom.link.sender import OutBurst, SenderConfig, SendState
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
@@ -279,3 +281,52 @@ def test_window_of_one_delivers_in_order_under_loss() -> None:
         link.submit(rec)
     link.run_until_idle()
     assert link.delivered["cam"] == records
+
+
+class JournalOutbox(MemoryOutbox):
+    """An outbox that writes down what the sender asks of it, as a durable one would act on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journal: list[tuple[str, object]] = []
+
+    def add(self, record: Record) -> None:
+        self.journal.append(("add", record.record_id))
+        super().add(record)
+
+    def take(self, stream_id: str) -> list[Record]:
+        records = super().take(stream_id)
+        self.journal.append(("take", ids(records)))
+        return records
+
+    def settle(self, keys: Iterable[RecordKey]) -> None:
+        keys = list(keys)
+        self.journal.append(("settle", keys))
+        super().settle(keys)
+
+
+def test_the_sender_keeps_records_only_through_its_outbox() -> None:
+    outbox = JournalOutbox()
+    state = SendState(SenderConfig(batch_delay_s=0.0), SCHEMAS, schema_id="person/1", mcs=None, outbox=outbox)
+    state.submit(person("cam", 1), 0.0)
+    state.submit(person("cam", 2), 0.0)
+    (burst,) = drain(state, 0.0)
+    assert state.stats.records_queued == len(outbox) == 2  # in flight until settled
+    state.on_feedback(ack(burst), 0.1)
+    assert outbox.journal == [
+        ("add", 1),
+        ("add", 2),
+        ("take", [1, 2]),
+        ("settle", [("cam", 1), ("cam", 2)]),
+    ]
+    assert len(outbox) == 0 and state.stats.records_queued == 0
+
+
+def test_memory_outbox_counts_waiting_and_in_flight_and_ignores_unknown_keys() -> None:
+    outbox = MemoryOutbox()
+    for rec in [person("a", 1), person("b", 1), person("a", 2)]:
+        outbox.add(rec)
+    assert outbox.waiting_streams() == ["a", "b"] and len(outbox) == 3
+    assert ids(outbox.take("a")) == [1, 2] and outbox.waiting_streams() == ["b"] and len(outbox) == 3
+    outbox.settle([("a", 1), ("a", 9), ("b", 1)])  # b/1 is still waiting, a/9 was never taken
+    assert len(outbox) == 2 and outbox.take("zzz") == []
