@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from semcom.burst import build_burst, parse_mcs
@@ -78,6 +78,8 @@ async def run_streams(video: str | Path, cfg: TxdConfig, streams: int) -> tuple[
             records: list[Record] = []
 
             async def submit(rec: Record, records: list[Record] = records) -> Record:
+                # Numbered as txd's core numbers them: consecutive per stream, which the codec relies on.
+                rec = replace(rec, record_id=len(records) + 1, fields=schema.normalise(rec.fields))
                 records.append(rec)
                 return rec
 
