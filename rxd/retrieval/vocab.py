@@ -232,10 +232,10 @@ _LEXICONS: dict[str, Lexicon] = {}
 def lexicon(schema: Schema) -> Lexicon:
     """The lexicon of `schema`, built on first use (a few hundred milliseconds) and kept."""
     found = _LEXICONS.get(schema.id)
-    if found is not None and found.schema is schema:
+    if found is not None and found.schema == schema:
         return found
     with _LOCK:
         found = _LEXICONS.get(schema.id)
-        if found is None or found.schema is not schema:
+        if found is None or found.schema != schema:
             found = _LEXICONS[schema.id] = Lexicon(schema)
         return found
