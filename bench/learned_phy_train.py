@@ -87,12 +87,16 @@ def train(
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(args.seed)
     encoders: list[torch.nn.Parameter] = []
-    decoders: list[tuple[torch.nn.Parameter, torch.nn.Parameter]] = []
+    # Decoder weight = exp(gain) * W with W starting at zero: the best W is about 2 C^T (the matched
+    # filter), and logits scaled by SNRs up to 1e3 make a free W from a random start creep there over
+    # thousands of steps (leaving the decoder under-confident); the log gain gets the scale in ~300.
+    decoders: list[tuple[torch.nn.Parameter, torch.nn.Parameter, torch.nn.Parameter]] = []
     for spec, s, p in zip(schema.fields, symbols, prior, strict=True):
         count = len(spec.values)
         encoders.append(torch.nn.Parameter(torch.randn(count, 2 * s, generator=gen)))
-        weight = torch.nn.Parameter(0.1 * torch.randn(2 * s, count, generator=gen))
-        decoders.append((weight, torch.nn.Parameter(torch.log(torch.tensor(p, dtype=torch.float32)))))
+        weight, gain = torch.nn.Parameter(torch.zeros(2 * s, count)), torch.nn.Parameter(torch.zeros(()))
+        prior_logit = torch.nn.Parameter(torch.log(torch.tensor(p, dtype=torch.float32)))
+        decoders.append((weight, gain, prior_logit))
     params = encoders + [p for d in decoders for p in d]
     optimiser = torch.optim.Adam(params, lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=args.steps)
@@ -102,11 +106,11 @@ def train(
     for step in range(args.steps):
         snr = _draw_snr(args, gen)
         loss = torch.zeros(())
-        for enc, (w, a), weights, s in zip(encoders, decoders, priors, symbols, strict=True):
+        for enc, (w, g, a), weights, s in zip(encoders, decoders, priors, symbols, strict=True):
             values = torch.multinomial(weights, args.batch, replacement=True, generator=gen)
             code = enc * math.sqrt(s) / enc.norm(dim=1, keepdim=True)
             noise = torch.randn(args.batch, 2 * s, generator=gen) * torch.sqrt(0.5 / snr)[:, None]
-            logits = snr[:, None] * ((code[values] + noise) @ w) + a
+            logits = snr[:, None] * ((code[values] + noise) @ (w * g.exp())) + a
             loss = loss + torch.nn.functional.cross_entropy(logits, values)
         loss = loss / len(encoders)
         optimiser.zero_grad()
@@ -118,7 +122,7 @@ def train(
             losses.append(window / 100)
             window = 0.0
     fields = []
-    for spec, s, enc, (w, a) in zip(schema.fields, symbols, encoders, decoders, strict=True):
+    for spec, s, enc, (w, g, a) in zip(schema.fields, symbols, encoders, decoders, strict=True):
         code = (enc * math.sqrt(s) / enc.norm(dim=1, keepdim=True)).detach().double().numpy()
         pairs = np.stack([code[:, :s], code[:, s:]], axis=-1)  # (V, S, re/im)
         fields.append(
@@ -127,7 +131,7 @@ def train(
                 "values": list(spec.values),
                 "symbols": s,
                 "codebook": pairs.tolist(),
-                "weight": w.detach().double().numpy().tolist(),
+                "weight": (w * g.exp()).detach().double().numpy().tolist(),
                 "prior_logit": a.detach().double().numpy().tolist(),
             }
         )
@@ -150,7 +154,9 @@ def _draw_snr(args: argparse.Namespace, gen: Any) -> Any:
 def evaluate(
     model: LearnedModel, prior: list[NDArray[np.float64]], seed: int, n: int = 20000
 ) -> dict[str, Any]:
-    """Field error rate per field on AWGN at EVAL_SNRS_DB (numpy inference, the daemons' code path)."""
+    """Per SNR of EVAL_SNRS_DB on AWGN (numpy inference, the daemons' code path): the field error rate
+    per field, and over all fields the mean confidence (probability of the chosen value) and accuracy,
+    which a calibrated decoder keeps equal."""
     rng = np.random.default_rng(seed + 1)
     out: dict[str, Any] = {}
     indices = np.stack([rng.choice(len(p), n, p=p) for p in prior], axis=1)
@@ -161,6 +167,10 @@ def evaluate(
         probs = model.decode_fields(x + noise, noise_var=n0)
         errors = [float(np.mean(p.argmax(axis=1) != indices[:, j])) for j, p in enumerate(probs)]
         out[f"{snr_db:g}"] = {f.name: round(e, 5) for f, e in zip(model.fields, errors, strict=True)}
+        out[f"{snr_db:g}"] |= {
+            "mean confidence": round(float(np.mean([p.max(axis=1).mean() for p in probs])), 5),
+            "accuracy": round(1 - float(np.mean(errors)), 5),
+        }
     return out
 
 
@@ -203,6 +213,7 @@ def write_card(folder: Path) -> Path:
     for path in sorted(folder.glob("*.json")):
         doc = json.loads(path.read_text(encoding="utf-8"))
         t = doc["training"]
+        columns = [*(f["name"] for f in doc["fields"]), "mean confidence", "accuracy"]
         per_field = ", ".join(f"{f['name']} {f['symbols']}" for f in doc["fields"])
         lines += [
             f"## {doc['name']} ({doc['schema_id']})",
@@ -215,13 +226,14 @@ def write_card(folder: Path) -> Path:
             f"- training values: {t['prior']}",
             f"- loss (mean cross-entropy per field): first 100 steps {t['loss'][0]:.4f},"
             f" last 100 steps {t['loss'][-1]:.4f}",
-            "- field error rate on AWGN (20,000 draws from the training prior):",
+            "- field error rate on AWGN per field (20,000 draws from the training prior), and over all"
+            " fields the decoder's mean confidence against its accuracy:",
             "",
-            "| Es/N0 dB | " + " | ".join(f["name"] for f in doc["fields"]) + " |",
-            "|---|" + "---|" * len(doc["fields"]),
+            "| Es/N0 dB | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
         ]
         for snr, errors in t["eval"].items():
-            lines.append(f"| {snr} | " + " | ".join(f"{errors[f['name']]:.4f}" for f in doc["fields"]) + " |")
+            lines.append(f"| {snr} | " + " | ".join(f"{errors[c]:.4f}" for c in columns) + " |")
         lines.append("")
     card = folder / "MODEL_CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")
