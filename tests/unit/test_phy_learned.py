@@ -291,3 +291,15 @@ def test_digest_names_the_weights() -> None:
     one.check_digest(one.digest)
     with pytest.raises(InvalidInput, match="load the same model file"):
         one.check_digest(two.digest)
+
+
+def test_bench_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/learned_phy.py end to end on 2 bursts per point: the cost rows hold the stated numbers."""
+    from bench.learned_phy import main
+
+    schemes = "digital:qpsk/ldpc_r12,learned:person-s2@qpsk/ldpc_r12"
+    main(["--frames", "2", "--channels", "awgn", "--records", "uniform", "--schemes", schemes])
+    out = capsys.readouterr().out
+    extra = next(line for line in out.splitlines() if line.startswith("symbols/extra record"))
+    assert extra.split()[-2:] == ["54.00", "48.00"]
+    assert "30 dB" in out and "records exact %" in out
