@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 Submit = Callable[[Record], Awaitable[object]]
 
 Crop = NDArray[np.uint8]
+# Given each record as the link took it (numbered) and the keyframe crop it was understood from.
+KeepKeyframe = Callable[[Record, Crop], object]
 
 
 class SharedModels:
@@ -113,6 +115,7 @@ class StreamAnalysis:
         *,
         queue_frames: int = 8,
         drop_when_behind: bool = False,
+        keep_keyframe: KeepKeyframe | None = None,
     ) -> None:
         self.models = models
         self.schema = schema
@@ -122,6 +125,7 @@ class StreamAnalysis:
         self.analysis_fps = perception.analysis_fps
         self.queue_frames = queue_frames
         self.drop_when_behind = drop_when_behind
+        self.keep_keyframe = keep_keyframe
         self.run_state = StreamRun()
         self.perception: PerceptionPipeline = perception.pipeline(models.perception, self.run_state.times)
         self._last: dict[int, dict[str, str]] = {}
@@ -279,6 +283,8 @@ class StreamAnalysis:
                 fields=seen.fields,
                 confidence=seen.confidence,
             )
-            await self.submit(record)
+            numbered = await self.submit(record)
+            if self.keep_keyframe is not None and isinstance(numbered, Record):
+                self.keep_keyframe(numbered, kf.crop)
             self.times.records += 1
         self.times.add("submit", time.perf_counter() - t0)

@@ -81,6 +81,18 @@ class ClipStoreConfig(Frozen):
     )
 
 
+class ThumbnailConfig(Frozen):
+    """Keyframe thumbnails of analysed records, kept for FetchKeyframe (the page's thumbnails)."""
+
+    enabled: bool = Field(True, description="keep a thumbnail of each analysed record's keyframe crop")
+    format: Literal["jpeg", "webp"] = Field("jpeg", description="image format of the thumbnails")
+    max_side_px: int = Field(160, ge=16, le=1024, description="longer side of a thumbnail, in pixels")
+    quality: int = Field(70, ge=1, le=100, description="JPEG/WebP quality (higher: larger, sharper)")
+    max_bytes: int = Field(64 * 1024**2, gt=0, description="oldest thumbnails go once all exceed this")
+    max_items: int = Field(100_000, gt=0, description="oldest thumbnails go beyond this many")
+    max_age_s: float = Field(7 * 86400.0, gt=0, description="thumbnails older than this go")
+
+
 SourceKind = Literal["file", "http", "rtsp"]
 # URL schemes a source may use, and the kind each one is.
 SOURCE_SCHEMES: dict[str, SourceKind] = {
@@ -197,6 +209,7 @@ class TxdConfig(Frozen):
     site: SiteConfig = Field(SiteConfig(), description="this site")
     ingest: IngestConfig = Field(IngestConfig(), description="video ingest")
     clips: ClipStoreConfig = Field(ClipStoreConfig(), description="the clip store")
+    thumbnails: ThumbnailConfig = Field(ThumbnailConfig(), description="keyframe thumbnails")
     perception: PerceptionConfig | None = Field(
         default_factory=_default_perception,
         description="detector, tracker and keyframes; null: ingested video is only decoded and stored",

@@ -19,9 +19,10 @@ from semcom.codec.frame import check_time_s
 from semcom.errors import InvalidInput
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
-from txd.analysis import SharedModels, StreamAnalysis, StreamRun, StreamSpec
+from txd.analysis import Crop, SharedModels, StreamAnalysis, StreamRun, StreamSpec
 from txd.clips import ClipStore
 from txd.config import TxdConfig
+from txd.keyframes_store import KeyframeStore, Thumbnail
 from txd.link import LinkSender, LinkStats
 from txd.understanding.base import Understander
 from txd.video import PacketSink, VideoInfo, decode_info, probe
@@ -93,6 +94,7 @@ class TransmitterCore:
         self._source_ids = frozenset(source.stream_id for source in cfg.sources)
         self._models: SharedModels | None = None
         self._loading = asyncio.Lock()
+        self.keyframes = KeyframeStore(cfg.thumbnails)
 
     @property
     def analyses(self) -> bool:
@@ -262,11 +264,22 @@ class TransmitterCore:
             submit,
             self.executor,
             drop_when_behind=live,
+            keep_keyframe=self._keep_keyframe,
         )
         state.run = analysis.run_state
         await analysis.run(source, container, options=options, timeout_s=timeout_s, sink=sink)
         log.info("analysed stream_id=%s: %s", state.stream_id, analysis.times.summary())
         return analysis.run_state
+
+    def _keep_keyframe(self, rec: Record, crop: Crop) -> None:
+        try:
+            self.keyframes.keep(rec.stream_id, rec.record_id, crop)
+        except InvalidInput as err:  # a thumbnail is a convenience: the record is already on the link
+            log.warning("no thumbnail for stream_id=%s record_id=%d: %s", rec.stream_id, rec.record_id, err)
+
+    def keyframe(self, stream_id: str, record_id: int) -> Thumbnail:
+        """The thumbnail of a record this site's analysis made; NotFound for announced or dropped ones."""
+        return self.keyframes.get(stream_id, record_id)
 
     # -- clips --------------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager

@@ -74,6 +74,19 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
                 else:
                     yield common_pb2.ClipChunk(data=data)
 
+    async def FetchKeyframe(
+        self, request: transmitter_pb2.FetchKeyframeRequest, context: Context
+    ) -> transmitter_pb2.KeyframeImage:
+        thumb = self.core.keyframe(request.stream_id, request.record_id)
+        return transmitter_pb2.KeyframeImage(
+            stream_id=request.stream_id,
+            record_id=request.record_id,
+            content_type=thumb.content_type,
+            width=thumb.width,
+            height=thumb.height,
+            data=thumb.data,
+        )
+
     async def Status(
         self, request: transmitter_pb2.StatusRequest, context: Context
     ) -> transmitter_pb2.TransmitterStatus:

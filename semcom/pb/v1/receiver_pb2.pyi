@@ -271,12 +271,15 @@ class ReceiverStats(_message.Message):
     BURSTS_FAILED_FIELD_NUMBER: _builtins.int
     CLIP_BYTES_FETCHED_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
+    KEYFRAME_BYTES_FETCHED_FIELD_NUMBER: _builtins.int
     records_indexed: _builtins.int
     records_failed: _builtins.int
     bursts_ok: _builtins.int
     bursts_failed: _builtins.int
     clip_bytes_fetched: _builtins.int
     """backward-channel traffic, counted apart from the semantic link"""
+    keyframe_bytes_fetched: _builtins.int
+    """keyframe thumbnails fetched from txd, also apart from the semantic link"""
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStats]: ...
     def __init__(
@@ -288,10 +291,11 @@ class ReceiverStats(_message.Message):
         bursts_failed: _builtins.int = ...,
         clip_bytes_fetched: _builtins.int = ...,
         streams: _abc.Iterable[Global___StreamStats] | None = ...,
+        keyframe_bytes_fetched: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts_failed", b"bursts_failed", "bursts_ok", b"bursts_ok", "clip_bytes_fetched", b"clip_bytes_fetched", "records_failed", b"records_failed", "records_indexed", b"records_indexed", "streams", b"streams"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts_failed", b"bursts_failed", "bursts_ok", b"bursts_ok", "clip_bytes_fetched", b"clip_bytes_fetched", "keyframe_bytes_fetched", b"keyframe_bytes_fetched", "records_failed", b"records_failed", "records_indexed", b"records_indexed", "streams", b"streams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ import warnings
 
 from semcom.pb.v1 import common_pb2 as semcom_dot_v1_dot_common__pb2
 from semcom.pb.v1 import receiver_pb2 as semcom_dot_v1_dot_receiver__pb2
+from semcom.pb.v1 import transmitter_pb2 as semcom_dot_v1_dot_transmitter__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -55,6 +56,11 @@ class ReceiverStub:
                 request_serializer=semcom_dot_v1_dot_common__pb2.FetchClipRequest.SerializeToString,
                 response_deserializer=semcom_dot_v1_dot_common__pb2.ClipChunk.FromString,
                 _registered_method=True)
+        self.FetchKeyframe = channel.unary_unary(
+                '/semcom.v1.Receiver/FetchKeyframe',
+                request_serializer=semcom_dot_v1_dot_transmitter__pb2.FetchKeyframeRequest.SerializeToString,
+                response_deserializer=semcom_dot_v1_dot_transmitter__pb2.KeyframeImage.FromString,
+                _registered_method=True)
 
 
 class ReceiverServicer:
@@ -85,6 +91,13 @@ class ReceiverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchKeyframe(self, request, context):
+        """Fetch a record's keyframe thumbnail from the transmitter (cached at the receiver).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReceiverServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +120,11 @@ def add_ReceiverServicer_to_server(servicer, server):
                     servicer.FetchClip,
                     request_deserializer=semcom_dot_v1_dot_common__pb2.FetchClipRequest.FromString,
                     response_serializer=semcom_dot_v1_dot_common__pb2.ClipChunk.SerializeToString,
+            ),
+            'FetchKeyframe': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchKeyframe,
+                    request_deserializer=semcom_dot_v1_dot_transmitter__pb2.FetchKeyframeRequest.FromString,
+                    response_serializer=semcom_dot_v1_dot_transmitter__pb2.KeyframeImage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +235,33 @@ class Receiver:
             '/semcom.v1.Receiver/FetchClip',
             semcom_dot_v1_dot_common__pb2.FetchClipRequest.SerializeToString,
             semcom_dot_v1_dot_common__pb2.ClipChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchKeyframe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semcom.v1.Receiver/FetchKeyframe',
+            semcom_dot_v1_dot_transmitter__pb2.FetchKeyframeRequest.SerializeToString,
+            semcom_dot_v1_dot_transmitter__pb2.KeyframeImage.FromString,
             options,
             channel_credentials,
             insecure,

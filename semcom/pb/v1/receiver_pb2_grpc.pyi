@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from semcom.pb.v1 import common_pb2 as _common_pb2
 from semcom.pb.v1 import receiver_pb2 as _receiver_pb2
+from semcom.pb.v1 import transmitter_pb2 as _transmitter_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -37,6 +38,8 @@ class ReceiverStub:
     Stats: _grpc.UnaryUnaryMultiCallable[_receiver_pb2.StatsRequest, _receiver_pb2.ReceiverStats]
     FetchClip: _grpc.UnaryStreamMultiCallable[_common_pb2.FetchClipRequest, _common_pb2.ClipChunk]
     """Fetch a clip from the transmitter over the backward channel."""
+    FetchKeyframe: _grpc.UnaryUnaryMultiCallable[_transmitter_pb2.FetchKeyframeRequest, _transmitter_pb2.KeyframeImage]
+    """Fetch a record's keyframe thumbnail from the transmitter (cached at the receiver)."""
 
 @_typing.type_check_only
 class ReceiverAsyncStub(ReceiverStub):
@@ -46,6 +49,8 @@ class ReceiverAsyncStub(ReceiverStub):
     Stats: _aio.UnaryUnaryMultiCallable[_receiver_pb2.StatsRequest, _receiver_pb2.ReceiverStats]  # type: ignore[assignment]
     FetchClip: _aio.UnaryStreamMultiCallable[_common_pb2.FetchClipRequest, _common_pb2.ClipChunk]  # type: ignore[assignment]
     """Fetch a clip from the transmitter over the backward channel."""
+    FetchKeyframe: _aio.UnaryUnaryMultiCallable[_transmitter_pb2.FetchKeyframeRequest, _transmitter_pb2.KeyframeImage]  # type: ignore[assignment]
+    """Fetch a record's keyframe thumbnail from the transmitter (cached at the receiver)."""
 
 class ReceiverServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -76,5 +81,13 @@ class ReceiverServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_common_pb2.ClipChunk], _abc.AsyncIterator[_common_pb2.ClipChunk]]:
         """Fetch a clip from the transmitter over the backward channel."""
+
+    @_abc_1.abstractmethod
+    def FetchKeyframe(
+        self,
+        request: _transmitter_pb2.FetchKeyframeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transmitter_pb2.KeyframeImage, _abc.Awaitable[_transmitter_pb2.KeyframeImage]]:
+        """Fetch a record's keyframe thumbnail from the transmitter (cached at the receiver)."""
 
 def add_ReceiverServicer_to_server(servicer: ReceiverServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

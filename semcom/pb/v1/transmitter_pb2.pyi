@@ -281,3 +281,63 @@ class TransmitterStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransmitterStatus: _TypeAlias = TransmitterStatus  # noqa: Y015
+
+@_typing.final
+class FetchKeyframeRequest(_message.Message):
+    """A record's keyframe crop, kept by txd for records its own analysis made (not for announced ones)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    stream_id: _builtins.str
+    record_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        stream_id: _builtins.str = ...,
+        record_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_id", b"record_id", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchKeyframeRequest: _TypeAlias = FetchKeyframeRequest  # noqa: Y015
+
+@_typing.final
+class KeyframeImage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    stream_id: _builtins.str
+    record_id: _builtins.int
+    content_type: _builtins.str
+    """"image/jpeg" or "image/webp" """
+    width: _builtins.int
+    """pixels of the encoded image"""
+    height: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        stream_id: _builtins.str = ...,
+        record_id: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "data", b"data", "height", b"height", "record_id", b"record_id", "stream_id", b"stream_id", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyframeImage: _TypeAlias = KeyframeImage  # noqa: Y015

@@ -50,6 +50,11 @@ class TransmitterStub:
                 request_serializer=semcom_dot_v1_dot_common__pb2.FetchClipRequest.SerializeToString,
                 response_deserializer=semcom_dot_v1_dot_common__pb2.ClipChunk.FromString,
                 _registered_method=True)
+        self.FetchKeyframe = channel.unary_unary(
+                '/semcom.v1.Transmitter/FetchKeyframe',
+                request_serializer=semcom_dot_v1_dot_transmitter__pb2.FetchKeyframeRequest.SerializeToString,
+                response_deserializer=semcom_dot_v1_dot_transmitter__pb2.KeyframeImage.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/semcom.v1.Transmitter/Status',
                 request_serializer=semcom_dot_v1_dot_transmitter__pb2.StatusRequest.SerializeToString,
@@ -81,6 +86,13 @@ class TransmitterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchKeyframe(self, request, context):
+        """Return a record's keyframe crop as a small image; NOT_FOUND when txd holds none for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -104,6 +116,11 @@ def add_TransmitterServicer_to_server(servicer, server):
                     servicer.FetchClip,
                     request_deserializer=semcom_dot_v1_dot_common__pb2.FetchClipRequest.FromString,
                     response_serializer=semcom_dot_v1_dot_common__pb2.ClipChunk.SerializeToString,
+            ),
+            'FetchKeyframe': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchKeyframe,
+                    request_deserializer=semcom_dot_v1_dot_transmitter__pb2.FetchKeyframeRequest.FromString,
+                    response_serializer=semcom_dot_v1_dot_transmitter__pb2.KeyframeImage.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -192,6 +209,33 @@ class Transmitter:
             '/semcom.v1.Transmitter/FetchClip',
             semcom_dot_v1_dot_common__pb2.FetchClipRequest.SerializeToString,
             semcom_dot_v1_dot_common__pb2.ClipChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchKeyframe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semcom.v1.Transmitter/FetchKeyframe',
+            semcom_dot_v1_dot_transmitter__pb2.FetchKeyframeRequest.SerializeToString,
+            semcom_dot_v1_dot_transmitter__pb2.KeyframeImage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class TransmitterStub:
     """Send a record made by an external perception system (an NVR, say)."""
     FetchClip: _grpc.UnaryStreamMultiCallable[_common_pb2.FetchClipRequest, _common_pb2.ClipChunk]
     """Return a playable MP4 of a stored time range."""
+    FetchKeyframe: _grpc.UnaryUnaryMultiCallable[_transmitter_pb2.FetchKeyframeRequest, _transmitter_pb2.KeyframeImage]
+    """Return a record's keyframe crop as a small image; NOT_FOUND when txd holds none for it."""
     Status: _grpc.UnaryUnaryMultiCallable[_transmitter_pb2.StatusRequest, _transmitter_pb2.TransmitterStatus]
 
 @_typing.type_check_only
@@ -49,6 +51,8 @@ class TransmitterAsyncStub(TransmitterStub):
     """Send a record made by an external perception system (an NVR, say)."""
     FetchClip: _aio.UnaryStreamMultiCallable[_common_pb2.FetchClipRequest, _common_pb2.ClipChunk]  # type: ignore[assignment]
     """Return a playable MP4 of a stored time range."""
+    FetchKeyframe: _aio.UnaryUnaryMultiCallable[_transmitter_pb2.FetchKeyframeRequest, _transmitter_pb2.KeyframeImage]  # type: ignore[assignment]
+    """Return a record's keyframe crop as a small image; NOT_FOUND when txd holds none for it."""
     Status: _aio.UnaryUnaryMultiCallable[_transmitter_pb2.StatusRequest, _transmitter_pb2.TransmitterStatus]  # type: ignore[assignment]
 
 class TransmitterServicer(metaclass=_abc_1.ABCMeta):
@@ -75,6 +79,14 @@ class TransmitterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_common_pb2.ClipChunk], _abc.AsyncIterator[_common_pb2.ClipChunk]]:
         """Return a playable MP4 of a stored time range."""
+
+    @_abc_1.abstractmethod
+    def FetchKeyframe(
+        self,
+        request: _transmitter_pb2.FetchKeyframeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transmitter_pb2.KeyframeImage, _abc.Awaitable[_transmitter_pb2.KeyframeImage]]:
+        """Return a record's keyframe crop as a small image; NOT_FOUND when txd holds none for it."""
 
     @_abc_1.abstractmethod
     def Status(
