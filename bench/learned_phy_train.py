@@ -121,6 +121,11 @@ def train(
         if (step + 1) % 100 == 0:
             losses.append(window / 100)
             window = 0.0
+    return {"fields": _export(schema, symbols, encoders, decoders)}, losses
+
+
+def _export(schema: Schema, symbols: list[int], encoders: list[Any], decoders: list[Any]) -> list[Any]:
+    """The trained parameters as the model file's "fields" list (codewords already scaled to energy S)."""
     fields = []
     for spec, s, enc, (w, g, a) in zip(schema.fields, symbols, encoders, decoders, strict=True):
         code = (enc * math.sqrt(s) / enc.norm(dim=1, keepdim=True)).detach().double().numpy()
@@ -135,7 +140,7 @@ def train(
                 "prior_logit": a.detach().double().numpy().tolist(),
             }
         )
-    return {"fields": fields}, losses
+    return fields
 
 
 def _draw_snr(args: argparse.Namespace, gen: Any) -> Any:
@@ -240,7 +245,7 @@ def write_card(folder: Path) -> Path:
     return card
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -260,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels", type=Path, default=data_dir() / "peta" / "peta_labels.csv")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--card", action="store_true", help="only rewrite MODEL_CARD.md in --out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.card:
         print(write_card(args.out))
