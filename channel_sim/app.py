@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from grpc import aio
-
 from channel_sim.admin import ChannelAdminService
 from channel_sim.config import ChannelSimConfig
 from channel_sim.proxy import ChannelState, LinkProxy
 from semcom.pb.v1 import channel_pb2, channel_pb2_grpc, link_pb2, link_pb2_grpc
 from semcom.server import GrpcServer, channel_options
 from semcom.telemetry import MetricsEndpoint, start_metrics
+from semcom.tls import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,8 @@ class ChannelSim:
     def __init__(self, cfg: ChannelSimConfig) -> None:
         self.cfg = cfg
         self.state = ChannelState(cfg.channel)
-        self.upstream = aio.insecure_channel(
-            cfg.upstream.address, options=channel_options(cfg.server.max_message_bytes)
+        self.upstream = open_channel(
+            cfg.upstream.address, cfg.upstream.tls, options=channel_options(cfg.server.max_message_bytes)
         )
         self.proxy = LinkProxy(self.state, link_pb2_grpc.LinkStub(self.upstream), cfg.upstream.address)
         self.admin = ChannelAdminService(self.state)
@@ -39,6 +38,7 @@ class ChannelSim:
                 lambda s: channel_pb2_grpc.add_ChannelAdminServicer_to_server(self.admin, s),
             ],
             SERVICE_NAMES,
+            auth=cfg.auth,
         )
         self.metrics: MetricsEndpoint | None = None
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from channel_sim.models import ChannelModelConfig
-from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
+from semcom.config import AuthConfig, ClientTlsConfig, Frozen, LoggingConfig, MetricsConfig, ServerConfig
 
 
 class UpstreamConfig(Frozen):
     """The Link service bursts are forwarded to (rxd, or another channel-sim)."""
 
     address: str = Field("127.0.0.1:50053", description="host:port of the upstream Link service")
+    tls: ClientTlsConfig = Field(ClientTlsConfig(), description="TLS (mTLS) towards the upstream")
 
 
 class ChannelConfig(Frozen):
@@ -40,3 +41,4 @@ class ChannelSimConfig(Frozen):
     logging: LoggingConfig = Field(LoggingConfig(), description="log output")
     upstream: UpstreamConfig = Field(UpstreamConfig(), description="where bursts go next")
     channel: ChannelConfig = Field(ChannelConfig(), description="the channel")
+    auth: AuthConfig = Field(AuthConfig(), description="bearer tokens on ChannelAdmin (admin scope)")

@@ -8,11 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from grpc import aio
-
 from rxd.config import EmbedderConfig, GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
+from rxd.http_guard import HttpGuard
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.describe import DESCRIBERS, Describer, DescriberBackend, FallbackDescriber
 from rxd.retrieval.embed import EMBEDDERS, EmbedderBackend, TextEncoder
@@ -20,11 +19,13 @@ from rxd.retrieval.engine import RetrievalEngine
 from rxd.retrieval.parse import QUERY_PARSERS, QueryParser, parse_query
 from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
+from semcom.auth import TokenSet, bearer_interceptors, client_token
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
 from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer, channel_options
 from semcom.telemetry import MetricsEndpoint, start_metrics
+from semcom.tls import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,24 @@ class Rxd:
         )
         # One worker: bursts are decoded and indexed in arrival order; the embedder runs one batch at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rxd-model")
+        # Queries have threads of their own, so that indexing never waits behind a slow or heavy query.
+        self.query_executor = ThreadPoolExecutor(
+            max_workers=cfg.query.workers, thread_name_prefix="rxd-query"
+        )
         self.receiver = BurstReceiver(
             self.schemas, self.engine, self.executor, ldpc_iterations=cfg.link.ldpc_iterations
         )
-        self.tx_channel = aio.insecure_channel(
-            cfg.transmitter.address, options=channel_options(cfg.server.max_message_bytes)
+        self.tx_channel = open_channel(
+            cfg.transmitter.address,
+            cfg.transmitter.tls,
+            options=channel_options(cfg.server.max_message_bytes),
+            interceptors=bearer_interceptors(client_token(cfg.transmitter.auth)),
         )
         self.core = ReceiverCore(
             cfg,
             self.engine,
             self.receiver,
-            self.executor,
+            self.query_executor,
             transmitter_pb2_grpc.TransmitterStub(self.tx_channel),
         )
         self.link_service = LinkService(self.receiver, cfg.task.schema_id)
@@ -117,8 +125,10 @@ class Rxd:
                 lambda s: receiver_pb2_grpc.add_ReceiverServicer_to_server(self.receiver_service, s),
             ],
             SERVICE_NAMES,
+            auth=cfg.auth,
         )
-        self.http = HttpApi(self.core, cfg.http.listen) if cfg.http.enabled else None
+        guard = HttpGuard(cfg.http, TokenSet.from_config(cfg.auth))
+        self.http = HttpApi(self.core, cfg.http.listen, guard=guard) if cfg.http.enabled else None
         self.metrics: MetricsEndpoint | None = None
 
     @property
@@ -133,7 +143,9 @@ class Rxd:
         await self.grpc.start()
         web = ""
         if self.http is not None:
-            web = f", web page on http://{self.cfg.http.listen.rsplit(':', 1)[0]}:{await self.http.start()}/"
+            scheme = "https" if self.cfg.http.tls.enabled else "http"
+            host = self.cfg.http.listen.rsplit(":", 1)[0]
+            web = f", web page on {scheme}://{host}:{await self.http.start()}/"
         log.info(
             "rxd serving on port %d%s, index %s (%d records)",
             self.port,
@@ -147,13 +159,15 @@ class Rxd:
         parse_query("", self.schemas.get(self.cfg.task.schema_id))
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Drain, then close in this order: gRPC (in-flight calls finish), HTTP, the model worker (queued
-        bursts are decoded and committed), the backends this daemon built (query parser, describer,
-        embedder: nothing uses them any more), the transmitter channel, the index, metrics.
+        """Drain, then close in this order: gRPC (in-flight calls finish), HTTP, the query threads (queries
+        still waiting are dropped), the model worker (queued bursts are decoded and committed), the backends
+        this daemon built (query parser, describer, embedder: nothing uses them any more), the transmitter
+        channel, the index, metrics.
         """
         await self.grpc.stop(grace_s)
         if self.http is not None:
             await self.http.stop()
+        await asyncio.to_thread(self.query_executor.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self.executor.shutdown, wait=True)
         for backend in (self._parser, self._describer, self._embedder):
             if backend is not None:

@@ -10,7 +10,16 @@ from pydantic import Field
 from rxd.generate.llm import LlmDescriberConfig
 from rxd.generate.local import TransformersDescriberConfig
 from rxd.retrieval.llm_parse import LlmParserConfig
-from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
+from semcom.config import (
+    AuthConfig,
+    ClientAuthConfig,
+    ClientTlsConfig,
+    Frozen,
+    LoggingConfig,
+    MetricsConfig,
+    ServerConfig,
+    ServerTlsConfig,
+)
 
 
 class TaskConfig(Frozen):
@@ -54,6 +63,9 @@ class HttpConfig(Frozen):
 
     enabled: bool = Field(True, description="serve the web page and /api/*")
     listen: str = Field("127.0.0.1:8080", description="host:port of the HTTP server; port 0 picks one")
+    tls: ServerTlsConfig = Field(ServerTlsConfig(), description="HTTPS (and client certificates) of the page")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; more: 413")
+    max_url_chars: int = Field(8190, ge=256, description="longest request line (URL); more: 414")
 
 
 class LinkRxConfig(Frozen):
@@ -81,6 +93,16 @@ class QueryConfig(Frozen):
     )
     default_top_k: int = Field(10, ge=1, description="hits returned when a query names no top_k")
     max_top_k: int = Field(1000, ge=1, le=1000, description="largest top_k accepted")
+    max_text_chars: int = Field(512, ge=16, le=65536, description="longest query text, in characters")
+    timeout_s: float = Field(
+        5.0, gt=0, description="time budget of one query (parsing and ranking); over it: DEADLINE_EXCEEDED"
+    )
+    workers: int = Field(
+        2, ge=1, le=64, description="query threads, apart from the one that decodes and indexes bursts"
+    )
+    max_pending: int = Field(
+        64, ge=1, description="queries running or waiting at once; more are refused (RESOURCE_EXHAUSTED)"
+    )
     clip_before_s: float = Field(2.0, ge=0, description="a hit's clip starts this long before the record")
     clip_after_s: float = Field(3.0, ge=0, description="a hit's clip ends this long after the record")
 
@@ -90,6 +112,8 @@ class TransmitterPeerConfig(Frozen):
 
     address: str = Field("127.0.0.1:50051", description="host:port of txd's Transmitter service")
     timeout_s: float = Field(60.0, gt=0, description="deadline of a clip fetch")
+    tls: ClientTlsConfig = Field(ClientTlsConfig(), description="TLS (mTLS) towards txd")
+    auth: ClientAuthConfig = Field(ClientAuthConfig(), description="the token sent to txd (admin scope)")
 
 
 class RxdConfig(Frozen):
@@ -112,3 +136,4 @@ class RxdConfig(Frozen):
     link: LinkRxConfig = Field(LinkRxConfig(), description="burst decoding")
     query: QueryConfig = Field(QueryConfig(), description="query parsing and limits")
     transmitter: TransmitterPeerConfig = Field(TransmitterPeerConfig(), description="the txd peer")
+    auth: AuthConfig = Field(AuthConfig(), description="bearer tokens on the Receiver service and HTTP API")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Query, QueryResult, RetrievalEngine
 from rxd.retrieval.store import StoredRecord
 from semcom.errors import InvalidInput, NotFound, NotImplementedYet, PeerUnavailable, SemcomError
-from semcom.pb.v1 import common_pb2, transmitter_pb2_grpc
+from semcom.pb.v1 import common_pb2, transmitter_pb2, transmitter_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,40 @@ class ClipWindow:
     t1_s: float
 
 
+@dataclass(frozen=True)
+class KeyframeImage:
+    """A record's keyframe thumbnail, as txd encoded it."""
+
+    content_type: str
+    width: int
+    height: int
+    data: bytes
+
+
+class KeyframeCache:
+    """Thumbnails already fetched, least recently used dropped first beyond `max_bytes`: a page that shows
+    the same hits again costs the backward channel nothing."""
+
+    def __init__(self, max_bytes: int = 16 * 1024**2) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[tuple[str, int], KeyframeImage] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> KeyframeImage | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, int], image: KeyframeImage) -> None:
+        old = self._items.pop(key, None)
+        self.bytes += len(image.data) - (len(old.data) if old else 0)
+        self._items[key] = image
+        while self.bytes > self.max_bytes and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= len(dropped.data)
+
+
 class ReceiverCore:
     def __init__(
         self,
@@ -52,6 +87,8 @@ class ReceiverCore:
         self.executor = executor
         self.transmitter = transmitter
         self.clip_bytes = 0
+        self.keyframe_bytes = 0
+        self.keyframes = KeyframeCache()
 
     def query_from(
         self,
@@ -97,15 +134,55 @@ class ReceiverCore:
         )
 
     def stats(self) -> dict[str, Any]:
+        """Records indexed come from the index (true across restarts); burst and loss counts from the link
+        receiver; backward-channel bytes (clips, keyframes) from this process."""
         streams = self.receiver.streams
         return {
-            "records_indexed": sum(s.records_indexed for s in streams.values()),
+            "records_indexed": self.engine.count(),
             "records_failed": sum(s.records_failed for s in streams.values()),
             "bursts_ok": sum(s.bursts_ok for s in streams.values()),
             "bursts_failed": sum(s.bursts_failed for s in streams.values()),
             "clip_bytes_fetched": self.clip_bytes,
+            "keyframe_bytes_fetched": self.keyframe_bytes,
             "index": self.engine.stats(),
         }
+
+    async def transmitter_status(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """txd's link and stream state, asked over the backward channel: link up, MCS, SNR it was told,
+        records lost, information bits sent and the video bytes its streams carried."""
+        try:
+            st = await self.transmitter.Status(transmitter_pb2.StatusRequest(), timeout=timeout_s)
+        except aio.AioRpcError as err:
+            return {"address": self.cfg.transmitter.address, "reachable": False, "error": err.code().name}
+        return {
+            "address": self.cfg.transmitter.address,
+            "reachable": True,
+            "link_up": st.link_up,
+            "mcs": st.mcs,
+            "snr_db": st.last_snr_db,
+            "records_lost": st.records_lost,
+            "records_acked": st.records_acked,
+            "info_bits_sent": st.info_bits_sent,
+            "video_bytes": sum(s.bytes_received for s in st.streams),
+            "video_duration_s": sum(s.duration_s for s in st.streams),
+        }
+
+    async def fetch_keyframe(self, stream_id: str, record_id: int) -> KeyframeImage:
+        """A record's keyframe thumbnail from txd over the backward channel (cached here); its bytes are
+        counted apart from the semantic link, as clips are."""
+        key = (stream_id, record_id)
+        cached = self.keyframes.get(key)
+        if cached is not None:
+            return cached
+        request = transmitter_pb2.FetchKeyframeRequest(stream_id=stream_id, record_id=record_id)
+        try:
+            reply = await self.transmitter.FetchKeyframe(request, timeout=self.cfg.transmitter.timeout_s)
+        except aio.AioRpcError as err:
+            raise _peer_error(self.cfg.transmitter.address, err) from err
+        self.keyframe_bytes += len(reply.data)
+        image = KeyframeImage(reply.content_type, reply.width, reply.height, reply.data)
+        self.keyframes.put(key, image)
+        return image
 
     async def fetch_clip(self, stream_id: str, t0_s: float, t1_s: float) -> AsyncIterator[bytes]:
         """The clip's MP4 bytes from txd over the backward channel, counted apart from the semantic link."""
@@ -123,10 +200,12 @@ class ReceiverCore:
                 self.clip_bytes += len(chunk.data)
                 yield chunk
         except aio.AioRpcError as err:
-            # The transmitter's status is the answer; UNAVAILABLE means the backward channel is down, which
-            # fails this fetch only: rxd's own backends are alive, so it must not drain (not BackendDead).
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
-                raise PeerUnavailable(
-                    f"transmitter at {self.cfg.transmitter.address} unreachable: {err.details()}"
-                ) from err
-            raise _STATUS_ERRORS.get(err.code(), SemcomError)(err.details() or err.code().name) from err
+            raise _peer_error(self.cfg.transmitter.address, err) from err
+
+
+def _peer_error(address: str, err: aio.AioRpcError) -> SemcomError:
+    """The transmitter's status is the answer; UNAVAILABLE means the backward channel is down, which fails
+    this fetch only: rxd's own backends are alive, so it must not drain (not BackendDead)."""
+    if err.code() == grpc.StatusCode.UNAVAILABLE:
+        return PeerUnavailable(f"transmitter at {address} unreachable: {err.details()}")
+    return _STATUS_ERRORS.get(err.code(), SemcomError)(err.details() or err.code().name)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import math
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict
 from importlib import resources
@@ -12,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from rxd.core import ClipWindow, ReceiverCore
+from rxd.live import EventHub, IndexTail
 from rxd.retrieval.engine import Hit
 from semcom.config import split_hostport
 from semcom.errors import InvalidInput, SemcomError
@@ -26,6 +31,21 @@ _HTTP_STATUS = {
     "UNAVAILABLE": 503,
 }
 MAX_BODY_BYTES = 64 * 1024
+# The page loads nothing from elsewhere and runs no inline script or style; clips play from blob: URLs.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+# The page's files, by the name it asks for: a fixed list, so no request names a path.
+STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
+FOLLOW_PERIOD_S = 0.5  # how often the live view looks for new records in the index
+LINK_EVERY = 10  # live link state every this many index scans (5 s), asked of txd only while pages listen
+HEARTBEAT_S = 15.0  # an SSE comment this often keeps idle connections open through proxies
 
 
 def hit_json(hit: Hit, clip: ClipWindow) -> dict[str, Any]:
@@ -49,6 +69,11 @@ def hit_json(hit: Hit, clip: ClipWindow) -> dict[str, Any]:
     }
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an SNR never estimated is null."""
+    return value if math.isfinite(value) else None
+
+
 def _is_values(value: object) -> bool:
     """A filter's values: one string ("red", or "red|blue") or a list of strings."""
     return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
@@ -69,25 +94,36 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 class HttpApi:
-    """GET / (the page), POST|GET /api/query, GET /api/stats, GET /api/clip."""
+    """GET / (the page) and /static/*, POST|GET /api/query, GET /api/schema, /api/stats, /api/link,
+    /api/clip, /api/keyframe, /api/events (server-sent events: records as indexed, link state)."""
 
-    def __init__(self, core: ReceiverCore, listen: str) -> None:
+    def __init__(self, core: ReceiverCore, listen: str, *, max_listeners: int = 16) -> None:
         self.core = core
         self.listen = listen
         self.app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
         self.app.add_routes(
             [
                 web.get("/", self.page),
+                web.get("/static/{name}", self.static),
                 web.get("/api/query", self.query_get),
                 web.post("/api/query", self.query_post),
+                web.get("/api/schema", self.schema),
                 web.get("/api/stats", self.stats),
+                web.get("/api/link", self.link),
                 web.get("/api/clip", self.clip),
+                web.get("/api/keyframe", self.keyframe),
+                web.get("/api/events", self.events),
             ]
         )
         self._runner = web.AppRunner(self.app, access_log=None)
         self.port = 0
+        self.tail = IndexTail(core.cfg.index.path, core.engine.schemas)
+        self.hub = EventHub(max_listeners=max_listeners)
+        self._follow: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
+        await self._scan()  # the per-stream totals, counted from the index before the first page asks
+        self._follow = asyncio.create_task(self._follow_index(), name="rxd-http-live")
         await self._runner.setup()
         host, port = split_hostport(self.listen)
         site = web.TCPSite(self._runner, host, port)
@@ -98,11 +134,55 @@ class HttpApi:
         return self.port
 
     async def stop(self) -> None:
+        """Stop following the index, end the live streams (open pages would hold the server), then close."""
+        if self._follow is not None:
+            self._follow.cancel()
+            await asyncio.gather(self._follow, return_exceptions=True)
+        self.hub.close()
         await self._runner.cleanup()
+        self.tail.close()
+
+    async def _scan(self) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self.tail.scan)
+        except (sqlite3.Error, ValueError) as err:  # the live view is lost, never the daemon
+            log.warning("live view: reading the index %s failed: %s", self.tail.path, err)
+            self.tail.close()
+            return []
+
+    async def _follow_index(self) -> None:
+        """Publish each record the index gains, and the link state every LINK_EVERY scans while pages
+        listen. Polls the index (no hook into ingest): ingest never waits for the page."""
+        scans = 0
+        while True:
+            await asyncio.sleep(FOLLOW_PERIOD_S)
+            for record in await self._scan():
+                self.hub.publish("record", record)
+            scans += 1
+            if self.hub.listeners and scans % LINK_EVERY == 0:
+                self.hub.publish("stats", await self._stats_doc(with_link=True))
 
     async def page(self, request: web.Request) -> web.Response:
         html = resources.files("rxd").joinpath("web/index.html").read_text()
-        return web.Response(text=html, content_type="text/html")
+        return web.Response(text=html, content_type="text/html", headers=SECURITY_HEADERS)
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        body = resources.files("rxd").joinpath(f"web/{name}").read_text()
+        return web.Response(text=body, content_type=STATIC[name], headers=SECURITY_HEADERS)
+
+    async def schema(self, request: web.Request) -> web.Response:
+        """The task schema's fields and values (each with "unknown"), for the page's slot dropdowns."""
+        schema = self.core.engine.schemas.get(request.query.get("schema_id") or self.core.cfg.task.schema_id)
+        fields = [
+            {"name": f.name, "label": f.label, "description": f.description, "values": list(f.values)}
+            for f in schema.fields
+        ]
+        return web.json_response(
+            {"schema_id": schema.id, "record_bits": schema.record_bits, "fields": fields}
+        )
 
     async def query_get(self, request: web.Request) -> web.Response:
         q = request.query
@@ -155,7 +235,42 @@ class HttpApi:
         )
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.core.stats())
+        return web.json_response(await self._stats_doc(with_link=False))
+
+    async def link(self, request: web.Request) -> web.Response:
+        """The link per site: rxd's receiving side, and txd's sending side asked over the backward channel."""
+        return web.json_response(await self._stats_doc(with_link=True))
+
+    async def _stats_doc(self, *, with_link: bool) -> dict[str, Any]:
+        """Counts from the index (true after a restart), per stream with its link counters; with
+        `with_link`, txd's state too (one Status call, answered or reported unreachable)."""
+        doc = self.core.stats()
+        link = self.core.receiver.streams
+        record_bits = self.core.engine.schemas.get(self.core.cfg.task.schema_id).record_bits
+        streams = []
+        for totals in self.tail.totals():
+            rx = link.get(totals["stream_id"])
+            totals["link"] = (
+                None
+                if rx is None
+                else {
+                    "bursts_ok": rx.bursts_ok,
+                    "bursts_failed": rx.bursts_failed,
+                    "records_failed": rx.records_failed,
+                    "info_bits": rx.info_bits,
+                    "snr_db": _finite(rx.snr_db),
+                    "airtime_s": rx.airtime_s,
+                }
+            )
+            streams.append(totals)
+        doc["streams"] = streams
+        doc["live"] = self.tail.enabled
+        doc["record_bits"] = record_bits
+        doc["semantic_bits_indexed"] = doc["records_indexed"] * record_bits
+        doc["info_bits_received"] = sum(s.info_bits for s in link.values())
+        if with_link:
+            doc["sites"] = [await self.core.transmitter_status()]
+        return doc
 
     async def clip(self, request: web.Request) -> web.StreamResponse:
         q = request.query
@@ -172,3 +287,47 @@ class HttpApi:
             await response.write(chunk)
         await response.write_eof()
         return response
+
+    async def keyframe(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            stream_id, record_id = q["stream_id"], int(q["record_id"])
+        except (KeyError, ValueError) as err:
+            raise InvalidInput("keyframe needs stream_id and an integer record_id") from err
+        if record_id < 1:
+            raise InvalidInput(f"record_id must be >= 1, got {record_id}")
+        image = await self.core.fetch_keyframe(stream_id, record_id)
+        headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+        return web.Response(body=image.data, content_type=image.content_type, headers=headers)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: "stats" first, then "record" per record indexed and "stats" every few seconds.
+        A page beyond the listener limit gets 429 (its EventSource retries)."""
+        queue = self.hub.subscribe()
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        try:
+            await response.prepare(request)
+            await _send(response, "stats", await self._stats_doc(with_link=True))
+            while self.hub.live(queue):
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    await response.write(b": ping\n\n")
+                    continue
+                if item is None:
+                    break
+                await _send(response, *item)
+        except ConnectionResetError:
+            log.debug("live view: a listener went away")
+            return response
+        finally:
+            self.hub.unsubscribe(queue)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
+    await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())

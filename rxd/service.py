@@ -10,7 +10,14 @@ from grpc import aio
 from rxd.core import ReceiverCore
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Hit
-from semcom.pb.v1 import common_pb2, link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc
+from semcom.pb.v1 import (
+    common_pb2,
+    link_pb2,
+    link_pb2_grpc,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    transmitter_pb2,
+)
 from semcom.record import Record
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,7 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
             bursts_failed=totals["bursts_failed"],
             clip_bytes_fetched=self.core.clip_bytes,
             streams=streams,
+            keyframe_bytes_fetched=self.core.keyframe_bytes,
         )
 
     async def FetchClip(
@@ -113,3 +121,16 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
     ) -> AsyncIterator[common_pb2.ClipChunk]:
         async for chunk in self.core.fetch_clip_chunks(request):
             yield chunk
+
+    async def FetchKeyframe(
+        self, request: transmitter_pb2.FetchKeyframeRequest, context: Context
+    ) -> transmitter_pb2.KeyframeImage:
+        image = await self.core.fetch_keyframe(request.stream_id, request.record_id)
+        return transmitter_pb2.KeyframeImage(
+            stream_id=request.stream_id,
+            record_id=request.record_id,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            data=image.data,
+        )

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -19,10 +19,85 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ServerTlsConfig(Frozen):
+    """TLS of a listening port: off without a certificate; with `client_ca`, clients must present a
+    certificate that CA signed (mutual TLS). `semcom certs --out DIR` makes a CA and the certificates."""
+
+    cert: Path | None = Field(None, description="PEM certificate chain of this server; null: plaintext")
+    key: Path | None = Field(None, description="PEM private key of `cert`")
+    client_ca: Path | None = Field(
+        None, description="PEM CA bundle; set: every client must present a certificate it signed (mTLS)"
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ServerTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        if self.client_ca is not None and self.cert is None:
+            raise ValueError("client_ca (mTLS) needs cert and key")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+class ClientTlsConfig(Frozen):
+    """TLS of a connection this daemon opens: the CA it trusts and, for mTLS, its own certificate."""
+
+    enabled: bool = Field(False, description="connect with TLS (true whenever the peer's port has a cert)")
+    ca: Path | None = Field(None, description="PEM CA bundle the peer's certificate chains to; null: system")
+    cert: Path | None = Field(None, description="PEM client certificate, for a peer that requires mTLS")
+    key: Path | None = Field(None, description="PEM private key of `cert`")
+    server_name: str = Field(
+        "", description="name expected in the peer's certificate when it differs from the address's host"
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ClientTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class TokenEntry(Frozen):
+    """One bearer token, stored as the SHA-256 of its text (`semcom token` makes both)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="who holds it, for logs")
+    scope: Literal["read", "admin"] = Field(
+        description="read: queries, records, stats; admin: also clips, ingest, announce and ChannelAdmin"
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token's text")
+
+
+class AuthConfig(Frozen):
+    """Bearer tokens on the gRPC services (metadata `authorization: Bearer ...`) and on rxd's HTTP API.
+    No token configured: no check (a loopback-only deployment). The Link service is authenticated by mTLS
+    and the frames' AEAD instead; health checks stay open to supervisors."""
+
+    tokens: tuple[TokenEntry, ...] = Field((), description="accepted tokens with their scopes")
+    tokens_file: Path | None = Field(
+        None, description="a TOML file of more [[tokens]] tables (name, scope, sha256), read at start-up"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens) or self.tokens_file is not None
+
+
+class ClientAuthConfig(Frozen):
+    """The bearer token this daemon presents to a peer that checks tokens."""
+
+    token: SecretStr = Field(SecretStr(""), description="the token's text (never printed); empty: none")
+    token_file: Path | None = Field(None, description="a file holding the token's text (wins over token)")
+
+
 class ServerConfig(Frozen):
     """Where a daemon's gRPC server listens and how it drains."""
 
     listen: str = Field("127.0.0.1:0", description="host:port of the gRPC server; port 0 picks a free one")
+    tls: ServerTlsConfig = Field(ServerTlsConfig(), description="TLS (and mTLS) of the gRPC port")
+    reflection: bool = Field(True, description="serve gRPC reflection (service discovery for grpcurl)")
     grace_s: float = Field(10.0, gt=0, description="how long in-flight calls may run on after SIGTERM")
     max_message_bytes: int = Field(
         16 * 1024 * 1024, gt=1024, description="largest gRPC message accepted or sent, in bytes"

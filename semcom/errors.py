@@ -60,3 +60,9 @@ class DecodeError(InvalidInput):
 
 class CrcError(DecodeError):
     """A frame decoded to the right length but its CRC did not match."""
+
+
+class TimedOut(SemcomError):
+    """A request ran past its time budget (a query over query.timeout_s); the caller may retry."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

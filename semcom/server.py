@@ -15,8 +15,10 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from semcom.config import ServerConfig
+from semcom.auth import AuthInterceptor, TokenSet
+from semcom.config import AuthConfig, ServerConfig
 from semcom.errors import BackendDead, SemcomError
+from semcom.tls import add_port
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 
 class GrpcServer:
-    """An aio server with health checking and reflection, bound on creation, started by `start()`.
+    """An aio server with health checking and (unless switched off) reflection, bound on creation with TLS
+    when the config has a certificate, started by `start()`. With tokens in `auth`, each call's bearer
+    token must cover its method's scope (semcom.auth.METHOD_SCOPES).
 
     A handler that raises BackendDead (a model or server the daemon cannot work without is gone) turns
     health NOT_SERVING at once and sets `dead`, on which the daemon's main loop drains and exits non-zero.
@@ -132,12 +136,18 @@ class GrpcServer:
         cfg: ServerConfig,
         register: Sequence[Callable[[aio.Server], None]],
         service_names: Sequence[str],
+        auth: AuthConfig | None = None,
     ) -> None:
         self.cfg = cfg
         self.dead: asyncio.Future[BackendDead] = asyncio.get_running_loop().create_future()
         self._not_serving: asyncio.Future[None] | None = None
+        tokens = TokenSet.from_config(auth) if auth is not None else None
+        # The token check runs first: a refused call never reaches a handler or the error mapping.
+        interceptors: list[aio.ServerInterceptor[Any, Any]] = [ErrorInterceptor(self._on_dead)]
+        if tokens is not None and tokens.enabled:
+            interceptors.insert(0, AuthInterceptor(tokens))
         self.server = aio.server(
-            interceptors=[ErrorInterceptor(self._on_dead)],
+            interceptors=interceptors,
             options=[("grpc.so_reuseport", 0), *channel_options(cfg.max_message_bytes)],
         )
         for add in register:
@@ -145,10 +155,11 @@ class GrpcServer:
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
-        self.port = self.server.add_insecure_port(cfg.listen)
+        if cfg.reflection:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
+        self.port = add_port(self.server, cfg.listen, cfg.tls)
         if self.port == 0:
             raise OSError(f"could not bind gRPC server to {cfg.listen}")
 

@@ -39,6 +39,7 @@ class Txd:
             self.schemas,
             schema_id=cfg.site.schema_id,
             max_message_bytes=cfg.server.max_message_bytes,
+            state_dir=cfg.clips.dir / ".state",
         )
         self.clips = ClipStore(cfg.clips)
         understander = understander or UNDERSTANDERS.load(cfg.understanding.kind)(cfg.understanding)
@@ -48,6 +49,7 @@ class Txd:
             cfg.server,
             [lambda s: transmitter_pb2_grpc.add_TransmitterServicer_to_server(self.service, s)],
             [SERVICE_NAME],
+            auth=cfg.auth,
         )
         self.sources = SourcePool(cfg.sources, self.core, self.clips)
         self.metrics: MetricsEndpoint | None = None

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 
 from semcom.burst import parse_mcs
-from semcom.config import Frozen, LoggingConfig, MetricsConfig, ServerConfig
+from semcom.config import AuthConfig, ClientTlsConfig, Frozen, LoggingConfig, MetricsConfig, ServerConfig
 from semcom.errors import InvalidInput
 from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.attributes import AttributesConfig
@@ -22,6 +22,7 @@ class LinkConfig(Frozen):
     """The semantic link towards the receiver (directly, or through channel-sim)."""
 
     upstream: str = Field("127.0.0.1:50052", description="host:port of the Link service (channel-sim or rxd)")
+    tls: ClientTlsConfig = Field(ClientTlsConfig(), description="TLS (mTLS) of the link connection")
     mcs: str = Field(
         "qpsk/ldpc_r12", description="modulation/coding of bursts, e.g. qam16/ldpc_r12, or 'bytes' for no phy"
     )
@@ -64,6 +65,14 @@ class IngestConfig(Frozen):
     """Video coming in."""
 
     max_stream_bytes: int = Field(2 * 1024**3, gt=0, description="largest video accepted on one Ingest call")
+    max_uploads: int = Field(
+        4, ge=1, description="Ingest calls at once; one more is refused with RESOURCE_EXHAUSTED"
+    )
+    max_spool_bytes: int = Field(
+        8 * 1024**3,
+        gt=0,
+        description="bytes all uploads in progress may spool together; beyond: RESOURCE_EXHAUSTED",
+    )
 
 
 class ClipStoreConfig(Frozen):
@@ -219,6 +228,7 @@ class TxdConfig(Frozen):
         description="the understanding agent: 'attributes' (embedded CPU model) or 'vlm' (an "
         "OpenAI-compatible VLM server such as vLLM)",
     )
+    auth: AuthConfig = Field(AuthConfig(), description="bearer tokens on the Transmitter service")
     sources: list[SourceConfig] = Field(
         default_factory=list,
         description="videos txd pulls itself from start-up on (files, HTTP, RTSP), one task each",

@@ -18,6 +18,7 @@ from semcom.pb.v1 import link_pb2, link_pb2_grpc
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
 from semcom.server import channel_options
+from semcom.tls import open_channel
 from txd.config import LinkConfig
 
 __all__ = ["LinkSender", "LinkStats", "sender_config"]
@@ -80,8 +81,9 @@ class LinkSender:
         )
         self._on_task = on_task
         self._clock = clock
-        self._channel = aio.insecure_channel(
+        self._channel = open_channel(
             cfg.upstream,
+            cfg.tls,
             options=[
                 *channel_options(max_message_bytes),
                 # Reconnect promptly after an outage instead of gRPC's default backoff of up to 120 s.
