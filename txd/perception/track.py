@@ -96,10 +96,11 @@ class KalmanFilter:
     def gating_distance(self, mean: FloatArray, cov: FloatArray, measurements: FloatArray) -> FloatArray:
         """Squared Mahalanobis distance of each (n, 4) measurement from the projected state."""
         projected, projected_cov = self.project(mean, cov)
-        chol = np.linalg.cholesky(projected_cov)
         d = measurements - projected
-        z = scipy.linalg.solve_triangular(chol, d.T, lower=True, check_finite=False)
-        return np.asarray(np.sum(z * z, axis=0), dtype=np.float64)
+        # d^T S^-1 d through numpy's 4x4 solve: scipy's solve_triangular costs ~1 ms a call here, and the
+        # tracker gates every confirmed track against every frame's detections.
+        solved = np.linalg.solve(projected_cov, d.T)
+        return np.asarray(np.sum(d.T * solved, axis=0), dtype=np.float64)
 
 
 def to_xyah(box: Box) -> FloatArray:
