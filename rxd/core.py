@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Executor
@@ -17,7 +18,16 @@ from rxd.config import RxdConfig
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Query, QueryResult, RetrievalEngine
 from rxd.retrieval.store import StoredRecord
-from semcom.errors import InvalidInput, NotFound, NotImplementedYet, PeerUnavailable, SemcomError
+from semcom.errors import (
+    InvalidInput,
+    NotFound,
+    NotImplementedYet,
+    Overloaded,
+    PeerUnavailable,
+    SemcomError,
+    TimedOut,
+)
+from semcom.ids import check_stream_id
 from semcom.pb.v1 import common_pb2, transmitter_pb2, transmitter_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -73,6 +83,9 @@ class KeyframeCache:
 
 
 class ReceiverCore:
+    """Queries run on `executor` (query threads of their own, never the worker that indexes bursts), at
+    most query.max_pending at once, each within query.timeout_s."""
+
     def __init__(
         self,
         cfg: RxdConfig,
@@ -87,6 +100,9 @@ class ReceiverCore:
         self.executor = executor
         self.transmitter = transmitter
         self.clip_bytes = 0
+        self.queries_pending = 0
+        self.queries_refused = 0
+        self.queries_timed_out = 0
         self.keyframe_bytes = 0
         self.keyframes = KeyframeCache()
 
@@ -102,6 +118,14 @@ class ReceiverCore:
         t1_s: float = 0.0,
         schema_id: str = "",
     ) -> Query:
+        """A query from outside, checked: bounded text, a valid stream id, finite times."""
+        limit = self.cfg.query.max_text_chars
+        if len(text) > limit:
+            raise InvalidInput(f"query text has {len(text)} characters; query.max_text_chars is {limit}")
+        if stream_id:
+            check_stream_id(stream_id)
+        if not (math.isfinite(t0_s) and math.isfinite(t1_s)):
+            raise InvalidInput("t0_s and t1_s must be finite numbers")
         return Query(
             text=text,
             filters=dict(filters),
@@ -114,6 +138,22 @@ class ReceiverCore:
         )
 
     async def query(self, q: Query) -> QueryResult:
+        """Run `q` within the time budget; RESOURCE_EXHAUSTED when too many queries are in hand already."""
+        limit = self.cfg.query.max_pending
+        if self.queries_pending >= limit:
+            self.queries_refused += 1
+            raise Overloaded(f"{limit} queries in progress (query.max_pending); retry shortly")
+        self.queries_pending += 1
+        try:
+            return await asyncio.wait_for(self._query(q), self.cfg.query.timeout_s)
+        except TimeoutError as err:
+            # The thread finishes its ranking and is then free again; the caller hears at once.
+            self.queries_timed_out += 1
+            raise TimedOut(f"query took longer than query.timeout_s ({self.cfg.query.timeout_s} s)") from err
+        finally:
+            self.queries_pending -= 1
+
+    async def _query(self, q: Query) -> QueryResult:
         """The engine checks `q`; the text is parsed here first, so a model parser is awaited on the loop."""
         text = q.text.strip()
         # Parsed here: a model parser's request holds no worker that ingest needs.
@@ -121,6 +161,7 @@ class ReceiverCore:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.query, q, parsed)
 
     async def get(self, stream_id: str, record_id: int) -> StoredRecord:
+        check_stream_id(stream_id)
         found = await asyncio.get_running_loop().run_in_executor(
             self.executor, self.engine.get, stream_id, record_id
         )
@@ -143,6 +184,9 @@ class ReceiverCore:
             "bursts_ok": sum(s.bursts_ok for s in streams.values()),
             "bursts_failed": sum(s.bursts_failed for s in streams.values()),
             "clip_bytes_fetched": self.clip_bytes,
+            "queries_pending": self.queries_pending,
+            "queries_refused": self.queries_refused,
+            "queries_timed_out": self.queries_timed_out,
             "keyframe_bytes_fetched": self.keyframe_bytes,
             "index": self.engine.stats(),
         }
@@ -194,6 +238,9 @@ class ReceiverCore:
     async def fetch_clip_chunks(
         self, request: common_pb2.FetchClipRequest
     ) -> AsyncIterator[common_pb2.ClipChunk]:
+        check_stream_id(request.stream_id)
+        if not (math.isfinite(request.t0_s) and math.isfinite(request.t1_s)):
+            raise InvalidInput("t0_s and t1_s must be finite numbers")
         call = self.transmitter.FetchClip(request, timeout=self.cfg.transmitter.timeout_s)
         try:
             async for chunk in call:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from rxd.core import ClipWindow, ReceiverCore
+from rxd.http_guard import HttpGuard
 from rxd.live import EventHub, IndexTail
 from rxd.retrieval.engine import Hit
 from semcom.config import split_hostport
@@ -97,10 +98,16 @@ class HttpApi:
     """GET / (the page) and /static/*, POST|GET /api/query, GET /api/schema, /api/stats, /api/link,
     /api/clip, /api/keyframe, /api/events (server-sent events: records as indexed, link state)."""
 
-    def __init__(self, core: ReceiverCore, listen: str, *, max_listeners: int = 16) -> None:
+    def __init__(
+        self, core: ReceiverCore, listen: str, *, max_listeners: int = 16, guard: HttpGuard | None = None
+    ) -> None:
         self.core = core
         self.listen = listen
-        self.app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+        # TLS, tokens, size limits and JSON errors: all in rxd.http_guard, in front of every handler.
+        self.guard = guard or HttpGuard()
+        self.app = web.Application(
+            middlewares=self.guard.middlewares, client_max_size=self.guard.max_body_bytes
+        )
         self.app.add_routes(
             [
                 web.get("/", self.page),
@@ -115,7 +122,7 @@ class HttpApi:
                 web.get("/api/events", self.events),
             ]
         )
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = self.guard.runner(self.app)
         self.port = 0
         self.tail = IndexTail(core.cfg.index.path, core.engine.schemas)
         self.hub = EventHub(max_listeners=max_listeners)
@@ -126,7 +133,7 @@ class HttpApi:
         self._follow = asyncio.create_task(self._follow_index(), name="rxd-http-live")
         await self._runner.setup()
         host, port = split_hostport(self.listen)
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=self.guard.ssl_context)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only through the server's sockets
         sockets = getattr(server, "sockets", None) or []
