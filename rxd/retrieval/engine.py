@@ -93,8 +93,10 @@ class IndexStore(Protocol):
     can implement this for deployments that outgrow one machine, running the filtered, tiered search itself.
     """
 
-    def add(self, records: Sequence[Record], desc_ids: Sequence[int]) -> None:
-        """desc_ids[i] is the description generated from records[i]'s field values."""
+    def add(self, records: Sequence[Record], desc_ids: Sequence[int]) -> int:
+        """desc_ids[i] is the description generated from records[i]'s field values. A record equal to one
+        stored under its (stream_id, record_id) is stored once; a different one is refused, not stored:
+        returns how many were refused."""
 
     def add_descriptions(self, entries: Sequence[DescriptionEntry], vectors: NDArray[np.float32]) -> None: ...
     def has_description(self, desc_id: int) -> bool: ...
@@ -197,10 +199,11 @@ class RetrievalEngine:
         self.embed_calls = 0
         self.embedded_texts = 0
 
-    def ingest(self, records: Sequence[Record]) -> None:
-        """Describe (through the memory), embed only descriptions never seen, store all records or none."""
+    def ingest(self, records: Sequence[Record]) -> int:
+        """Describe (through the memory), embed only descriptions never seen, store all records or none;
+        returns how many were refused as conflicting with a stored record of the same id (see IndexStore)."""
         if not records:
-            return
+            return 0
         with self._ingest_lock:
             t0 = time.perf_counter()
             desc_ids: list[int] = []
@@ -216,11 +219,12 @@ class RetrievalEngine:
                 entries = list(new.values())
                 self.store.add_descriptions(entries, self._encode([e.text for e in entries]))
             t2 = time.perf_counter()
-            self.store.add(records, desc_ids)
+            conflicts = self.store.add(records, desc_ids)
             t3 = time.perf_counter()
             self._timing["describe_s"] += t1 - t0
             self._timing["embed_s"] += t2 - t1
             self._timing["store_s"] += t3 - t2
+            return conflicts
 
     def _encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         vectors = self.embedder.encode(texts)

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS records (
     desc_id INTEGER NOT NULL, UNIQUE (stream_id, record_id)
 );
 """
-_INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _COLUMNS_SQL = "row, stream_id, record_id, track_id, time_s, location_id, desc_id"  # what is loaded
 _IN_CHUNK = 900  # SQLite's default limit is 999 host parameters per statement
 _LOAD_CHUNK = 1 << 16
@@ -200,7 +200,10 @@ class RecordStore:
     """Records + descriptions (text and embedding) in one SQLite file; everything is loaded into numpy
     columns on open, so a restart re-embeds nothing and a query over a million records is vectorised.
 
-    Adding is idempotent on (stream_id, record_id): a retransmitted record replaces the stored one in place.
+    Adding is idempotent on (stream_id, record_id): a retransmitted record equal to the stored one is taken
+    and stored once; a different record under a stored id is refused (counted in `conflicts`, the stored
+    one kept), since txd never gives an id twice. Commits use WAL with synchronous=FULL: a record is on
+    stable storage before `add` returns, so before rxd acknowledges it, power loss included.
     A record's field values are its description's (checked on add). Record confidences are not kept (the
     wire does not carry them). Searches scan at most `regroup_after` (or a tenth of all) records in full;
     the rest are visited by description, best first. Safe to share between threads.
@@ -228,11 +231,14 @@ class RecordStore:
         self._desc_schema = np.zeros(0, dtype=np.int16)
         self._checker = RecordChecker(schemas)
         self._lock = threading.Lock()
+        self.conflicts = 0  # records refused: another record is stored under their (stream_id, record_id)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         with self._lock:
             self._db.executescript(_SQL)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # FULL, not NORMAL: NORMAL in WAL mode may lose the last commits on power loss, and those are
+            # records already acknowledged to txd, which will never send them again.
+            self._db.execute("PRAGMA synchronous=FULL")
             self._load()
 
     # -- descriptions -------------------------------------------------------------------------------------
@@ -307,8 +313,10 @@ class RecordStore:
 
     # -- records ------------------------------------------------------------------------------------------
 
-    def add(self, records: Sequence[Record], desc_ids: Sequence[int]) -> None:
-        """Store records with the ids of their (added) descriptions; InvalidInput rejects the whole batch."""
+    def add(self, records: Sequence[Record], desc_ids: Sequence[int]) -> int:
+        """Store records with the ids of their (added) descriptions; InvalidInput rejects the whole batch.
+
+        Returns how many were refused because a different record holds their id (the rest are stored)."""
         if len(records) != len(desc_ids):
             raise ValueError(f"{len(records)} records but {len(desc_ids)} description ids")
         # The last occurrence wins within one batch, as it does across batches.
@@ -318,23 +326,31 @@ class RecordStore:
         with self._lock:
             existing = self._existing_rows(list(latest))
             table: list[_Row] = []
+            conflicts = 0
             fresh = self._cols.n  # new records take the next rows
             for key, (r, d) in latest.items():
                 row = existing.get(key)
-                if row is None:
-                    row, fresh = fresh, fresh + 1
+                if row is not None:
+                    conflicts += not self._same(row, r, d)
+                    continue  # an identical retransmission is stored already
+                row, fresh = fresh, fresh + 1
                 fields = ",".join(self._desc[d].values)
                 table.append(_Row(row, *key, r.schema_id, r.track_id, r.time_s, r.location_id, fields, d))
             with self._db:
                 self._db.executemany(_INSERT, table)
-            cols = self._cols.data
-            # A retransmission that changes a grouped row's description or time moves it between groups.
-            self._groups.stale |= any(
-                t.row < self._groups.built
-                and (cols["desc_id"][t.row] != t.desc_id or cols["time_s"][t.row] != t.time_s)
-                for t in table
-            )
             self._put_rows([t.loaded() for t in table])
+            self.conflicts += conflicts
+            return conflicts
+
+    def _same(self, row: int, rec: Record, desc_id: int) -> bool:
+        """Whether the stored row holds this record (its description fixes schema and field values)."""
+        c = self._cols.data
+        return bool(
+            c["desc_id"][row] == desc_id
+            and c["track_id"][row] == rec.track_id
+            and c["time_s"][row] == rec.time_s
+            and c["location_id"][row] == rec.location_id
+        )
 
     def _validate(self, rec: Record, desc_id: int) -> None:
         """Check one record and that `desc_id` was generated from its field values."""

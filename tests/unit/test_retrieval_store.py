@@ -68,24 +68,25 @@ def test_reopen_restores_everything_without_re_embedding(tmp_path: Path) -> None
     store2.close()
 
 
-def test_re_adding_is_idempotent_and_replaces(tmp_path: Path) -> None:
+def test_re_adding_is_idempotent_and_a_different_record_under_a_stored_id_is_refused(tmp_path: Path) -> None:
     encoder = BagOfWordsEncoder()
     store, engine = _engine(tmp_path / "index.db", encoder)
-    engine.ingest(RECORDS)
-    engine.ingest(RECORDS)
-    engine.ingest(RECORDS[:2] + RECORDS[:2])  # duplicates inside one burst too
-    assert store.count() == 5
-    engine.ingest([person(2, gender="female", upper_color="green")])  # a corrected retransmission
-    assert store.count() == 5
+    assert engine.ingest(RECORDS) == 0
+    assert engine.ingest(RECORDS) == 0  # retransmissions of identical records: taken, stored once
+    assert engine.ingest(RECORDS[:2] + RECORDS[:2]) == 0  # duplicates inside one burst too
+    assert store.count() == 5 and store.conflicts == 0
+    # Another record under a stored id (a transmitter that reused its ids): refused and counted, not stored.
+    changed = person(2, gender="female", upper_color="green")
+    assert engine.ingest([changed, person(9)]) == 1
+    assert store.count() == 6 and store.conflicts == 1
     got = store.get("cam1", 2)
-    assert got is not None and got.record.fields["upper_color"] == "green"
-    assert got.description == "A female wearing a green shirt."
+    assert got is not None and got.record.fields["upper_color"] == RECORDS[1].fields["upper_color"] != "green"
     store.close()
     reopened = RecordStore(tmp_path / "index.db", REGISTRY)
-    got = reopened.get("cam1", 2)
-    assert reopened.count() == 5 and got is not None and got.record.fields["upper_color"] == "green"
+    again = reopened.get("cam1", 2)
+    assert reopened.count() == 6 and again is not None and again.record == got.record
     (rows,) = sqlite3.connect(tmp_path / "index.db").execute("SELECT COUNT(*) FROM records").fetchone()
-    assert rows == 5
+    assert rows == 6
     reopened.close()
 
 
@@ -186,7 +187,7 @@ def test_grouped_search_equals_full_scan(tmp_path: Path) -> None:
         engines.append(engine)
     rng = random.Random(6)
     for step in range(120):
-        if step in (20, 60):  # new records (a tail) and changed retransmissions (regrouping)
+        if step in (20, 60):  # new records (a tail) and changed records under stored ids (refused)
             more = records[2000:2500] if step == 20 else records[2500:]
             changed = [
                 dataclasses.replace(r, time_s=r.time_s + 1000.0) for r in rng.sample(records[:2000], 50)
