@@ -72,6 +72,15 @@ class LinkRxConfig(Frozen):
     """Decoding of incoming bursts."""
 
     ldpc_iterations: int = Field(20, ge=1, le=200, description="belief-propagation iterations per codeword")
+    site_keys: dict[str, Path] = Field(
+        default_factory=dict,
+        description="site id -> key file (32 random bytes, the same file as that txd's link.key_file); when "
+        "any is set, only sealed frames from these sites are taken and every other burst is refused as "
+        "unauthenticated; empty: keyless mode, unsealed frames only",
+    )
+    min_tag_bits: Literal[32, 64, 96, 128] = Field(
+        128, description="shortest AEAD tag accepted: a sender cannot weaken the check below this"
+    )
 
 
 class EmbeddedParserConfig(Frozen):

@@ -1,17 +1,19 @@
-"""Turns incoming bursts into indexed records: demodulate, decode, check CRC, index, acknowledge."""
+"""Turns incoming bursts into indexed records: demodulate, check CRC and AEAD tag, decode, index, ack."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import Executor
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
 from rxd.retrieval.engine import RetrievalEngine
 from semcom.burst import ReceivedFrame, open_burst
-from semcom.codec import decode_records
+from semcom.codec import AuthError, SealCheck, SiteKey, decode_records, read_key
 from semcom.errors import CrcError, DecodeError, SemcomError
 from semcom.link.messages import AckStatus
 from semcom.link.receiver import BurstArrival, Decoded, LinkReceiver, StreamStats
@@ -19,7 +21,7 @@ from semcom.pb.v1 import link_pb2
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
 
-__all__ = ["BurstReceiver", "StreamStats"]
+__all__ = ["BurstReceiver", "StreamStats", "site_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,11 @@ BURSTS = Counter("semcom_rxd_bursts_total", "Bursts received, by outcome", ["out
 RECORDS = Counter("semcom_rxd_records_total", "Records, by outcome", ["outcome"])
 LINK_BITS = Counter("semcom_rxd_link_bits_total", "Bits received on the link", ["kind"])
 SNR = Gauge("semcom_rxd_snr_db", "Last SNR estimate (Es/N0, dB)")
+
+
+def site_keys(files: Mapping[str, Path]) -> dict[str, SiteKey]:
+    """The key of each site rxd takes frames from, read from its key file."""
+    return {site: SiteKey(read_key(path)) for site, path in files.items()}
 
 
 class BurstReceiver:
@@ -39,8 +46,13 @@ class BurstReceiver:
         executor: Executor,
         *,
         ldpc_iterations: int = 20,
+        keys: Mapping[str, SiteKey] | None = None,
+        min_tag_bytes: int = 16,
     ) -> None:
         self.schemas = schemas
+        # Empty: keyless mode, unsealed frames only. Else only sealed frames of these sites are taken.
+        self.keys = dict(keys or {})
+        self.min_tag_bytes = min_tag_bytes
         self.engine = engine
         self.executor = executor
         self.ldpc_iterations = ldpc_iterations
@@ -59,10 +71,16 @@ class BurstReceiver:
         if answer is not None:
             self._count_failed(arrival, answer.status, answer.detail)
             return answer.to_pb()
+        h = burst.header
+        if self.keys and h.site_id not in self.keys:
+            return self._fail(arrival, AckStatus.UNAUTHENTICATED, f"no key for site {h.site_id[:64]!r} here")
+        seal = SealCheck(self.keys[h.site_id], h.epoch, h.sequence, self.min_tag_bytes) if self.keys else None
         loop = asyncio.get_running_loop()
         async with self._locks[arrival.stream_id]:
             try:
-                received, records = await loop.run_in_executor(self.executor, self._decode, burst)
+                received, records = await loop.run_in_executor(self.executor, self._decode, burst, seal)
+            except AuthError as err:
+                return self._fail(arrival, AckStatus.UNAUTHENTICATED, str(err))
             except CrcError as err:
                 return self._fail(arrival, AckStatus.CRC_FAILED, str(err))
             except SemcomError as err:
@@ -76,11 +94,21 @@ class BurstReceiver:
             )
             # A retransmission of a burst already indexed (its ack was lost): acknowledge again, index once.
             duplicate = self.state.is_duplicate(arrival, decoded)
+            conflicts = 0
             if not duplicate:
                 try:
-                    await loop.run_in_executor(self.executor, self._index, records)
+                    conflicts = await loop.run_in_executor(self.executor, self._index, records)
                 except SemcomError as err:
                     return self._fail(arrival, AckStatus.REJECTED, str(err))
+            if conflicts:
+                self.state.streams[arrival.stream_id].records_conflicting += conflicts
+                RECORDS.labels("conflicting").inc(conflicts)
+                log.error(
+                    "stream_id=%s sequence=%d: %d records refused: other records hold their ids",
+                    arrival.stream_id,
+                    arrival.sequence,
+                    conflicts,
+                )
             fb = self.state.accept(arrival, decoded)
         if fb.snr_db == fb.snr_db:
             SNR.set(fb.snr_db)
@@ -96,21 +124,25 @@ class BurstReceiver:
             )
         return fb.to_pb()
 
-    def _decode(self, burst: link_pb2.Burst) -> tuple[ReceivedFrame, list[Record]]:
+    def _decode(self, burst: link_pb2.Burst, seal: SealCheck | None) -> tuple[ReceivedFrame, list[Record]]:
         received = open_burst(burst, max_iter=self.ldpc_iterations)
         try:
-            records = decode_records(received.frame, self.schemas, stream_id=burst.header.stream_id)
+            records = decode_records(
+                received.frame, self.schemas, stream_id=burst.header.stream_id, seal=seal
+            )
         except DecodeError as err:
-            # Over a noisy link a frame that failed FEC is corruption, whatever the parser tripped on first.
-            if received.blocks_failed and not isinstance(err, CrcError):
+            # Over a noisy link a frame that failed FEC is corruption, whatever the parser tripped on first;
+            # a tag that fails on a frame whose CRC held is a forgery (or the wrong key), not noise.
+            if received.blocks_failed and not isinstance(err, CrcError | AuthError):
                 raise CrcError(f"{err} ({received.blocks_failed} LDPC blocks failed)") from err
             raise
         if len(records) != burst.header.record_count:
             raise DecodeError(f"frame holds {len(records)} records, header says {burst.header.record_count}")
         return received, records
 
-    def _index(self, records: list[Record]) -> None:
-        self.engine.ingest(records)  # described, embedded and committed before the acknowledgement goes out
+    def _index(self, records: list[Record]) -> int:
+        # Described, embedded and committed (synchronous=FULL) before the acknowledgement goes out.
+        return self.engine.ingest(records)
 
     def _fail(self, arrival: BurstArrival, status: AckStatus, detail: str) -> link_pb2.Feedback:
         self._count_failed(arrival, status, detail)

@@ -43,6 +43,45 @@ class LinkConfig(Frozen):
     reconnect_s: float = Field(0.5, gt=0, description="pause before reconnecting a broken link")
     reconnect_max_s: float = Field(5.0, gt=0, description="longest pause between reconnection attempts")
     flush_timeout_s: float = Field(10.0, gt=0, description="how long shutdown waits for outstanding acks")
+    ack_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a burst unanswered this long is sent again; when the receiver said nothing at all in "
+        "that time, the link counts down and is reconnected (a frozen or vanished peer)",
+    )
+    retry_later_s: float = Field(
+        30.0, gt=0, description="a burst whose max_attempts ran out stays queued, tried again after this"
+    )
+    outbox_path: Path | None = Field(
+        None,
+        description="SQLite file of the outbox, where each accepted record stays until rxd acknowledged it "
+        "(WAL, synchronous=FULL: fsync at every accepted record); null: <clips.dir>/.state/outbox.db; "
+        "':memory:' keeps it in memory (a restart loses what was queued; no key may be set then)",
+    )
+    site_id: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
+        description="this site's id in every burst header: rxd opens sealed frames with the key it holds "
+        "for this id",
+    )
+    key_file: Path | None = Field(
+        None,
+        description="the site key (32 random bytes: head -c 32 /dev/urandom > site.key); frames are sealed "
+        "with ChaCha20-Poly1305 under it; null: frames carry only a CRC (keyless demo mode)",
+    )
+    tag_bits: Literal[32, 64, 96, 128] = Field(
+        128, description="AEAD tag bits per frame; a forgery succeeds with probability ~2^-tag_bits per try"
+    )
+    encrypt: bool = Field(True, description="encrypt the records of sealed frames (the header stays clear)")
+
+    @model_validator(mode="after")
+    def _key_needs_site(self) -> LinkConfig:
+        if self.key_file is not None and not self.site_id:
+            raise ValueError("link.key_file needs link.site_id: rxd picks the key by site id")
+        if self.key_file is not None and str(self.outbox_path) == ":memory:":
+            raise ValueError("link.key_file needs a durable outbox: its epoch keeps frame nonces unique")
+        return self
 
     @field_validator("mcs")
     @classmethod

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -90,7 +90,7 @@ class TransmitterCore:
         self.executor = executor
         self.understander = understander
         self.streams: dict[str, StreamState] = {}
-        self._next_record_id: dict[str, int] = defaultdict(lambda: 1)
+        self._drop_stale_spool()
         self._source_ids = frozenset(source.stream_id for source in cfg.sources)
         self._models: SharedModels | None = None
         self._loading = asyncio.Lock()
@@ -120,8 +120,9 @@ class TransmitterCore:
         if wait:
             await self.link.room()
         # Ids are assigned here, with no await before the link takes the record, so that each stream's
-        # records are consecutive, which the codec relies on.
-        record_id = self._next_record_id[rec.stream_id]
+        # records are consecutive, which the codec relies on. The link's outbox keeps the counter on disk
+        # with the records, so a restarted txd never gives an id twice.
+        record_id = self.link.next_record_id(rec.stream_id)
         rec = replace(
             rec,
             schema_id=schema.id,
@@ -132,8 +133,16 @@ class TransmitterCore:
         schema.validate(rec)
         check_time_s(rec)
         self.link.submit(rec)
-        self._next_record_id[rec.stream_id] = record_id + 1
         return rec
+
+    def _drop_stale_spool(self) -> None:
+        """Spool files of uploads a crash interrupted: their uploader saw the call fail and sends again."""
+        for stale in self.clips.incoming.glob("*"):
+            log.warning("removing the spool of an interrupted upload or clip: %s", stale.name)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
     # -- streams ------------------------------------------------------------------------------------------
     def open_stream(

@@ -7,12 +7,16 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from grpc import aio
 from prometheus_client import Counter, Gauge
 
 from semcom.burst import build_burst, mcs_name, parse_mcs
+from semcom.codec.seal import Sealing, SiteKey, read_key
+from semcom.link.durable import SqliteOutbox
 from semcom.link.messages import Feedback
+from semcom.link.outbox import MemoryOutbox, Outbox
 from semcom.link.sender import LinkStats, OutBurst, SenderConfig, SendState
 from semcom.pb.v1 import link_pb2, link_pb2_grpc
 from semcom.record import Record
@@ -51,9 +55,25 @@ def sender_config(cfg: LinkConfig) -> SenderConfig:
         batch_delay_s=cfg.batch_delay_s,
         reconnect_s=cfg.reconnect_s,
         reconnect_max_s=cfg.reconnect_max_s,
+        ack_timeout_s=cfg.ack_timeout_s,
+        retry_later_s=cfg.retry_later_s,
         adaptive_mcs=cfg.adaptive_mcs,
         mcs_margin_db=cfg.mcs_margin_db,
     )
+
+
+def open_outbox(cfg: LinkConfig, state_dir: Path) -> Outbox:
+    """The outbox `cfg` names: SQLite at link.outbox_path (default `state_dir`/outbox.db), or in memory."""
+    if str(cfg.outbox_path) == ":memory:":
+        return MemoryOutbox()
+    return SqliteOutbox(cfg.outbox_path or state_dir / "outbox.db")
+
+
+def sealing(cfg: LinkConfig) -> Sealing | None:
+    """How frames are sealed: under the key in link.key_file, or not at all (keyless mode)."""
+    if cfg.key_file is None:
+        return None
+    return Sealing(SiteKey(read_key(cfg.key_file)), tag_bytes=cfg.tag_bits // 8, encrypt=cfg.encrypt)
 
 
 class LinkSender:
@@ -69,15 +89,19 @@ class LinkSender:
         max_message_bytes: int,
         on_task: Callable[[link_pb2.TaskRequirement], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        state_dir: Path = Path("var/txd/state"),
     ) -> None:
         self.cfg = cfg
+        self.outbox = open_outbox(cfg, state_dir)
         self.state = SendState(
             sender_config(cfg),
             schemas,
             schema_id=schema_id,
             mcs=parse_mcs(cfg.mcs),
+            outbox=self.outbox,
             metrics=_Prometheus(),
             rng=random.Random(),
+            sealing=sealing(cfg),
         )
         self._on_task = on_task
         self._clock = clock
@@ -105,6 +129,10 @@ class LinkSender:
         return mcs_name(self.state.mcs)
 
     # -- called by the services ---------------------------------------------------------------------------
+    def next_record_id(self, stream_id: str) -> int:
+        """The id the stream's next record takes; never one given before, not even before a restart."""
+        return self.outbox.next_record_id(stream_id)
+
     def submit(self, record: Record) -> None:
         """Queue one record for the link; Overloaded when too many are already waiting."""
         self.state.submit(record, self._clock())
@@ -128,6 +156,9 @@ class LinkSender:
 
     async def close(self) -> None:
         await self._channel.close(None)
+        close = getattr(self.outbox, "close", None)
+        if close is not None:
+            close()
 
     # -- background work ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -146,7 +177,15 @@ class LinkSender:
             await asyncio.sleep(max(0.0, self.state.reconnect_due_s - self._clock()))
 
     async def _session(self, session_id: int) -> None:
-        call = self._stub.Transmit(self._bursts(session_id), wait_for_ready=True)
+        call = self._stub.Transmit(self._bursts(session_id, lambda: call.cancel()), wait_for_ready=True)
+        try:
+            await self._read(call)
+        except asyncio.CancelledError:
+            if not self.state.peer_silent or not call.cancelled():
+                raise  # the task itself is being cancelled
+            log.warning("link to %s: the receiver is silent; reconnecting", self.cfg.upstream)
+
+    async def _read(self, call: aio.StreamStreamCall[link_pb2.Burst, link_pb2.Feedback]) -> None:
         async for msg in call:
             was_up = self.stats.link_up
             self.state.on_feedback(Feedback.from_pb(msg), self._clock())
@@ -158,11 +197,14 @@ class LinkSender:
             async with self._changed:
                 self._changed.notify_all()
 
-    async def _bursts(self, session_id: int) -> AsyncIterator[link_pb2.Burst]:
+    async def _bursts(self, session_id: int, hang_up: Callable[[], object]) -> AsyncIterator[link_pb2.Burst]:
         # Bursts are taken only for the session that is current: one broken before may still be parked here.
         while session_id == self._session_id:
             self._wake.clear()
             out = self.state.next_burst(self._clock())
+            if self.state.peer_silent:
+                hang_up()  # a frozen peer keeps the connection open: only breaking it gets a fresh one
+                return
             if out is not None:
                 yield self._to_pb(out)
                 continue
@@ -187,6 +229,8 @@ class LinkSender:
             attempt=out.attempt,
         )
         h = burst.header
+        h.site_id = self.cfg.site_id
+        h.epoch = out.epoch
         # The payload holds every symbol on the air, pilots included.
         symbols = 0 if h.modulation == link_pb2.MODULATION_NONE else burst.payload.shape[0]
         self.stats.channel_symbols_sent += symbols

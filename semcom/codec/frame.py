@@ -1,13 +1,15 @@
-"""The bit-packed record frame: a few dozen bits per record, a small header and a CRC-32."""
+"""The bit-packed record frame: a few dozen bits per record, a small header, an AEAD tag or none, a CRC-32."""
 
 from __future__ import annotations
 
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 from semcom.codec.bits import BitReader, BitWriter
+from semcom.codec.seal import TAG_BYTES, VERSION_AUTH, VERSION_SEALED, AuthError, SiteKey, open_sealed
 from semcom.errors import CrcError, DecodeError, InvalidInput
 from semcom.record import UNKNOWN, Record
 from semcom.schema import Schema, SchemaRegistry
@@ -27,12 +29,26 @@ CRC_BITS = 32
 MIN_FRAME_BYTES = (HEADER_BITS + CRC_BITS) // 8
 
 
-def frame_bits(n_records: int, schema: Schema) -> int:
-    """Exact size in bits of a frame of `n_records` records: header, records, padding to a byte, CRC."""
+def frame_bits(n_records: int, schema: Schema, *, tag_bits: int = 0) -> int:
+    """Exact size in bits of a frame of `n_records` records: header, records, padding to a byte, the AEAD
+    tag (`tag_bits`, 0 for an unsealed frame), CRC."""
     if not 0 <= n_records <= MAX_RECORDS:
         raise InvalidInput(f"a frame holds 0..{MAX_RECORDS} records, not {n_records}")
+    if (tag_bits and tag_bits // 8 not in TAG_BYTES) or tag_bits % 8:
+        raise InvalidInput(f"tag_bits must be 0 or one of {[8 * t for t in TAG_BYTES]}, got {tag_bits}")
     body = HEADER_BITS + n_records * schema.record_bits
-    return body + (-body % 8) + CRC_BITS
+    return body + (-body % 8) + tag_bits + CRC_BITS
+
+
+@dataclass(frozen=True)
+class SealCheck:
+    """How a receiver opens one burst's frame: the sending site's key (None: it holds none, and takes only
+    unsealed frames), the nonce's parts from the burst header, and the shortest tag it accepts."""
+
+    key: SiteKey | None
+    epoch: int = 0
+    sequence: int = 0
+    min_tag_bytes: int = 16
 
 
 def check_time_s(record: Record) -> None:
@@ -158,12 +174,18 @@ def pack_frames(records: Sequence[Record], schema: Schema, *, max_records: int =
     return [encode_records(chunk, schema) for chunk in split_frames(records, schema, max_records=max_records)]
 
 
-def decode_records(frame: bytes, registry: SchemaRegistry, *, stream_id: str) -> list[Record]:
-    """Unpack one frame; every malformed frame raises a DecodeError (CrcError when only the CRC disagrees)."""
+def decode_records(
+    frame: bytes, registry: SchemaRegistry, *, stream_id: str, seal: SealCheck | None = None
+) -> list[Record]:
+    """Unpack one frame; every malformed frame raises a DecodeError (CrcError when only the CRC disagrees,
+    AuthError when a sealed frame's tag does not, or an unsealed one comes where a key is held)."""
     if not frame:
         raise DecodeError(f"truncated frame: got 0 bytes, a frame is at least {MIN_FRAME_BYTES} bytes")
-    if frame[0] != FRAME_VERSION:
-        raise DecodeError(f"unsupported frame version {frame[0]}; this build reads version {FRAME_VERSION}")
+    if frame[0] not in (FRAME_VERSION, VERSION_AUTH, VERSION_SEALED):
+        raise DecodeError(
+            f"unsupported frame version {frame[0]}; this build reads versions "
+            f"{FRAME_VERSION}, {VERSION_AUTH} and {VERSION_SEALED}"
+        )
     if len(frame) < MIN_FRAME_BYTES:
         raise DecodeError(
             f"truncated frame: got {len(frame)} bytes, a frame is at least {MIN_FRAME_BYTES} bytes"
@@ -173,6 +195,8 @@ def decode_records(frame: bytes, registry: SchemaRegistry, *, stream_id: str) ->
     except InvalidInput as err:
         raise DecodeError(f"frame names {err}") from err
     count = frame[2]
+    if frame[0] != FRAME_VERSION or (seal is not None and seal.key is not None):
+        frame = _open(frame, schema, count, stream_id, seal)
     expected = frame_bits(count, schema) // 8
     if len(frame) < expected:
         raise DecodeError(
@@ -188,6 +212,29 @@ def decode_records(frame: bytes, registry: SchemaRegistry, *, stream_id: str) ->
     if crc != sent_crc:
         raise CrcError(f"CRC mismatch: frame carries 0x{sent_crc:08x}, its bytes give 0x{crc:08x}")
     return _parse(BitReader(body), schema, count, stream_id)
+
+
+def _open(frame: bytes, schema: Schema, count: int, stream_id: str, seal: SealCheck | None) -> bytes:
+    """A sealed frame checked and turned back into the unsealed frame it carries."""
+    if seal is None or seal.key is None:
+        # AuthError, not a plain DecodeError: the sender keeps the frame (a key may yet be configured here).
+        raise AuthError(f"frame version {frame[0]} is sealed, and this receiver holds no key for its site")
+    crc, sent_crc = zlib.crc32(frame[:-4]), int.from_bytes(frame[-4:], "big")
+    if crc != sent_crc:  # first: a frame the channel damaged is noise, whatever else is wrong with it
+        raise CrcError(f"CRC mismatch: frame carries 0x{sent_crc:08x}, its bytes give 0x{crc:08x}")
+    if frame[0] == FRAME_VERSION:
+        raise AuthError("unsealed frame from a site whose key this receiver holds")
+    body = (frame_bits(count, schema) - CRC_BITS) // 8
+    tag = len(frame) - body - CRC_BITS // 8
+    if tag not in TAG_BYTES:
+        raise DecodeError(
+            f"sealed frame of {len(frame)} bytes carries no valid tag ({tag} bytes after {body})"
+        )
+    if tag < seal.min_tag_bytes:
+        raise AuthError(
+            f"tag of {8 * tag} bits is shorter than the {8 * seal.min_tag_bytes} this receiver takes"
+        )
+    return open_sealed(frame, body, seal.key, stream_id=stream_id, epoch=seal.epoch, sequence=seal.sequence)
 
 
 def _parse(reader: BitReader, schema: Schema, count: int, stream_id: str) -> list[Record]:

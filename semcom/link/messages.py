@@ -16,6 +16,9 @@ class AckStatus(enum.Enum):
     CRC_FAILED = "crc_failed"  # decoded, but the frame's CRC did not match
     REJECTED = "rejected"  # malformed header or payload: sending it again will not help
     LOST = "lost"  # the channel dropped the burst
+    UNAUTHENTICATED = (
+        "unauthenticated"  # the AEAD tag did not match, or the site holds no key at the receiver
+    )
 
 
 _TO_PB: dict[AckStatus, link_pb2.AckStatus.ValueType] = {
@@ -23,6 +26,7 @@ _TO_PB: dict[AckStatus, link_pb2.AckStatus.ValueType] = {
     AckStatus.CRC_FAILED: link_pb2.ACK_STATUS_CRC_FAILED,
     AckStatus.REJECTED: link_pb2.ACK_STATUS_REJECTED,
     AckStatus.LOST: link_pb2.ACK_STATUS_LOST,
+    AckStatus.UNAUTHENTICATED: link_pb2.ACK_STATUS_UNAUTHENTICATED,
 }
 _FROM_PB = {v: k for k, v in _TO_PB.items()}
 

@@ -22,7 +22,18 @@ class Outbox(Protocol):
     A record is *waiting* from `add` until `take` hands it to the framer, then *in flight* until `settle`.
     A durable outbox writes in `add` before returning (so an accepted record survives a restart), deletes
     in `settle`, and after a restart offers every unsettled record as waiting again.
+
+    `epoch` numbers the sender's lifetimes (a durable outbox counts its openings, so no two runs share one:
+    frame nonces are built from it); `next_record_id` is the id a stream's next record takes, which never
+    goes back, not even across a restart.
     """
+
+    @property
+    def epoch(self) -> int:
+        """This lifetime's number: 0 for an outbox in memory, 1, 2, ... for each opening of a durable one."""
+
+    def next_record_id(self, stream_id: str) -> int:
+        """The id the stream's next record takes: one past the highest ever added (1 for a new stream)."""
 
     def add(self, record: Record) -> None:
         """Accept one record; it is waiting from now on."""
@@ -44,12 +55,22 @@ class MemoryOutbox:
     """An outbox in memory: what a restart loses, the durable outbox will keep."""
 
     def __init__(self) -> None:
+        self._next_ids: dict[str, int] = {}
         self._waiting: OrderedDict[str, list[Record]] = OrderedDict()
         # A multiset: nothing here relies on callers never reusing a record id.
         self._in_flight: Counter[RecordKey] = Counter()
         self._count = 0
 
+    @property
+    def epoch(self) -> int:
+        return 0
+
+    def next_record_id(self, stream_id: str) -> int:
+        return self._next_ids.get(stream_id, 1)
+
     def add(self, record: Record) -> None:
+        sid = record.stream_id
+        self._next_ids[sid] = max(self._next_ids.get(sid, 1), record.record_id + 1)
         self._waiting.setdefault(record.stream_id, []).append(record)
         self._count += 1
 

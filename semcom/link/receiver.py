@@ -78,6 +78,8 @@ class StreamStats:
     bursts_failed: int = 0
     records_indexed: int = 0
     records_failed: int = 0
+    records_conflicting: int = 0  # refused: the index holds a different record under the same id
+    bursts_unauthenticated: int = 0  # forged, altered, from a site without a key here, or unsealed
     info_bits: int = 0
     channel_symbols: int = 0
     payload_bytes: int = 0
@@ -131,6 +133,7 @@ class LinkReceiver:
         """The burst could not be used: count its records failed and say why."""
         stats = self.streams[burst.stream_id]
         stats.bursts_failed += 1
+        stats.bursts_unauthenticated += status is AckStatus.UNAUTHENTICATED
         stats.records_failed += burst.record_count
         return self._answer(burst, stats, status, detail, 0, math.nan, math.nan)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import zlib
 from fractions import Fraction
 
@@ -21,6 +22,8 @@ from semcom.codec import (
     frame_bits,
     pack_frames,
 )
+from semcom.codec.frame import SealCheck
+from semcom.codec.seal import AuthError, Sealing, SiteKey
 from semcom.errors import CrcError, DecodeError, InvalidInput
 from semcom.record import UNKNOWN, Record
 from semcom.schema import Schema, SchemaRegistry
@@ -158,7 +161,11 @@ def test_decode_errors() -> None:
         decode_records(b"", REGISTRY, stream_id="s")
     with pytest.raises(DecodeError, match=r"trailing garbage: .* need 37 bytes, got 38 \(1 extra\)"):
         decode_records(frame + b"\0", REGISTRY, stream_id="s")
-    with pytest.raises(DecodeError, match="unsupported frame version 2; this build reads version 1"):
+    with pytest.raises(
+        DecodeError, match="unsupported frame version 4; this build reads versions 1, 2 and 3"
+    ):
+        decode_records(bytes([4]) + frame[1:], REGISTRY, stream_id="s")
+    with pytest.raises(DecodeError, match="frame version 2 is sealed, and this receiver holds no key"):
         decode_records(bytes([2]) + frame[1:], REGISTRY, stream_id="s")
     with pytest.raises(DecodeError, match="unsupported frame version 129"):
         decode_records(encode_text_entries([person()], PERSON), REGISTRY, stream_id="s")
@@ -262,3 +269,87 @@ def test_bit_reader_and_writer() -> None:
         reader.read(2)
     with pytest.raises(ValueError, match="does not fit"):
         writer.write(4, 2)
+
+
+# -- sealed frames ----------------------------------------------------------------------------------------
+
+KEY = SiteKey(bytes(range(32)))
+
+
+def sealed(records: list[Record], *, tag_bytes: int = 16, encrypt: bool = True, sequence: int = 7) -> bytes:
+    frame = encode_records(records, PERSON)
+    return Sealing(KEY, tag_bytes, encrypt).seal(frame, stream_id="s", epoch=3, sequence=sequence)
+
+
+def check(sequence: int = 7, epoch: int = 3, key: SiteKey = KEY, min_tag_bytes: int = 4) -> SealCheck:
+    return SealCheck(key, epoch, sequence, min_tag_bytes)
+
+
+@pytest.mark.parametrize("encrypt", [True, False])
+@pytest.mark.parametrize("tag_bytes", [4, 8, 12, 16])
+def test_sealed_frames_round_trip_and_cost_exactly_their_tag(tag_bytes: int, encrypt: bool) -> None:
+    records = [person(1), person(2, fields={"gender": "female"}), person(3)]
+    frame = sealed(records, tag_bytes=tag_bytes, encrypt=encrypt)
+    assert (
+        8 * len(frame)
+        == frame_bits(3, PERSON, tag_bits=8 * tag_bytes)
+        == frame_bits(3, PERSON) + 8 * tag_bytes
+    )
+    assert decode_records(frame, REGISTRY, stream_id="s", seal=check()) == decode_records(
+        encode_records(records, PERSON), REGISTRY, stream_id="s"
+    )
+    plain = encode_records(records, PERSON)
+    assert (frame[12 : -4 - tag_bytes] == plain[12:-4]) is not encrypt  # records hidden only when encrypting
+
+
+@pytest.mark.parametrize("encrypt", [True, False])
+def test_every_single_flipped_bit_with_the_crc_recomputed_is_caught(encrypt: bool) -> None:
+    frame = sealed([person(1), person(2)], tag_bytes=8, encrypt=encrypt)
+    for bit in range(8 * (len(frame) - 4)):
+        forged = bytearray(frame[:-4])
+        forged[bit // 8] ^= 0x80 >> (bit % 8)
+        forged += zlib.crc32(forged).to_bytes(4, "big")  # the CRC no longer tells anything
+        with pytest.raises(DecodeError):
+            decode_records(bytes(forged), REGISTRY, stream_id="s", seal=check())
+    # A payload bit (inside the records, after the header) is caught by the tag itself.
+    forged = bytearray(frame[:-4])
+    forged[13] ^= 0x01
+    forged += zlib.crc32(forged).to_bytes(4, "big")
+    with pytest.raises(AuthError, match="tag does not match"):
+        decode_records(bytes(forged), REGISTRY, stream_id="s", seal=check())
+
+
+def test_a_frame_opens_only_under_its_key_stream_epoch_and_sequence() -> None:
+    frame = sealed([person(1)])
+    for bad in (check(sequence=8), check(epoch=4), check(key=SiteKey(bytes(32)))):
+        with pytest.raises(AuthError):
+            decode_records(frame, REGISTRY, stream_id="s", seal=bad)
+    with pytest.raises(AuthError):
+        decode_records(frame, REGISTRY, stream_id="other", seal=check())
+    with pytest.raises(AuthError, match="holds no key"):
+        decode_records(frame, REGISTRY, stream_id="s")
+    with pytest.raises(AuthError, match="unsealed frame"):
+        decode_records(encode_records([person(1)], PERSON), REGISTRY, stream_id="s", seal=check())
+    short = sealed([person(1)], tag_bytes=4)
+    with pytest.raises(AuthError, match="tag of 32 bits is shorter than the 128"):
+        decode_records(short, REGISTRY, stream_id="s", seal=check(min_tag_bytes=16))
+    damaged = bytearray(frame)
+    damaged[14] ^= 1  # noise: the CRC catches it first, and the sender may send again
+    with pytest.raises(CrcError):
+        decode_records(bytes(damaged), REGISTRY, stream_id="s", seal=check())
+
+
+def test_a_random_forged_tag_is_accepted_about_once_in_2_to_the_tag_bits() -> None:
+    # 32-bit tags, 2000 forgeries with random tags: P(any accepted) = 2000 / 2^32 < 1e-6. Seeded.
+    rng = random.Random(4)
+    frame = sealed([person(1)], tag_bytes=4)
+    accepted = 0
+    for _ in range(2000):
+        forged = frame[:-8] + rng.randbytes(4)
+        forged += zlib.crc32(forged).to_bytes(4, "big")
+        try:
+            decode_records(forged, REGISTRY, stream_id="s", seal=check())
+            accepted += 1
+        except AuthError:
+            pass
+    assert accepted == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
@@ -12,7 +13,7 @@ import pytest
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import RetrievalEngine
 from semcom.burst import build_burst
-from semcom.codec import encode_records
+from semcom.codec import Sealing, SiteKey, encode_records
 from semcom.errors import BackendFailed
 from semcom.link.messages import AckStatus, Feedback
 from semcom.link.receiver import BurstArrival, Decoded, LinkReceiver
@@ -103,10 +104,11 @@ class FakeEngine:
         self.batches: list[list[Record]] = []
         self.fail = fail
 
-    def ingest(self, records: list[Record]) -> None:
+    def ingest(self, records: list[Record]) -> int:
         if self.fail:
             raise BackendFailed("the describer is down")
         self.batches.append(records)
+        return 0
 
 
 @pytest.fixture
@@ -155,3 +157,44 @@ async def test_burst_receiver_answers_corruption_and_engine_failure(executor: Th
     assert fb.status == link_pb2.ACK_STATUS_REJECTED and "describer is down" in fb.detail
     # Not remembered as accepted: the next try is indexed.
     assert failing.streams["cam"].bursts_ok == 0 and failing.streams["cam"].records_failed == 1
+
+
+KEY = SiteKey(bytes(range(32)))
+
+
+def sealed_burst(
+    sequence: int, records: list[Record], *, site_id: str = "site-a", epoch: int = 1
+) -> link_pb2.Burst:
+    b = burst(sequence, records)
+    b.payload.data = Sealing(KEY, tag_bytes=8).seal(
+        b.payload.data, stream_id=records[0].stream_id, epoch=epoch, sequence=sequence
+    )
+    b.header.site_id, b.header.epoch = site_id, epoch
+    return b
+
+
+@pytest.mark.asyncio
+async def test_burst_receiver_with_keys_takes_only_sealed_frames_of_known_sites(
+    executor: ThreadPoolExecutor,
+) -> None:
+    engine = FakeEngine()
+    receiver = BurstReceiver(
+        SCHEMAS, cast(RetrievalEngine, engine), executor, keys={"site-a": KEY}, min_tag_bytes=8
+    )
+    good = await receiver.handle(sealed_burst(1, [person("cam", 1)]))
+    assert good.status == link_pb2.ACK_STATUS_OK and engine.batches == [[person("cam", 1)]]
+    forged = sealed_burst(2, [person("cam", 2)])
+    data = bytearray(forged.payload.data[:-4])
+    data[12] ^= 0x10  # one payload bit, the CRC made to fit again
+    forged.payload.data = bytes(data) + zlib.crc32(data).to_bytes(4, "big")
+    unknown = sealed_burst(3, [person("cam", 3)], site_id="site-b")
+    plain = burst(4, [person("cam", 4)])
+    plain.header.site_id = "site-a"
+    replayed = sealed_burst(1, [person("cam", 1)], epoch=1)
+    replayed.header.sequence = 5  # a captured frame under another sequence: another nonce
+    answers = [await receiver.handle(b) for b in (forged, unknown, plain, replayed)]
+    assert [fb.status for fb in answers] == [link_pb2.ACK_STATUS_UNAUTHENTICATED] * 4
+    assert "no key for site 'site-b'" in answers[1].detail
+    assert engine.batches == [[person("cam", 1)]]  # nothing forged reached the index
+    stats = receiver.streams["cam"]
+    assert (stats.bursts_ok, stats.bursts_unauthenticated, stats.records_failed) == (1, 4, 4)

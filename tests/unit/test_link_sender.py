@@ -330,3 +330,35 @@ def test_memory_outbox_counts_waiting_and_in_flight_and_ignores_unknown_keys() -
     assert ids(outbox.take("a")) == [1, 2] and outbox.waiting_streams() == ["b"] and len(outbox) == 3
     outbox.settle([("a", 1), ("a", 9), ("b", 1)])  # b/1 is still waiting, a/9 was never taken
     assert len(outbox) == 2 and outbox.take("zzz") == []
+
+
+def test_a_burst_out_of_attempts_stays_queued_and_goes_out_again_later() -> None:
+    state = sender(max_attempts=2, retry_later_s=30.0)
+    state.submit(person("cam", 1), 0.0)
+    for _ in range(2):
+        (burst,) = drain(state, 0.0)
+        state.on_feedback(ack(burst, AckStatus.CRC_FAILED), 0.0)
+    assert drain(state, 29.9) == [] and state.next_wake_s() == 30.0
+    assert (state.stats.records_lost, state.stats.records_deferred, state.stats.records_queued) == (0, 1, 1)
+    (again,) = drain(state, 30.0)
+    assert (again.sequence, again.attempt, again.frame) == (1, 0, burst.frame)  # same burst, fresh attempts
+    state.on_feedback(ack(again), 30.1)
+    assert (state.stats.records_acked, state.stats.records_deferred, len(state.outbox)) == (1, 0, 0)
+
+
+def test_a_silent_receiver_takes_the_link_down_after_the_ack_timeout() -> None:
+    state = sender(ack_timeout_s=2.0)
+    state.on_feedback(Feedback(task_schema_id="person/1"), 0.0)
+    assert state.stats.link_up and not state.peer_silent
+    state.submit(person("cam", 1), 1.0)
+    (first,) = drain(state, 1.0)
+    state.submit(person("cam", 2), 1.5)
+    assert state.next_wake_s() == 1.5
+    drain(state, 1.5)
+    state.on_feedback(ack(first), 2.0)  # heard after the second went out: still alive
+    assert drain(state, 3.4) == [] and not state.peer_silent
+    (resent,) = drain(state, 3.5)  # the second timed out, but the receiver spoke since it was sent
+    assert resent.attempt == 1 and not state.peer_silent and state.stats.link_up
+    assert drain(state, 5.5) != [] and state.peer_silent and not state.stats.link_up  # two s of silence
+    state.on_disconnect(5.5)
+    assert not state.peer_silent  # the next connection gets its own ack timeout

@@ -106,6 +106,8 @@ class _AckStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AckStatus.V
     """malformed header or payload; see detail"""
     ACK_STATUS_LOST: _AckStatus.ValueType  # 4
     """the channel dropped the burst"""
+    ACK_STATUS_UNAUTHENTICATED: _AckStatus.ValueType  # 5
+    """the frame's AEAD tag did not match, or its site holds no key here"""
 
 class AckStatus(_AckStatus, metaclass=_AckStatusEnumTypeWrapper): ...
 
@@ -117,6 +119,8 @@ ACK_STATUS_REJECTED: AckStatus.ValueType  # 3
 """malformed header or payload; see detail"""
 ACK_STATUS_LOST: AckStatus.ValueType  # 4
 """the channel dropped the burst"""
+ACK_STATUS_UNAUTHENTICATED: AckStatus.ValueType  # 5
+"""the frame's AEAD tag did not match, or its site holds no key here"""
 Global___AckStatus: _TypeAlias = AckStatus  # noqa: Y015
 
 @_typing.final
@@ -135,6 +139,8 @@ class BurstHeader(_message.Message):
     RECORD_COUNT_FIELD_NUMBER: _builtins.int
     TX_TIME_S_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     sequence: _builtins.int
     """per stream, starting at 1; retransmissions repeat it"""
@@ -153,6 +159,10 @@ class BurstHeader(_message.Message):
     """Unix time at which txd sent it"""
     attempt: _builtins.int
     """0 for the first transmission"""
+    site_id: _builtins.str
+    """the sending site: selects the key a sealed frame is opened with"""
+    epoch: _builtins.int
+    """the sender's lifetime (outbox epoch, from 1); with sequence, the frame's nonce"""
     def __init__(
         self,
         *,
@@ -168,10 +178,12 @@ class BurstHeader(_message.Message):
         record_count: _builtins.int = ...,
         tx_time_s: _builtins.float = ...,
         attempt: _builtins.int = ...,
+        site_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coded_bits", b"coded_bits", "coding", b"coding", "info_bits", b"info_bits", "kind", b"kind", "modulation", b"modulation", "pilot_symbols", b"pilot_symbols", "record_count", b"record_count", "schema_id", b"schema_id", "sequence", b"sequence", "stream_id", b"stream_id", "tx_time_s", b"tx_time_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coded_bits", b"coded_bits", "coding", b"coding", "epoch", b"epoch", "info_bits", b"info_bits", "kind", b"kind", "modulation", b"modulation", "pilot_symbols", b"pilot_symbols", "record_count", b"record_count", "schema_id", b"schema_id", "sequence", b"sequence", "site_id", b"site_id", "stream_id", b"stream_id", "tx_time_s", b"tx_time_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
