@@ -7,7 +7,7 @@ const TOP_K = 20;
 const AUTO_THUMBS = 5; // thumbnails loaded without asking, when the setting is on
 const MAX_ARRIVALS = 20;
 const PRESETS_S = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
-const state = { schema: null, slots: [], clipBytes: 0, thumbBytes: 0, stats: null };
+const state = { schema: null, slots: [], clipBytes: 0, thumbBytes: 0, stats: null, sites: undefined };
 
 const fmtTime = (s) => new Date(s * 1000).toLocaleString();
 const kib = (n) => `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
@@ -236,6 +236,9 @@ function fillChoices(stats) {
 }
 
 function renderStats(s) {
+  // /api/stats leaves txd's side out (it costs a call over the backward channel): keep the last one seen.
+  if (s.sites) state.sites = s.sites;
+  else s.sites = state.sites;
   state.stats = s;
   fillChoices(s);
   $("stats").textContent = `${s.records_indexed} records indexed · ${s.records_failed} lost on the link since rxd started · `
@@ -287,6 +290,8 @@ function addArrival(r) {
     el("div", { class: "when", text: `${fmtTime(r.time_s)} · ${r.stream_id} #${r.record_id} · location ${r.location_id}` }));
   li.dataset.recordId = String(r.record_id);
   $("arrivals").prepend(li);
+  ensureOption($("f-stream"), r.stream_id);
+  ensureOption($("f-location"), String(r.location_id));
   while ($("arrivals").children.length > MAX_ARRIVALS) $("arrivals").lastElementChild.remove();
   if (state.stats) {
     state.stats.records_indexed += 1;
