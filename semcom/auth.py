@@ -192,8 +192,8 @@ else:
     _SU, _SS = aio.StreamUnaryClientInterceptor, aio.StreamStreamClientInterceptor
 
 
-class BearerInterceptor(_UU, _US, _SU, _SS):
-    """Adds `authorization: Bearer <token>` to every call of an asyncio channel."""
+class _Bearer:
+    """Adds `authorization: Bearer <token>` to a call's metadata."""
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -202,15 +202,24 @@ class BearerInterceptor(_UU, _US, _SU, _SS):
         metadata = aio.Metadata(*_with_token(d.metadata, self.token))
         return aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
 
+
+# An asyncio channel files each interceptor under the first call kind it is an instance of: one class each.
+class _BearerUU(_Bearer, _UU):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _BearerUS(_Bearer, _US):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _BearerSU(_Bearer, _SU):
     async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
 
+
+class _BearerSS(_Bearer, _SS):
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
 
@@ -264,7 +273,10 @@ def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:
 
 
 def bearer_interceptors(token: str) -> list[aio.ClientInterceptor]:
-    return [cast(aio.ClientInterceptor, BearerInterceptor(token))] if token else []
+    """Interceptors sending `token` on every call of an asyncio channel (none for an empty token)."""
+    if not token:
+        return []
+    return [cast(aio.ClientInterceptor, kind(token)) for kind in (_BearerUU, _BearerUS, _BearerSU, _BearerSS)]
 
 
 _SECRET_KEYS = ("token", "password", "secret", "sha256", "api_key")

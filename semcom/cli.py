@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import grpc
 from google.protobuf import json_format
 
 from semcom import client
+from semcom.config import ClientTlsConfig
 from semcom.pb.v1 import (
     channel_pb2,
     channel_pb2_grpc,
@@ -34,12 +36,61 @@ def _pairs(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _channel(args: argparse.Namespace, address: str) -> grpc.Channel:
+    """A channel to `address` with the TLS files and token the command line (or SEMCOM_TOKEN) names."""
+    tls = ClientTlsConfig(
+        enabled=bool(args.tls or args.ca or args.cert),
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        server_name=args.server_name,
+    )
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("SEMCOM_TOKEN", "")
+    return client.open_channel(address, tls=tls, token=token)
+
+
+def _connection_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection (TLS and tokens)")
+    g.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs")
+    g.add_argument("--ca", type=Path, help="PEM CA the daemons' certificates chain to (implies --tls)")
+    g.add_argument("--cert", type=Path, help="PEM client certificate, for daemons that require mTLS")
+    g.add_argument("--key", type=Path, help="PEM private key of --cert")
+    g.add_argument("--server-name", default="", help="name expected in the daemon's certificate")
+    g.add_argument(
+        "--token-file", type=Path, help="file holding a bearer token (default: $SEMCOM_TOKEN, if set)"
+    )
+    return p
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from semcom.tls import make_certs
+
+    files = make_certs(args.out, args.host, days=args.days)
+    for name, path in vars(files).items():
+        print(f"{name:12s} {path}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from semcom.auth import hash_token, new_token
+
+    token = new_token()
+    print(f"token (give it to the holder; it is not stored anywhere): {token}", file=sys.stderr)
+    print(
+        token
+        if args.raw
+        else f'[[auth.tokens]]\nname = "{args.name}"\nscope = "{args.scope}"\nsha256 = "{hash_token(token)}"'
+    )
+    return 0
+
+
 def _print_pb(msg: object) -> None:
     print(json_format.MessageToJson(msg, preserving_proto_field_name=True))  # type: ignore[arg-type]
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(args.txd))
+    stub = transmitter_pb2_grpc.TransmitterStub(_channel(args, args.txd))
     reply = client.ingest_with_progress(
         stub, Path(args.video), stream_id=args.stream_id, location_id=args.location_id
     )
@@ -48,7 +99,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_announce(args: argparse.Namespace) -> int:
-    stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(args.txd))
+    stub = transmitter_pb2_grpc.TransmitterStub(_channel(args, args.txd))
     reply = client.announce(
         stub,
         stream_id=args.stream_id,
@@ -62,7 +113,7 @@ def cmd_announce(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    stub = receiver_pb2_grpc.ReceiverStub(client.open_channel(args.rxd))
+    stub = receiver_pb2_grpc.ReceiverStub(_channel(args, args.rxd))
     filters: dict[str, list[str]] = {}
     for item in args.filter:
         name, sep, values = item.partition("=")
@@ -82,20 +133,20 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.txd:
-        tx = transmitter_pb2_grpc.TransmitterStub(client.open_channel(args.txd))
+        tx = transmitter_pb2_grpc.TransmitterStub(_channel(args, args.txd))
         _print_pb(tx.Status(transmitter_pb2.StatusRequest(), timeout=10))
     if args.rxd:
-        rx = receiver_pb2_grpc.ReceiverStub(client.open_channel(args.rxd))
+        rx = receiver_pb2_grpc.ReceiverStub(_channel(args, args.rxd))
         _print_pb(rx.Stats(receiver_pb2.StatsRequest(), timeout=10))
     if args.channel:
-        ch = channel_pb2_grpc.ChannelAdminStub(client.open_channel(args.channel))
+        ch = channel_pb2_grpc.ChannelAdminStub(_channel(args, args.channel))
         _print_pb(ch.GetChain(channel_pb2.GetChainRequest(), timeout=10))
         _print_pb(ch.GetStats(channel_pb2.GetStatsRequest(), timeout=10))
     return 0
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
-    stub = channel_pb2_grpc.ChannelAdminStub(client.open_channel(args.channel))
+    stub = channel_pb2_grpc.ChannelAdminStub(_channel(args, args.channel))
     models = json.loads(args.models)
     chain = channel_pb2.ChannelChain(
         models=[
@@ -151,16 +202,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-running", action="store_true", help="leave the daemons running until Ctrl-C")
     p.add_argument("--http-port", type=int, default=8080, help="port of rxd's web page on 127.0.0.1")
+    p.add_argument("--screenshot", type=Path, help="save a PNG of the web page answering a query here")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ingest", help="stream a video file into txd")
+    conn = _connection_flags()
+    p = sub.add_parser(
+        "certs", help="make a CA, a server and a client certificate for TLS and mTLS between the daemons"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for ca.pem, server.pem, client.pem, keys")
+    p.add_argument(
+        "--host", action="append", default=[], help="name or IP the server certificate is also valid for"
+    )
+    p.add_argument("--days", type=int, default=825, help="validity in days")
+    p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("token", help="make a bearer token and print its [[auth.tokens]] table (hash only)")
+    p.add_argument("--name", required=True, help="who holds it (shown in logs)")
+    p.add_argument("--scope", choices=["read", "admin"], default="read")
+    p.add_argument("--raw", action="store_true", help="print only the token on stdout")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("ingest", help="stream a video file into txd", parents=[conn])
     p.add_argument("video")
     p.add_argument("--txd", default="127.0.0.1:50051")
     p.add_argument("--stream-id", default="")
     p.add_argument("--location-id", type=int, default=0)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("announce", help="send one record to txd, as an external perception system would")
+    p = sub.add_parser(
+        "announce", help="send one record to txd, as an external perception system would", parents=[conn]
+    )
     p.add_argument("--txd", default="127.0.0.1:50051")
     p.add_argument("--stream-id", required=True)
     p.add_argument("--schema", default="", help="schema id (default: the receiver's task schema)")
@@ -169,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--field", action="append", default=[], metavar="NAME=VALUE")
     p.set_defaults(func=cmd_announce)
 
-    p = sub.add_parser("query", help="query rxd")
+    p = sub.add_parser("query", help="query rxd", parents=[conn])
     p.add_argument("text", nargs="?", default="")
     p.add_argument("--rxd", default="127.0.0.1:50053")
     p.add_argument(
@@ -182,13 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0)
     p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("status", help="print the status of running daemons")
+    p = sub.add_parser("status", help="print the status of running daemons", parents=[conn])
     p.add_argument("--txd")
     p.add_argument("--rxd")
     p.add_argument("--channel")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("chain", help="replace channel-sim's chain at run time")
+    p = sub.add_parser("chain", help="replace channel-sim's chain at run time", parents=[conn])
     p.add_argument("models", help='JSON list, e.g. \'[{"kind": "awgn", "snr_db": 6}]\'')
     p.add_argument("--channel", default="127.0.0.1:50052")
     p.add_argument("--seed", type=int, default=0)

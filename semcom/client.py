@@ -11,15 +11,27 @@ from typing import NoReturn
 import grpc
 from tqdm import tqdm
 
+from semcom.auth import with_token
+from semcom.config import ClientTlsConfig
 from semcom.pb.v1 import common_pb2, receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
 from semcom.record import Record
 from semcom.server import channel_options
+from semcom.tls import open_sync_channel
 
 CHUNK_BYTES = 256 * 1024
 
 
-def open_channel(address: str, max_message_bytes: int = 16 * 1024 * 1024) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+def open_channel(
+    address: str,
+    max_message_bytes: int = 16 * 1024 * 1024,
+    *,
+    tls: ClientTlsConfig | None = None,
+    token: str = "",
+) -> grpc.Channel:
+    """A blocking channel: TLS (mTLS with a client certificate) when `tls.enabled`, and `token` sent as
+    `authorization: Bearer ...` on every call when given."""
+    channel = open_sync_channel(address, tls, channel_options(max_message_bytes))
+    return with_token(channel, token)
 
 
 def ingest_file(

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 import uvloop
 from pydantic import BaseModel
 
+from semcom.auth import redacted
 from semcom.config import ConfigError, load_config
 from semcom.errors import SemcomError
 from semcom.server import GrpcServer, wait_for_signal
@@ -86,7 +87,8 @@ def daemon_main(
         print(f"{name}: {err}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        # Secrets stay out of the output: tokens, their hashes, passwords in source URLs.
+        print(json.dumps(redacted(cfg.model_dump(mode="json")), indent=2))
         return 0
     logging_cfg: Any = getattr(cfg, "logging")  # noqa: B009 - every daemon config has a logging section
     configure_logging(logging_cfg, name)

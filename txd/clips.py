@@ -416,7 +416,10 @@ def read_chunks(path: Path) -> Iterator[bytes]:
 
 
 def _safe(stream_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stream_id) or "_"
+    """A single path component for `stream_id` whatever it holds: ids are checked at every entry
+    (semcom.ids), and this is the last line of defence, so "..", "." and "/" can never leave the store."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in stream_id[:64])
+    return name if name and not name.startswith(".") else "_" + name
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from semcom.codec.frame import check_time_s
-from semcom.errors import InvalidInput
+from semcom.errors import InvalidInput, Overloaded
+from semcom.ids import check_stream_id
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
 from txd.analysis import Crop, SharedModels, StreamAnalysis, StreamRun, StreamSpec
@@ -92,6 +93,8 @@ class TransmitterCore:
         self.streams: dict[str, StreamState] = {}
         self._drop_stale_spool()
         self._source_ids = frozenset(source.stream_id for source in cfg.sources)
+        self._uploads = 0  # Ingest calls in progress (ingest.max_uploads)
+        self._spooled: dict[str, int] = {}  # bytes each upload in progress holds on disk (max_spool_bytes)
         self._models: SharedModels | None = None
         self._loading = asyncio.Lock()
         self.keyframes = KeyframeStore(cfg.thumbnails)
@@ -116,6 +119,7 @@ class TransmitterCore:
 
         `wait`: wait for room while the link is backed up (analysis), instead of raising Overloaded
         (Announce, whose caller retries)."""
+        check_stream_id(rec.stream_id)
         schema = self.schemas.get(rec.schema_id or self.link.stats.task_schema_id)
         if wait:
             await self.link.room()
@@ -156,11 +160,15 @@ class TransmitterCore:
 
     async def ingest(self, upload: Upload, chunks: AsyncIterator[bytes]) -> Ingested:
         """Spool an uploaded video, analyse it (when configured) and keep it in the clip store."""
-        stream_id = upload.stream_id or uuid.uuid4().hex[:12]
+        stream_id = check_stream_id(upload.stream_id) if upload.stream_id else uuid.uuid4().hex[:12]
         if stream_id in self._source_ids:
             raise InvalidInput(f"stream {stream_id!r} is a source txd pulls itself; ingest under another id")
         if stream_id in self.streams and self.streams[stream_id].state == "receiving":
             raise InvalidInput(f"stream {stream_id!r} is already being ingested")
+        if self._uploads >= self.cfg.ingest.max_uploads:
+            raise Overloaded(f"{self._uploads} uploads in progress (ingest.max_uploads); retry later")
+        self._uploads += 1
+        self._spooled[stream_id] = 0
         state = self.open_stream(stream_id, upload.location_id or None)
         spool = self.clips.incoming_path(stream_id)
         start_time_s = upload.start_time_s or time.time()
@@ -181,6 +189,8 @@ class TransmitterCore:
             raise
         finally:
             spool.unlink(missing_ok=True)  # gone already when the clip store took it
+            self._uploads -= 1
+            self._spooled.pop(stream_id, None)
         self._finish(state, info)
         times = state.run.times if state.run is not None else None
         return Ingested(
@@ -211,6 +221,12 @@ class TransmitterCore:
                 if state.bytes_received > self.cfg.ingest.max_stream_bytes:
                     raise InvalidInput(
                         f"stream exceeds ingest.max_stream_bytes ({self.cfg.ingest.max_stream_bytes} bytes)"
+                    )
+                self._spooled[state.stream_id] = state.bytes_received
+                if sum(self._spooled.values()) > self.cfg.ingest.max_spool_bytes:
+                    raise Overloaded(
+                        f"uploads in progress would spool more than ingest.max_spool_bytes "
+                        f"({self.cfg.ingest.max_spool_bytes} bytes); retry later"
                     )
                 out.write(chunk)
         if state.bytes_received == 0:
