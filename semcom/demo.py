@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 
 from semcom import client
 from semcom.data import demo_video
-from semcom.launch import loopback_stack
+from semcom.launch import free_port, loopback_stack
 from semcom.pb.v1 import receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by ./scripts/setup.sh --test (Playwright downloads none)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+SCREENSHOT_QUERY = "a woman in a red top"
 EXAMPLE_QUERIES = [
     "the man wearing a white long-sleeved shirt, black pants and black shoes",
     "a woman in a red top",
@@ -26,7 +36,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"video: {video} ({video.stat().st_size / 1e6:.1f} MB)")
     chain = [{"kind": "awgn", "snr_db": args.snr_db}]
     workdir: Path = args.workdir
-    http_port = args.http_port
+    http_port = args.http_port or free_port()  # 0: any free port, known before rxd starts
     with loopback_stack(
         workdir, chain=chain, mcs=args.mcs, rxd_args=["--set", f"http.listen=127.0.0.1:{http_port}"]
     ) as stack:
@@ -56,6 +66,11 @@ def run_demo(args: argparse.Namespace) -> int:
         _report_bits(tx, rx, video, args.mcs)
         if first_hit is not None:
             _fetch(rx, first_hit, workdir / "clip.mp4")
+        shot_ok = True
+        if args.screenshot is not None:
+            shot_ok = _screenshot(
+                f"http://127.0.0.1:{http_port}/?q={quote(SCREENSHOT_QUERY)}", args.screenshot
+            )
         if args.keep_running:
             print(f"\nweb page: http://127.0.0.1:{http_port}/   (Ctrl-C stops the daemons)")
             try:
@@ -65,7 +80,50 @@ def run_demo(args: argparse.Namespace) -> int:
                 pass
         codes = stack.stop()
     print(f"\nstopped: {codes}")
-    return 0 if all(c == 0 for c in codes.values()) else 1
+    return 0 if shot_ok and all(c == 0 for c in codes.values()) else 1
+
+
+def screenshot_page(url: str, out: Path, *, chromium: str = CHROMIUM, timeout_s: float = 60.0) -> None:
+    """Open the page at `url` (a search in its query string) in headless Chromium with thumbnails loading
+    by themselves, play the first hit's clip, and save a PNG of the window to `out`."""
+    from playwright.sync_api import sync_playwright  # a dev extra: only this command needs it
+
+    timeout_ms = timeout_s * 1000
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.add_init_script("localStorage.setItem('semcom.autoThumbs', '1')")
+            page.goto(url)
+            page.wait_for_selector("li.hit", timeout=timeout_ms)
+            page.locator("li.hit").first.locator("button.fetch").click()
+            page.wait_for_function(
+                "() => { const v = document.querySelector('li.hit video'); return v && v.readyState >= 2; }",
+                timeout=timeout_ms,
+            )
+            page.wait_for_function(
+                "() => document.querySelectorAll('li.hit .thumb img, li.hit .thumb .nothumb').length >= "
+                "Math.min(5, document.querySelectorAll('li.hit').length)",
+                timeout=timeout_ms,
+            )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+
+
+def _screenshot(url: str, out: Path) -> bool:
+    chromium = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if chromium is None:
+        print("screenshot: no chromium found (./scripts/setup.sh --test installs Debian's)")
+        return False
+    try:
+        screenshot_page(url, out, chromium=chromium)
+    except Exception as err:  # a failed screenshot is reported, the demo's results stand
+        print(f"screenshot failed: {type(err).__name__}: {err}")
+        return False
+    print(f"screenshot of the web page ({url}) written to {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return True
 
 
 def _wait_indexed(rx: receiver_pb2_grpc.ReceiverStub, n: int, timeout_s: float = 120.0) -> None:
