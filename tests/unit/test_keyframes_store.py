@@ -23,7 +23,7 @@ def test_thumbnail_is_scaled_and_decodes_to_the_crop() -> None:
     thumb = encode_thumbnail(_crop(), ThumbnailConfig(max_side_px=120, quality=80), now_s=0.0)
     assert thumb.content_type == "image/jpeg" and (thumb.width, thumb.height) == (50, 120)
     image = cv2.imdecode(np.frombuffer(thumb.data, np.uint8), cv2.IMREAD_COLOR)
-    assert image.shape == (120, 50, 3)
+    assert image is not None and image.shape == (120, 50, 3)
     # The red top survives scaling and JPEG: mean of the top quarter within 25 levels of (0, 0, 200).
     top = image[:30].reshape(-1, 3).mean(axis=0)
     assert np.all(np.abs(top - np.array([0, 0, 200])) < 25), top
