@@ -26,6 +26,12 @@ class ChannelConfig(Frozen):
     realtime: bool = Field(
         False, description="sleep each burst's simulated delay instead of only reporting it"
     )
+    pace_airtime: bool = Field(
+        True,
+        description="hold each burst for its airtime (a rate_limit model's payload_bits / bps) before "
+        "forwarding it, one burst on the air at a time, so a slow link is slow and the sender's queue "
+        "really fills; false: airtime is only reported in each burst's trace",
+    )
     trace_gains: bool = Field(
         False, description="attach the fading gains to each burst (genie CSI experiments)"
     )

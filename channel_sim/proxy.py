@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -46,6 +47,15 @@ class ChannelState:
         self._streams: dict[str, StreamChannel] = {}
         self._retired: list[StreamChannel] = []  # streams of replaced chains, closed at shutdown
         self.stats = ChannelStats()
+        self._air_free_at = 0.0  # monotonic time at which the air carries no burst any more
+
+    def air_wait(self, airtime_s: float, now: float | None = None) -> float:
+        """Seconds until a burst of `airtime_s` handed over `now` has left the air: it waits for the bursts
+        before it (one at a time, whatever their stream), then takes its own airtime."""
+        now = time.monotonic() if now is None else now
+        start = max(now, self._air_free_at)
+        self._air_free_at = start + airtime_s
+        return self._air_free_at - now
 
     def replace(self, chain: ChannelChain) -> None:
         self.chain = chain
@@ -88,9 +98,16 @@ class LinkProxy(link_pb2_grpc.LinkServicer):
 
     async def _impaired(self, bursts: AsyncIterator[link_pb2.Burst]) -> AsyncIterator[link_pb2.Burst]:
         async for burst in bursts:
+            airtime_before_s = burst.trace.airtime_s
             delay_s = self.impair(burst)
+            wait_s = 0.0
+            if self.state.cfg.pace_airtime:
+                wait_s += self.state.air_wait(burst.trace.airtime_s - airtime_before_s)
             if self.state.cfg.realtime and delay_s > 0:
-                await asyncio.sleep(delay_s)
+                wait_s += delay_s
+            if wait_s > 0:
+                # Holding the burst here holds the sender's stream too (gRPC flow control, then txd's window).
+                await asyncio.sleep(wait_s)
             yield burst
 
     def impair(self, burst: link_pb2.Burst) -> float:
