@@ -309,7 +309,8 @@ class HttpApi:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: "stats" first, then "record" per record indexed and "stats" every few seconds.
-        A page beyond the listener limit gets 429 (its EventSource retries)."""
+        A page beyond the listener limit gets 429; one dropped for falling behind sees its stream end, and
+        its EventSource reconnects."""
         queue = self.hub.subscribe()
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

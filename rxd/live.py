@@ -142,4 +142,3 @@ class EventHub:
             while q.full():
                 q.get_nowait()
             q.put_nowait(None)
-
