@@ -62,7 +62,8 @@ async def test_slow_link_pushes_back_and_loses_nothing(tmp_path: Path) -> None:
         (stream,) = stats.streams
         print(
             f"{RECORDS} records over {RATE_BPS:.0f} bit/s: {refused} refusals, "
-            f"airtime {stream.airtime_s:.2f} s, wall {wall_s:.2f} s, {stats.records_indexed} indexed, {chain.txd.link.stats.records_lost} lost"
+            f"airtime {stream.airtime_s:.2f} s, wall {wall_s:.2f} s, {stats.records_indexed} indexed, "
+            f"{chain.txd.link.stats.records_lost} lost"
         )
         # Backpressure: the queue of 8 filled and callers were told to retry...
         assert refused > 0
