@@ -250,10 +250,12 @@ function renderMeter(s) {
   const site = (s.sites || [])[0];
   const semantic = s.semantic_bits_indexed;
   const video = site && site.reachable ? site.video_bytes * 8 : 0;
-  const backward = (s.clip_bytes_fetched + s.keyframe_bytes_fetched) * 8;
+  const clips = s.clip_bytes_fetched * 8;
+  const thumbs = s.keyframe_bytes_fetched * 8;
   const rows = [
     ["semantic link", semantic, `${bits(semantic)} (${s.records_indexed} records × ${s.record_bits} bits)`],
-    ["clips + thumbnails", backward, `${bits(backward)} over the backward channel`],
+    ["clips", clips, `${bits(clips)} over the backward channel`],
+    ["thumbnails", thumbs, `${bits(thumbs)} over the backward channel`],
   ];
   if (video) rows.push(["the video itself", video, `${bits(video)}, ${Math.round(video / Math.max(semantic, 1)).toLocaleString()}× the semantic bits`]);
   const top = Math.max(...rows.map((r) => r[1]), 1);

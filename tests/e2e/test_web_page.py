@@ -184,4 +184,5 @@ async def live_record(page: Any, stub: transmitter_pb2_grpc.TransmitterStub) -> 
     assert "cam-live #1" in (await arrived.inner_text())
     # The new camera and location are offered as filters.
     await page.wait_for_selector("#f-stream option[value='cam-live']", state="attached")
-    assert "video itself" in (await page.inner_text("#meter"))
+    meter = await page.inner_text("#meter")
+    assert "video itself" in meter and "clips: " in meter and "thumbnails: " in meter
