@@ -19,6 +19,7 @@ from channel_sim.config import ChannelSimConfig
 from rxd.config import RxdConfig
 from semcom.config import load_config
 from semcom.launch import free_port
+from semcom.tls import make_certs
 from txd.config import TxdConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,10 +176,13 @@ def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
     server.stop(None)
 
 
-def probe(address: str) -> subprocess.CompletedProcess[str]:
+def probe(address: str, *flags: str) -> subprocess.CompletedProcess[str]:
     script = DEPLOY / "container" / "semcom_health.py"
     return subprocess.run(
-        [sys.executable, str(script), address, "--timeout-s", "5"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), address, "--timeout-s", "5", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -195,3 +199,30 @@ def test_health_probe_follows_the_daemon(health_server: tuple[str, health.Health
 def test_health_probe_fails_clearly_without_a_daemon() -> None:
     out = probe(f"127.0.0.1:{free_port()}")  # free a moment ago: nothing listens there
     assert out.returncode == 1 and "UNAVAILABLE" in out.stderr
+
+
+def test_health_probe_speaks_mtls(tmp_path: Path) -> None:
+    """Against a port that requires client certificates (server.tls with client_ca), as the deployments
+    run it: the probe presents the client certificate; without one, or in plaintext, it fails."""
+    certs = make_certs(tmp_path / "tls")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials(
+        [(certs.server_key.read_bytes(), certs.server_cert.read_bytes())],
+        root_certificates=certs.ca.read_bytes(),
+        require_client_auth=True,
+    )
+    address = f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', credentials)}"
+    server.start()
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        mtls = ["--ca", str(certs.ca), "--cert", str(certs.client_cert), "--key", str(certs.client_key)]
+        ok = probe(address, *mtls)
+        assert ok.returncode == 0 and "SERVING" in ok.stdout, ok.stderr
+        assert probe(address, "--ca", str(certs.ca)).returncode == 1  # no client certificate
+        assert probe(address).returncode == 1  # plaintext
+        missing = probe(address, "--ca", str(tmp_path / "nope.pem"))
+        assert missing.returncode == 1 and "cannot read a TLS file" in missing.stderr
+    finally:
+        server.stop(None)
