@@ -21,6 +21,7 @@ from rxd.live import EventHub, IndexTail
 from rxd.retrieval.engine import Hit
 from semcom.config import split_hostport
 from semcom.errors import InvalidInput, SemcomError
+from semcom.record import UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,15 @@ class HttpApi:
         """The task schema's fields and values (each with "unknown"), for the page's slot dropdowns."""
         schema = self.core.engine.schemas.get(request.query.get("schema_id") or self.core.cfg.task.schema_id)
         fields = [
-            {"name": f.name, "label": f.label, "description": f.description, "values": list(f.values)}
+            {
+                "name": f.name,
+                "label": f.label,
+                "description": f.description,
+                "values": list(f.values),
+                # What a filter may ask for: the engine refuses "unknown" (records the transmitter could
+                # not read are matched as "not seen", never searched for).
+                "searchable": [v for v in f.values if v != UNKNOWN],
+            }
             for f in schema.fields
         ]
         return web.json_response(
