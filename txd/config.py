@@ -49,6 +49,16 @@ class LinkConfig(Frozen):
         description="a burst unanswered this long is sent again; when the receiver said nothing at all in "
         "that time, the link counts down and is reconnected (a frozen or vanished peer)",
     )
+    keepalive_s: float = Field(
+        300.0,
+        ge=10,
+        description="HTTP/2 ping interval on the link, which finds a dead or frozen peer while no burst is "
+        "in flight; gRPC servers refuse pings more often than every 300 s unless they are configured to "
+        "accept them (grpc.http2.min_recv_ping_interval_without_data_ms)",
+    )
+    keepalive_timeout_s: float = Field(
+        20.0, gt=0, description="a ping unanswered this long breaks the connection (the link counts down)"
+    )
     retry_later_s: float = Field(
         30.0, gt=0, description="a burst whose max_attempts ran out stays queued, tried again after this"
     )

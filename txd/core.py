@@ -183,9 +183,12 @@ class TransmitterCore:
                 codec=info.codec,
                 container=info.container,
             )
-        except Exception as err:
-            state.state, state.error = "failed", str(err)
-            log.warning("ingest failed stream_id=%s: %s", stream_id, err)
+        except (Exception, asyncio.CancelledError) as err:
+            # CancelledError too: an uploader that hangs up mid-stream must not leave the stream "receiving"
+            # (its id refused as busy) until a restart; the stream id is free again at once.
+            state.state = "failed"
+            state.error = str(err) if not isinstance(err, asyncio.CancelledError) else "upload cancelled"
+            log.warning("ingest failed stream_id=%s: %s", stream_id, state.error)
             raise
         finally:
             spool.unlink(missing_ok=True)  # gone already when the clip store took it

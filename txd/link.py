@@ -113,6 +113,10 @@ class LinkSender:
                 # Reconnect promptly after an outage instead of gRPC's default backoff of up to 120 s.
                 ("grpc.initial_reconnect_backoff_ms", int(cfg.reconnect_s * 1000)),
                 ("grpc.max_reconnect_backoff_ms", int(cfg.reconnect_max_s * 1000)),
+                # HTTP/2 pings find a dead or frozen peer even while no burst waits for an answer.
+                ("grpc.keepalive_time_ms", int(cfg.keepalive_s * 1000)),
+                ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+                ("grpc.http2.max_pings_without_data", 0),
             ],
         )
         self._stub = link_pb2_grpc.LinkStub(self._channel)

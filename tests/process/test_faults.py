@@ -1,0 +1,207 @@
+"""Faults with real daemons and real signals: SIGKILL of each daemon at seeded points during an ingest, a
+cancelled upload, a frozen peer, a full disk under the outbox. Each compares the index with a clean run."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from semcom import client
+from semcom.launch import spawn
+from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
+from tests.fixtures.faults import Announcer, Chain, compare_index
+
+pytestmark = pytest.mark.slow
+
+KILLS = 10
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition()` (a state of other processes, which no call here can wait on) until true."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
+def drained(chain: Chain) -> bool:
+    try:
+        status = chain.status()
+    except grpc.RpcError:
+        return False
+    return status.records_queued == 0 and status.link_up
+
+
+@pytest.mark.parametrize("victim", ["txd", "rxd", "channel-sim"])
+def test_sigkill_at_seeded_points_loses_duplicates_and_changes_nothing(tmp_path: Path, victim: str) -> None:
+    rng = random.Random(f"kill-{victim}")  # seeded: the same kill points every run
+    chain = Chain(tmp_path, txd_set=["link.ack_timeout_s=3"])
+    chain.start_all()
+    announcer = Announcer(chain.address("txd"), "cam-f", pace_s=0.01)
+    try:
+        announcer.start()
+        for _ in range(KILLS):
+            # The kill point: a seeded pause into the ingest (fault timing, not synchronisation).
+            time.sleep(rng.uniform(0.1, 1.0))
+            chain.kill(victim)
+            chain.start(victim)
+        time.sleep(rng.uniform(0.1, 0.5))
+        announcer.stopped.set()
+        announcer.join(30)
+        wait_until(
+            lambda: drained(chain), 120, f"txd's outbox did not drain: {chain.procs['txd'].log_tail()}"
+        )
+    finally:
+        announcer.stopped.set()
+        codes = chain.stop_all()
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
+    got = compare_index(tmp_path / "index.db", "cam-f", announcer)
+    print(f"SIGKILL {victim} x{KILLS}: {got}")
+    assert got.accepted >= 100
+    assert (got.lost, got.duplicated, got.changed, got.invented, got.id_gaps) == (0, 0, 0, 0, 0), got
+    # Every record indexed is one txd acknowledged, or one whose call the kill cut short after it was stored.
+    assert got.indexed == got.accepted + got.in_doubt_indexed
+
+
+VIDEO = Path("/work/shared/data/videos/tud_campus.mp4")
+
+
+def _upload(
+    stub: transmitter_pb2_grpc.TransmitterStub, stream_id: str, chunks: int, hold: threading.Event
+) -> grpc.Future[transmitter_pb2.IngestReply]:
+    """An Ingest call that sends its header and `chunks` chunks of 64 KiB, then stalls until `hold` is set."""
+
+    def parts() -> Iterator[transmitter_pb2.IngestRequest]:
+        yield transmitter_pb2.IngestRequest(header=transmitter_pb2.IngestHeader(stream_id=stream_id))
+        data = VIDEO.read_bytes() if VIDEO.exists() else bytes(1 << 20)
+        for k in range(chunks):
+            yield transmitter_pb2.IngestRequest(chunk=data[k << 16 : (k + 1) << 16])
+        hold.wait(60)
+
+    future: grpc.Future[transmitter_pb2.IngestReply] = stub.Ingest.future(parts(), timeout=60)
+    return future
+
+
+def _stream(chain: Chain, stream_id: str) -> transmitter_pb2.StreamStatus | None:
+    return next((s for s in chain.status().streams if s.stream_id == stream_id), None)
+
+
+def _state(chain: Chain, stream_id: str) -> str:
+    found = _stream(chain, stream_id)
+    return found.state if found is not None else ""
+
+
+def test_a_cancelled_upload_fails_its_stream_and_frees_the_id_at_once(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    chain.start_all()
+    hold = threading.Event()
+    try:
+        stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(chain.address("txd")))
+        first = _upload(stub, "cam-u", 3, hold)
+        wait_until(
+            lambda: (s := _stream(chain, "cam-u")) is not None and s.bytes_received > 0, 20, "no bytes"
+        )
+        first.cancel()  # the uploader hangs up mid-stream
+        wait_until(lambda: _state(chain, "cam-u") == "failed", 5, "stream still receiving")
+        status = _stream(chain, "cam-u")
+        assert status is not None and status.error == "upload cancelled"
+        assert not list((tmp_path / "clips" / ".incoming").iterdir())  # its spool file is gone
+        second = _upload(stub, "cam-u", 1, hold)  # the same id, at once: taken, not "already ingested"
+        wait_until(lambda: _state(chain, "cam-u") == "receiving", 5, "id refused")
+        second.cancel()
+        wait_until(lambda: _state(chain, "cam-u") == "failed", 5, "second still receiving")
+    finally:
+        hold.set()
+        codes = chain.stop_all()
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
+
+
+def _link_up_per_semcom_status(chain: Chain) -> bool:
+    out = subprocess.run(
+        [str(Path(".venv/bin/semcom").resolve()), "status", "--txd", chain.address("txd")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return bool(json.loads(out.stdout).get("link_up", False))
+
+
+def test_a_frozen_peer_is_detected_within_the_ack_timeout_and_nothing_is_lost(tmp_path: Path) -> None:
+    chain = Chain(tmp_path, txd_set=["link.ack_timeout_s=2"])
+    chain.start_all()
+    announcer = Announcer(chain.address("txd"), "cam-z", pace_s=0.05, limit=60)
+    try:
+        announcer.start()
+        wait_until(lambda: len(announcer.accepted) >= 10 and drained(chain), 30, "link never up")
+        assert _link_up_per_semcom_status(chain)
+        chain.procs["channel-sim"].proc.send_signal(signal.SIGSTOP)  # frozen: sockets open, nothing moves
+        frozen_at = time.monotonic()
+        wait_until(lambda: not chain.status().link_up, 10, "the link still counts up")
+        detected_s = time.monotonic() - frozen_at
+        assert not _link_up_per_semcom_status(chain)
+        announcer.join(30)  # txd keeps accepting into its outbox while the peer is frozen
+        assert chain.status().records_queued > 0
+        chain.procs["channel-sim"].proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: drained(chain), 60, "nothing flowed after the peer thawed")
+    finally:
+        chain.procs["channel-sim"].proc.send_signal(signal.SIGCONT)
+        codes = chain.stop_all()
+    print(f"frozen channel-sim detected after {detected_s:.1f} s (ack_timeout_s=2)")
+    # Detected by the ack timeout: 2 s after the first unanswered burst, plus a batch delay and a poll.
+    assert detected_s <= 2 + 1.5
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
+    got = compare_index(tmp_path / "index.db", "cam-z", announcer)
+    assert (got.accepted, got.faults, got.indexed) == (60, 0, 60), got
+
+
+SITECUSTOMIZE = """
+import os, resource, signal
+_limit = int(os.environ.get("SEMCOM_TEST_FSIZE", "0"))
+if _limit:  # writes past the limit fail with EFBIG (SIGXFSZ ignored), as on a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (_limit, _limit))
+"""
+
+
+def test_a_full_disk_under_the_outbox_refuses_records_and_acknowledges_only_stored_ones(
+    tmp_path: Path,
+) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    chain = Chain(tmp_path / "run")
+    chain.start("rxd")
+    chain.start("channel-sim")
+    # Only txd's files are limited (outbox, log, clips): to 300 KiB, which the outbox's log fills soon.
+    env = {"PYTHONPATH": str(hook), "SEMCOM_TEST_FSIZE": str(300 * 1024)}
+    chain.procs["txd"] = spawn("txd", chain.args("txd"), chain.workdir, env=env)
+    announcer = Announcer(chain.address("txd"), "cam-d", pace_s=0.01, limit=200)
+    try:
+        announcer.run()  # in this thread: to the end
+        wait_until(lambda: drained(chain), 60, "accepted records were not all acknowledged")
+    finally:
+        codes = chain.stop_all()
+    refused = {announcer.errors[i] for i in announcer.in_doubt}
+    print(f"full disk: {len(announcer.accepted)} accepted, {len(announcer.in_doubt)} refused: {refused}")
+    assert 5 <= len(announcer.accepted) < 200 and announcer.in_doubt
+    assert all(
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and "outbox" in detail
+        and "cannot store the record" in detail
+        for code, detail in refused
+    ), refused
+    assert codes["rxd"] == 0 and codes["channel-sim"] == 0
+    got = compare_index(chain.workdir / "index.db", "cam-d", announcer)
+    # Every record acknowledged to the caller is indexed; none refused is (it was never stored).
+    assert (got.faults, got.in_doubt_indexed, got.indexed) == (0, 0, len(announcer.accepted)), got
