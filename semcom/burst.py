@@ -106,7 +106,10 @@ def payload_symbols(payload: common_pb2.Tensor) -> np.ndarray:
         raise DecodeError(
             f"payload holds {len(payload.data)} bytes; shape {list(payload.shape)} needs {8 * n}"
         )
-    return np.frombuffer(payload.data, dtype=np.complex64)
+    symbols = np.frombuffer(payload.data, dtype=np.complex64)
+    if not np.isfinite(symbols).all():
+        raise DecodeError("payload holds non-finite symbols (NaN or infinity)")
+    return symbols
 
 
 @dataclass(frozen=True)
@@ -131,12 +134,17 @@ def open_burst(burst: link_pb2.Burst, *, max_iter: int = 20) -> ReceivedFrame:
     symbols = payload_symbols(burst.payload)
     if header.info_bits == 0 or header.info_bits % 8:
         raise DecodeError(f"info_bits {header.info_bits} is not a positive whole number of bytes")
-    rx = phy.receive(
-        symbols,
-        mcs,
-        info_bits=header.info_bits,
-        coded_bits=header.coded_bits,
-        pilot_count=header.pilot_symbols,
-        max_iter=max_iter,
-    )
+    try:
+        rx = phy.receive(
+            symbols,
+            mcs,
+            info_bits=header.info_bits,
+            coded_bits=header.coded_bits,
+            pilot_count=header.pilot_symbols,
+            max_iter=max_iter,
+        )
+    except (ValueError, ArithmeticError) as err:
+        # Symbols no channel produces (huge pilots overflow the noise estimate, say): a bad burst, not a
+        # receiver failure; found by tests/unit/test_fuzz_decoders.py.
+        raise DecodeError(f"burst cannot be demodulated: {err}") from err
     return ReceivedFrame(rx.frame, rx.snr_db, rx.pre_fec_ber, rx.blocks_failed, symbols.size)
