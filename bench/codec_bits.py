@@ -1,4 +1,5 @@
-"""Bits on the wire per record: the bit-packed frame against the paper's text-entry format."""
+"""Bits on the wire per record: the bit-packed frame against the paper's text-entry format, and the cost of
+sealing frames with an AEAD tag (32..128 bits per frame)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 
 from semcom.codec import (
     MAX_RECORDS,
+    SealCheck,
+    Sealing,
+    SiteKey,
     decode_records,
     decode_text_entries,
     encode_text_entries,
@@ -69,11 +73,25 @@ def random_records(schema: Schema, n: int, seed: int) -> list[Record]:
     return records
 
 
-def measure(schema: Schema, records: Sequence[Record], registry: SchemaRegistry) -> Sizes:
-    """Encode `records` both ways, check both decode to the same records, and count the bytes."""
+TAG_BITS = (0, 32, 64, 128)
+KEY = SiteKey(bytes(32))  # any key: sealing changes the size, never with the key
+
+
+def measure(schema: Schema, records: Sequence[Record], registry: SchemaRegistry, tag_bits: int = 0) -> Sizes:
+    """Encode `records` both ways (frames sealed with a `tag_bits` tag unless 0), check both decode to the
+    same records, and count the bytes."""
     frames = pack_frames(records, schema)
+    checks: list[SealCheck | None] = [None] * len(frames)
+    if tag_bits:
+        sealing = Sealing(KEY, tag_bytes=tag_bits // 8)
+        frames = [sealing.seal(f, stream_id="cam-1", epoch=1, sequence=i + 1) for i, f in enumerate(frames)]
+        checks = [SealCheck(KEY, 1, i + 1, min_tag_bytes=4) for i in range(len(frames))]
     text = encode_text_entries(records, schema)
-    decoded = [r for f in frames for r in decode_records(f, registry, stream_id="cam-1")]
+    decoded = [
+        r
+        for f, c in zip(frames, checks, strict=True)
+        for r in decode_records(f, registry, stream_id="cam-1", seal=c)
+    ]
     if decoded != decode_text_entries(text, registry, stream_id="cam-1"):
         raise AssertionError(f"{schema.id}: the two formats decoded to different records")
     return Sizes(
@@ -115,6 +133,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{sizes.text_bits / sizes.frame_bits:.2f}",
         )
         print("  ".join(f"{v:>11}" for v in row))
+    print()
+    print("sealed frames (ChaCha20-Poly1305, tag cut to the bits shown; a forgery passes with p ~ 2^-tag):")
+    sealed_header = ("schema", "tag bits", "1-rec frame", "N-rec bits", "wire b/rec", "P(forgery)")
+    print("  ".join(f"{h:>11}" for h in sealed_header))
+    for schema in registry:
+        records = random_records(schema, n, args.seed)
+        for tag_bits in TAG_BITS:
+            sizes = measure(schema, records, registry, tag_bits)
+            one = measure(schema, records[:1], registry, tag_bits)
+            if one.frame_bits != frame_bits(1, schema, tag_bits=tag_bits):
+                raise AssertionError(f"{schema.id}: frame_bits disagrees with a sealed frame's measured size")
+            forgery = f"2^-{tag_bits}" if tag_bits else "CRC only"
+            row2 = (schema.id, tag_bits, frame_bits(1, schema, tag_bits=tag_bits), sizes.frame_bits,
+                    f"{sizes.frame_bits / n:.1f}", forgery)  # fmt: skip
+            print("  ".join(f"{v:>11}" for v in row2))
     example = random_records(registry.get("person/1"), 1, args.seed)[0]
     print(f"text entry: {format_entry(example, registry.get('person/1'))!r}")
     print(
