@@ -203,7 +203,7 @@ class ReceiverCore:
             "reachable": True,
             "link_up": st.link_up,
             "mcs": st.mcs,
-            "snr_db": st.last_snr_db,
+            "snr_db": st.last_snr_db if math.isfinite(st.last_snr_db) else None,  # JSON has no NaN
             "records_lost": st.records_lost,
             "records_acked": st.records_acked,
             "info_bits_sent": st.info_bits_sent,

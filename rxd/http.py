@@ -347,4 +347,5 @@ class HttpApi:
 
 
 async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
-    await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+    # allow_nan=False: a browser's JSON.parse rejects NaN, so one must never be sent.
+    await response.write(f"event: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n".encode())

@@ -92,6 +92,10 @@ async def test_counts_come_from_the_index_after_a_restart(chain: Chain) -> None:
         chain.rxd = again  # stopped; the fixture's stop of it again is a no-op
 
 
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON: a browser's JSON.parse rejects it")
+
+
 async def events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
     """Server-sent events as (event, data), comments skipped."""
     event, data = "", ""
@@ -102,7 +106,7 @@ async def events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]
         elif line.startswith("data: "):
             data = line[6:]
         elif not line and event:
-            yield event, json.loads(data)
+            yield event, json.loads(data, parse_constant=_no_constants)
             event, data = "", ""
 
 
@@ -147,3 +151,19 @@ async def test_page_is_served_whole_with_a_content_security_policy(chain: Chain)
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script
     for path in ("/static/index.html", "/static/..%2Fhttp.py", "/static/app.py"):
         assert (await get(f"{base(chain.rxd)}{path}"))[0] == 404, path
+
+
+@pytest.mark.asyncio
+async def test_rxd_stops_promptly_while_a_page_listens(tmp_path: Path) -> None:
+    chain = await start_chain(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as s, s.get(f"{base(chain.rxd)}/api/events") as resp:
+            stream = events(resp)
+            assert (await anext(stream))[0] == "stats"
+            # An open page must not hold the drain: its stream ends and rxd stops well within the grace.
+            async with asyncio.timeout(10):
+                await chain.rxd.stop(1.0)
+                assert [e async for e in stream] == []
+    finally:
+        await chain.txd.stop(1.0)
+        await chain.channel.stop(1.0)
