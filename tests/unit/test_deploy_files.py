@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,10 +12,12 @@ import tomllib
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from pydantic import BaseModel
 
 from channel_sim.config import ChannelSimConfig
 from rxd.config import RxdConfig
@@ -25,6 +29,11 @@ from txd.config import TxdConfig
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+DAEMONS: dict[str, tuple[type[BaseModel], str]] = {
+    "txd": (TxdConfig, "SEMCOM_TXD"),
+    "rxd": (RxdConfig, "SEMCOM_RXD"),
+    "channel-sim": (ChannelSimConfig, "SEMCOM_CHANNEL_SIM"),
+}
 MARGIN_S = 5.0  # stop timeouts leave at least this much beyond the daemon's own drain
 
 
@@ -70,14 +79,45 @@ def unit_entries(path: Path) -> dict[str, list[tuple[str, str]]]:
     return sections
 
 
+def drop_ins(unit: Path) -> list[Path]:
+    """The unit's drop-in files shipped beside it (`<unit>.d/*.conf`)."""
+    return sorted((unit.parent / f"{unit.name}.d").glob("*.conf"))
+
+
+def unit_environment(files: list[Path], specifiers: dict[str, str]) -> dict[str, str]:
+    """The Environment= assignments of a unit and its drop-ins, quotes removed and specifiers (%d, %S, %C)
+    replaced, as systemd hands them to the daemon."""
+    env: dict[str, str] = {}
+    for path in files:
+        for key, value in unit_entries(path).get("Service", []):
+            if key == "Environment":
+                for item in shlex.split(value):
+                    var, _, setting = item.partition("=")
+                    for spec, replacement in specifiers.items():
+                        setting = setting.replace(spec, replacement)
+                    env[var] = setting
+    return env
+
+
 def verify_unit(path: Path, tmp: Path) -> str:
-    """`systemd-analyze verify` of a unit whose ExecStart points at this environment's console scripts
-    instead of /opt/semcom/bin (verify checks that the command exists); its messages, empty when clean.
-    It exits 0 on settings it ignores, so any message counts as a failure."""
+    """`systemd-analyze verify` of a unit and its drop-ins, with ExecStart pointing at this environment's
+    console scripts instead of /opt/semcom/bin (verify checks that the command exists); its messages,
+    empty when clean. It exits 0 on settings it ignores, so any message counts as a failure."""
     analyze = tool("systemd-analyze", "install Debian's systemd package (scripts/setup.sh --test does)")
     copy = tmp / path.name
     copy.write_text(path.read_text().replace("/opt/semcom/bin/", f"{Path(sys.executable).parent}/"))
-    return check([analyze, "verify", str(copy)])
+    for conf in drop_ins(path):
+        (tmp / f"{path.name}.d").mkdir(exist_ok=True)
+        shutil.copy(conf, tmp / f"{path.name}.d" / conf.name)
+    out = subprocess.run(
+        [analyze, "verify", path.name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp}:"},  # the copy and its drop-ins, then the system's
+    )
+    return (out.stdout + out.stderr).strip() or ("" if out.returncode == 0 else f"exit {out.returncode}")
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=[u.stem for u in UNITS])
@@ -111,6 +151,27 @@ def test_units_start_the_installed_daemons_and_outlast_their_drain() -> None:
         assert service["WorkingDirectory"] == f"%S/semcom-{name}"  # relative paths land in the state
         for key, value in {"ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes"}.items():
             assert service[key] == value, (unit.name, key)
+
+
+def test_secure_drop_ins_give_each_daemon_a_config_it_accepts() -> None:
+    """secure.conf turns on mTLS, sealed frames and tokens through the environment; every file it names is
+    a credential it loads, and rxd holds a key for the site id txd seals with."""
+    configs: dict[str, Any] = {}
+    for unit in UNITS:
+        name = unit.stem.removeprefix("semcom-")
+        (conf,) = drop_ins(unit)
+        credentials = {v.partition(":")[0] for k, v in unit_entries(conf)["Service"] if k == "LoadCredential"}
+        env = unit_environment([unit, conf], {"%d": "/run/credentials", "%S": "/var/lib", "%C": "/var/cache"})
+        named = set(re.findall(r"/run/credentials/([\w.-]+)", " ".join(env.values())))
+        assert named == credentials, (unit.name, named ^ credentials)
+        model, prefix = DAEMONS[name]
+        path = DEPLOY / "configs" / f"{name}.toml"
+        configs[name] = load_config(model, path=path, environ=env, env_prefix=prefix)
+        assert configs[name].server.tls.client_ca is not None, name  # mTLS on every port
+    assert configs["txd"].link.tls.enabled and configs["txd"].link.key_file is not None
+    assert configs["txd"].link.site_id in configs["rxd"].link.site_keys
+    assert configs["rxd"].transmitter.tls.cert is not None and configs["rxd"].auth.tokens_file is not None
+    assert configs["channel-sim"].upstream.tls.cert is not None
 
 
 def test_systemd_analyze_rejects_a_broken_unit(tmp_path: Path) -> None:

@@ -13,19 +13,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from channel_sim.config import ChannelSimConfig
 from rxd.config import RxdConfig
 from semcom.config import load_config, split_hostport
-from tests.unit.test_deploy_files import DEPLOY, MARGIN_S, check, drain_s, tool
-from txd.config import TxdConfig
+from tests.unit.test_deploy_files import DAEMONS, DEPLOY, MARGIN_S, check, drain_s, tool
 
 COMPOSE = sorted((DEPLOY / "compose").glob("*.yaml"))
 MANIFESTS = sorted((DEPLOY / "kubernetes").rglob("*.yaml"))
-DAEMONS: dict[str, tuple[type[BaseModel], str]] = {
-    "txd": (TxdConfig, "SEMCOM_TXD"),
-    "rxd": (RxdConfig, "SEMCOM_RXD"),
-    "channel-sim": (ChannelSimConfig, "SEMCOM_CHANNEL_SIM"),
-}
 # What a user exports before `docker compose up` (deploy/README.md).
 COMPOSE_ENV = {"TXD_ADDRESS": "camera.example.com:50051", "RXD_ADDRESS": "ops.example.com:50053"}
 
@@ -201,6 +194,7 @@ def test_kubernetes_daemons_accept_their_config_and_probe_their_port(tmp_path: P
 
 
 def test_config_maps_carry_the_deploy_configs_as_they_are() -> None:
+    """When a config changes, `python deploy/kubernetes/sync_configs.py` copies it into the manifests."""
     objects = kubernetes_objects()
     assert objects[("ConfigMap", "semcom-rxd-config")]["data"] == {
         "rxd.toml": (DEPLOY / "configs" / "rxd.toml").read_text(),
