@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -193,17 +194,25 @@ def test_kubernetes_daemons_accept_their_config_and_probe_their_port(tmp_path: P
     assert daemons == 2  # rxd at the operations centre, txd at the camera site
 
 
-def test_config_maps_carry_the_deploy_configs_as_they_are() -> None:
-    """When a config changes, `python deploy/kubernetes/sync_configs.py` copies it into the manifests."""
+def test_config_maps_hold_the_deploy_configs() -> None:
+    """The ConfigMaps carry deploy/configs' files under their names (after a change,
+    `python deploy/kubernetes/sync_configs.py` copies them in; the test above loads each in its daemon),
+    and the camera site's Secret carries its sources as JSON."""
     objects = kubernetes_objects()
-    assert objects[("ConfigMap", "semcom-rxd-config")]["data"] == {
-        "rxd.toml": (DEPLOY / "configs" / "rxd.toml").read_text(),
-        "rxd-llm.toml": (DEPLOY / "compose" / "rxd-llm.toml").read_text(),
-    }
-    txd = objects[("ConfigMap", "semcom-txd-site-1-config")]["data"]
-    assert txd == {"txd.toml": (DEPLOY / "configs" / "txd.toml").read_text()}
+    assert set(objects[("ConfigMap", "semcom-rxd-config")]["data"]) == {"rxd.toml", "rxd-llm.toml"}
+    assert set(objects[("ConfigMap", "semcom-txd-site-1-config")]["data"]) == {"txd.toml"}
     sources = json.loads(objects[("Secret", "semcom-txd-site-1")]["stringData"]["SEMCOM_TXD__SOURCES"])
     assert sources and all("url" in s for s in sources)
+
+
+def test_sync_configs_copies_a_config_into_its_config_map(tmp_path: Path) -> None:
+    sync = runpy.run_path(str(DEPLOY / "kubernetes" / "sync_configs.py"))
+    manifest = (DEPLOY / "kubernetes" / "ops-centre" / "rxd.yaml").read_text()
+    stale = manifest.replace("  rxd.toml: |\n", "  rxd.toml: |\n    # an old line\n", 1)
+    text = sync["synced"](stale)
+    data = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "ConfigMap")["data"]
+    assert data["rxd.toml"] == (DEPLOY / "configs" / "rxd.toml").read_text()
+    assert sync["synced"](text) == text
 
 
 def test_vllm_service_is_the_one_rxd_llm_asks() -> None:
