@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -29,6 +30,10 @@ BURSTS = Counter("semcom_rxd_bursts_total", "Bursts received, by outcome", ["out
 RECORDS = Counter("semcom_rxd_records_total", "Records, by outcome", ["outcome"])
 LINK_BITS = Counter("semcom_rxd_link_bits_total", "Bits received on the link", ["kind"])
 SNR = Gauge("semcom_rxd_snr_db", "Last SNR estimate (Es/N0, dB)")
+
+
+def _crc_holds(frame: bytes) -> bool:
+    return len(frame) > 4 and zlib.crc32(frame[:-4]) == int.from_bytes(frame[-4:], "big")
 
 
 def site_keys(files: Mapping[str, Path]) -> dict[str, SiteKey]:
@@ -131,10 +136,15 @@ class BurstReceiver:
                 received.frame, self.schemas, stream_id=burst.header.stream_id, seal=seal
             )
         except DecodeError as err:
-            # Over a noisy link a frame that failed FEC is corruption, whatever the parser tripped on first;
-            # a tag that fails on a frame whose CRC held is a forgery (or the wrong key), not noise.
-            if received.blocks_failed and not isinstance(err, CrcError | AuthError):
+            # Over a noisy link a frame that failed FEC, or whose CRC does not hold, is corruption, whatever
+            # the parser tripped on first (a version byte hit by noise): the sender may send it again. A tag
+            # that fails on a frame whose CRC held is a forgery (or the wrong key), not noise.
+            if isinstance(err, CrcError | AuthError):
+                raise
+            if received.blocks_failed:
                 raise CrcError(f"{err} ({received.blocks_failed} LDPC blocks failed)") from err
+            if not _crc_holds(received.frame):
+                raise CrcError(f"{err} (and the frame's CRC does not hold)") from err
             raise
         if len(records) != burst.header.record_count:
             raise DecodeError(f"frame holds {len(records)} records, header says {burst.header.record_count}")

@@ -62,11 +62,13 @@ def sender_config(cfg: LinkConfig) -> SenderConfig:
     )
 
 
-def open_outbox(cfg: LinkConfig, state_dir: Path) -> Outbox:
-    """The outbox `cfg` names: SQLite at link.outbox_path (default `state_dir`/outbox.db), or in memory."""
-    if str(cfg.outbox_path) == ":memory:":
+def open_outbox(cfg: LinkConfig, state_dir: Path | None) -> Outbox:
+    """The outbox `cfg` names: SQLite at link.outbox_path (default `state_dir`/outbox.db), or in memory
+    (':memory:', or no path and no `state_dir`: a LinkSender built outside txd, as in tests)."""
+    path = cfg.outbox_path or (state_dir / "outbox.db" if state_dir is not None else None)
+    if path is None or str(path) == ":memory:":
         return MemoryOutbox()
-    return SqliteOutbox(cfg.outbox_path or state_dir / "outbox.db")
+    return SqliteOutbox(path)
 
 
 def sealing(cfg: LinkConfig) -> Sealing | None:
@@ -89,7 +91,7 @@ class LinkSender:
         max_message_bytes: int,
         on_task: Callable[[link_pb2.TaskRequirement], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        state_dir: Path = Path("var/txd/state"),
+        state_dir: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = open_outbox(cfg, state_dir)
