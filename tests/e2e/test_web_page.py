@@ -165,6 +165,21 @@ async def filters_in_the_url(page: Any, url: str) -> None:
     await page.wait_for_selector("li.hit")
     assert await page.input_value("#slot-upper_color") == "white"
     assert await page.input_value("#f-stream") == "cam-web" and await page.input_value("#q") == "someone"
+    # A custom window (from, to) that holds nothing: no hits, and the URL carries both ends.
+    await page.select_option("#f-time", "custom")
+    await page.fill("#f-from", "2001-01-01T00:00:00")
+    await page.fill("#f-to", "2001-01-02T00:00:00")
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#status:has-text('0 hits')")
+    window = query_of(page.url)
+    assert (window["time"], window["from"], window["to"]) == (
+        ["custom"],
+        ["2001-01-01T00:00"],  # the input's value: seconds of 0 are left out
+        ["2001-01-02T00:00"],
+    )
+    await page.go_back()  # to the filtered search before it
+    await page.wait_for_function("() => document.getElementById('f-time').value === '24h'")
+    await page.wait_for_selector("li.hit")
     # Back returns to the earlier search and runs it again.
     await page.go_back()
     await page.wait_for_function("() => document.getElementById('q').value === 'woman with a red shirt'")
