@@ -64,7 +64,7 @@ def plot_overhead(state: RunState, doc: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(x, names)
     ax.set_ylabel("bits transmitted")
-    ax.set_title("Overhead per scheme (log scale)")
+    ax.set_title(f"Overhead per scheme (log scale)\n{state.sample}", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
