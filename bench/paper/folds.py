@@ -44,7 +44,7 @@ class FoldModels:
             "this subset's included: no other fold to choose them on)"
         )
         left = (
-            f"; no fold model for {', '.join(self.missing)}, its crops are left out" if self.missing else ""
+            f"; no fold model for {', '.join(self.missing)}: their crops are left out" if self.missing else ""
         )
         return (
             f"out of sample: each crop scored by the fold model of {self.root} that did not train on its "
