@@ -112,7 +112,12 @@ def test_compose_daemons_accept_their_config(path: Path, env: dict[str, str]) ->
         args = service["command"]
         cfg: Any = daemon_config(args, {k: str(v) for k, v in service["environment"].items()}, files)
         _, port = split_hostport(cfg.server.listen)
-        assert service["healthcheck"]["test"] == ["CMD", "semcom-health", f"127.0.0.1:{port}"], name
+        probe = service["healthcheck"]["test"]
+        assert probe[:3] == ["CMD", "semcom-health", f"127.0.0.1:{port}"], name
+        # The port asks for client certificates, so the probe shows one; every secret file named is mounted.
+        assert cfg.server.tls.client_ca is not None and "--cert" in probe, name
+        named = set(re.findall(r"/run/secrets/([\w.-]+)", json.dumps([service["environment"], probe])))
+        assert named <= set(service["secrets"]), (name, named - set(service["secrets"]))
         assert_drains_in_time(args[0], cfg, float(service["stop_grace_period"].removesuffix("s")))
     if path.stem == "ops-centre":
         rxd: Any = daemon_config(services["rxd"]["command"], services["rxd"]["environment"], files)
@@ -121,6 +126,13 @@ def test_compose_daemons_accept_their_config(path: Path, env: dict[str, str]) ->
         if "RXD_CONFIG" in env:
             assert rxd.generate.server.base_url == "http://vllm:8002/v1"
             assert "--port=8002" in services["vllm"]["command"]
+
+
+def test_compose_sites_seal_with_a_key_the_ops_centre_holds() -> None:
+    ops, _ = compose_services(DEPLOY / "compose" / "ops-centre.yaml", COMPOSE_ENV)
+    site, _ = compose_services(DEPLOY / "compose" / "camera-site.yaml", COMPOSE_ENV)
+    site_keys = json.loads(ops["rxd"]["environment"]["SEMCOM_RXD__LINK__SITE_KEYS"])
+    assert site["txd"]["environment"]["SEMCOM_TXD__LINK__SITE_ID"] in site_keys
 
 
 def test_compose_refuses_to_start_without_the_peer_address() -> None:
