@@ -18,6 +18,8 @@ ENTRY = re.compile(r"^  ([\w.-]+\.toml): \|\n((?:    .*\n|\n)*)", re.M)
 
 def synced(text: str) -> str:
     def body(match: re.Match[str]) -> str:
+        if match.group(1) not in SOURCES:  # a TOML entry of a Secret, not a config
+            return match.group(0)
         source = SOURCES[match.group(1)].read_text()
         lines = [f"    {line}" if line else "" for line in source.splitlines()]
         return f"  {match.group(1)}: |\n" + "\n".join(lines) + "\n"

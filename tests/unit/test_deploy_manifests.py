@@ -154,9 +154,9 @@ def test_kubernetes_validate_rejects_a_broken_manifest(tmp_path: Path) -> None:
     validate = tool("kubernetes-validate", "pip install kubernetes-validate (the [dev] extra)")
     broken = tmp_path / "rxd.yaml"
     text = (DEPLOY / "kubernetes" / "ops-centre" / "rxd.yaml").read_text()
-    broken.write_text(text.replace("grpc: {port: 50053}", "grpc: {port: grpc-port}", 1))
+    broken.write_text(text.replace("GracePeriodSeconds: 30", "GracePeriodSeconds: half"))
     messages = check([validate, "--strict", "--quiet", str(broken)])
-    assert "grpc-port" in messages and "semcom-rxd" in messages, messages
+    assert "'half' is not of type 'integer'" in messages and "semcom-rxd" in messages, messages
 
 
 def kubernetes_objects() -> dict[tuple[str, str], dict[str, Any]]:
@@ -200,8 +200,17 @@ def test_kubernetes_daemons_accept_their_config_and_probe_their_port(tmp_path: P
                 daemon_config([*container["args"][:2], target], env, files)
             cfg: Any = daemon_config(container["args"], env, files)
             _, port = split_hostport(cfg.server.listen)
+            # The port asks for client certificates, which the kubelet's grpc probe cannot show: each probe
+            # runs semcom-health with the client certificate.
+            assert cfg.server.tls.client_ca is not None, name
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert container[probe]["grpc"]["port"] == port, (name, probe)
+                command = container[probe]["exec"]["command"]
+                assert command[:2] == ["semcom-health", f"127.0.0.1:{port}"] and "--cert" in command, probe
+                assert container[probe]["timeoutSeconds"] >= 5, (name, probe)  # a Python process starts
+            # Every secret file the daemon is told about lies under a mounted volume.
+            mounts = [m["mountPath"] for m in container["volumeMounts"]]
+            named = re.findall(r"(/run/secrets/[\w./-]+)", json.dumps([container["env"], container[probe]]))
+            assert named and all(any(f.startswith(m + "/") for m in mounts) for f in named), named
             assert_drains_in_time(container["args"][0], cfg, pod["terminationGracePeriodSeconds"])
     assert daemons == 2  # rxd at the operations centre, txd at the camera site
 
@@ -215,6 +224,14 @@ def test_config_maps_hold_the_deploy_configs() -> None:
     assert set(objects[("ConfigMap", "semcom-txd-site-1-config")]["data"]) == {"txd.toml"}
     sources = json.loads(objects[("Secret", "semcom-txd-site-1")]["stringData"]["SEMCOM_TXD__SOURCES"])
     assert sources and all("url" in s for s in sources)
+
+
+def test_kubernetes_site_seals_with_a_key_the_ops_centre_holds() -> None:
+    objects = kubernetes_objects()
+    rxd = objects[("Deployment", "semcom-rxd")]["spec"]["template"]["spec"]["containers"][0]
+    txd = objects[("Deployment", "semcom-txd-site-1")]["spec"]["template"]["spec"]["containers"][0]
+    site_keys = json.loads(pod_env(rxd, objects)["SEMCOM_RXD__LINK__SITE_KEYS"])
+    assert pod_env(txd, objects)["SEMCOM_TXD__LINK__SITE_ID"] in site_keys
 
 
 def test_sync_configs_copies_a_config_into_its_config_map(tmp_path: Path) -> None:
