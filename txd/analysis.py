@@ -22,14 +22,14 @@ from txd.perception.detect import Box, Detection
 from txd.perception.keyframes import Keyframe
 from txd.perception.pipeline import PerceptionConfig, PerceptionModels, PerceptionPipeline
 from txd.timing import StageTimes
-from txd.understanding.base import Understander
+from txd.understanding.base import Understander, Understanding
 from txd.video import DecodeProgress, PacketSink, VideoFrame, iter_frames
 
 log = logging.getLogger(__name__)
 
-# Takes a record (record_id 0: the taker numbers it) and hands it to the link; awaited, so that a backed-up
-# link holds the analysis back.
-Submit = Callable[[Record], Awaitable[object]]
+# Takes a record (record_id 0: the taker numbers it), hands it to the link and returns it numbered; awaited,
+# so that a backed-up link holds the analysis back.
+Submit = Callable[[Record], Awaitable[Record]]
 
 Crop = NDArray[np.uint8]
 # Given each record as the link took it (numbered) and the keyframe crop it was understood from.
@@ -129,6 +129,8 @@ class StreamAnalysis:
         self.run_state = StreamRun()
         self.perception: PerceptionPipeline = perception.pipeline(models.perception, self.run_state.times)
         self._last: dict[int, dict[str, str]] = {}
+        # What was understood of each kept view, by (track id, frame index), until its track's final emission.
+        self._views: dict[tuple[int, int], Understanding] = {}
 
     @property
     def times(self) -> StageTimes:
@@ -262,13 +264,31 @@ class StreamAnalysis:
         put(None)
 
     async def _understand(self, keyframes: Sequence[Keyframe]) -> None:
+        """Understand the views of these tracks not understood yet, fuse each track's views, and submit a
+        record for each track whose fused answer differs from the one last sent (or was never sent)."""
         if not keyframes:
             return
+        understander = self.models.understander
+        fresh = [
+            view
+            for kf in keyframes
+            for view in kf.all_views
+            if (kf.track_id, view.frame_index) not in self._views
+        ]
         t0 = time.perf_counter()
-        results = await self.models.understander.understand([k.crop for k in keyframes], self.schema)
+        if fresh:
+            results = await understander.understand([view.crop for view in fresh], self.schema)
+            for view, seen in zip(fresh, results, strict=True):
+                self._views[(view.track_id, view.frame_index)] = seen
         self.times.add("understand", time.perf_counter() - t0)
+        self.times.views_understood += len(fresh)
         t0 = time.perf_counter()
-        for kf, seen in zip(keyframes, results, strict=True):
+        for kf in keyframes:
+            views = [self._views[(kf.track_id, view.frame_index)] for view in kf.all_views]
+            seen = understander.fuse(views, self.schema) if len(views) > 1 else views[0]
+            if kf.final:  # the track ended: what was understood of it is not needed again
+                for view in kf.all_views:
+                    self._views.pop((kf.track_id, view.frame_index), None)
             # A track is described again only when what is understood about it changes.
             if self._last.get(kf.track_id) == seen.fields:
                 continue
@@ -284,7 +304,7 @@ class StreamAnalysis:
                 confidence=seen.confidence,
             )
             numbered = await self.submit(record)
-            if self.keep_keyframe is not None and isinstance(numbered, Record):
+            if self.keep_keyframe is not None:
                 self.keep_keyframe(numbered, kf.crop)
             self.times.records += 1
         self.times.add("submit", time.perf_counter() - t0)

@@ -203,7 +203,7 @@ class TransmitterCore:
             duration_s=state.duration_s,
             records_sent=times.records if times else 0,
             frames_analysed=times.frames_analysed if times else 0,
-            keyframes=times.keyframes if times else 0,
+            keyframes=times.views_understood if times else 0,
         )
 
     async def _ingest_file(

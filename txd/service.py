@@ -129,6 +129,6 @@ def _stream_status(s: StreamState, records_sent: int) -> transmitter_pb2.StreamS
         error=s.error,
         frames_total=run.decode.frames_total if run else 0,
         frames_analysed=run.times.frames_analysed if run else 0,
-        keyframes=run.times.keyframes if run else 0,
+        keyframes=run.times.views_understood if run else 0,
         decode_fps=run.fps if run else 0.0,
     )

@@ -22,6 +22,7 @@ class StageTimes:
     frames_dropped: int = 0  # decoded frames due for analysis but skipped because analysis lagged (live)
     detections: int = 0
     keyframes: int = 0
+    views_understood: int = 0  # crops the understander read: a track's several views, each once
     records: int = 0
 
     def add(self, stage: str, seconds: float) -> None:

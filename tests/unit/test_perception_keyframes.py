@@ -49,7 +49,7 @@ def test_quality_prefers_large_sharp_uncut_views() -> None:
 
 
 def test_selector_sends_the_best_view_once_it_settles() -> None:
-    sel = KeyframeSelector(KeyframeConfig(settle_frames=3))
+    sel = KeyframeSelector(KeyframeConfig(settle_frames=3, views_per_track=1))
     sharp = textured_frame(2)
     views = [(blurred(sharp), CENTRE), (sharp, AT_EDGE), (sharp, CENTRE), (blurred(sharp), CENTRE)]
     sent = []
@@ -60,8 +60,42 @@ def test_selector_sends_the_best_view_once_it_settles() -> None:
     assert kf.frame_index == 2 and kf.box == CENTRE and kf.time_s == pytest.approx(0.2)
     assert kf.crop.shape == (200, 80, 3) and kf.crop.dtype == np.uint8
     assert np.array_equal(kf.crop, crop_box(sharp, CENTRE))
-    assert sel.request(1) == kf  # a re-send gets the best view so far
-    assert sel.flush() == []  # already sent
+    assert kf.all_views == (kf.views[0],) and kf.views[0].frame_index == 2 and not kf.final
+    best = sel.request(1)  # a re-send gets the best view so far
+    assert best is not None and best.frame_index == 2
+    (last,) = sel.flush()  # the stream ended: the track's final emission, the same best view
+    assert last.final and last.frame_index == 2 and sel.request(1) is None
+
+
+def test_several_views_spread_over_the_track_are_kept_best_first() -> None:
+    cfg = KeyframeConfig(settle_frames=100, views_per_track=3, view_gap_frames=2)
+    sel = KeyframeSelector(cfg)
+    sharp, soft = textured_frame(7), blurred(textured_frame(7))
+    # Frames 0..7: sharp views at 0, 1 (too close to 0), 4 and 6; soft ones between.
+    frames = [sharp, sharp, soft, soft, sharp, soft, sharp, soft]
+    for index, frame in enumerate(frames):
+        assert sel.observe(frame, index, index / 10, [state(CENTRE)]) == []
+    (kf,) = sel.flush()
+    indices = [v.frame_index for v in kf.views]
+    assert len(indices) == 3 and set(indices) <= {0, 1, 4, 6}
+    assert all(abs(a - b) >= 2 for a in indices for b in indices if a != b)  # spread over the track
+    qualities = [v.quality for v in kf.views]
+    assert qualities == sorted(qualities, reverse=True)  # best first
+    assert all(v.quality > view_quality(soft, CENTRE, cfg) for v in kf.views)  # the soft ones lost
+
+
+def test_a_settled_track_is_emitted_again_at_its_end_with_the_views_seen_since() -> None:
+    sel = KeyframeSelector(
+        KeyframeConfig(settle_frames=2, views_per_track=4, view_gap_frames=1, expire_frames=2)
+    )
+    sharp = textured_frame(8)
+    sent = []
+    for index in range(6):
+        sent += sel.observe(sharp if index < 4 else blurred(sharp), index, index / 10, [state(CENTRE)])
+    sent += [kf for index in range(6, 9) for kf in sel.observe(sharp, index, index / 10, [])]
+    assert [kf.final for kf in sent] == [False, True]
+    first, last = sent
+    assert len(last.views) > len(first.views)  # the views kept after the first emission go out at the end
 
 
 def test_unconfirmed_tracks_wait_and_flush_sends_what_was_never_sent() -> None:

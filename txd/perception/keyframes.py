@@ -1,10 +1,11 @@
-"""Per-track keyframe choice: the largest, sharpest view not cut by the frame edge, sent once settled."""
+"""Per-track keyframe choice: the largest, sharpest views not cut by the frame edge, sent once settled."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,11 +45,23 @@ class KeyframeConfig(Frozen):
     expire_frames: int = Field(
         60, ge=1, description="analysed frames after its last view that a track's state is dropped"
     )
+    views_per_track: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="best views kept per track and understood together (fused); 1 understands the best only",
+    )
+    view_gap_frames: int = Field(
+        5, ge=1, description="analysed frames at least between two kept views of a track, so that they differ"
+    )
 
 
 @dataclass(frozen=True)
 class Keyframe:
-    """The chosen view of one track: the crop (BGR, a copy) and where and when it was taken."""
+    """The chosen view of one track: the crop (BGR, a copy) and where and when it was taken.
+
+    `views` are the track's kept views, best first (this one among them), understood together; `final`
+    marks the track's last emission (it ended, or the stream did)."""
 
     track_id: int
     frame_index: int
@@ -56,6 +69,12 @@ class Keyframe:
     box: Box
     crop: NDArray[np.uint8]
     quality: float
+    views: tuple[Keyframe, ...] = ()
+    final: bool = False
+
+    @property
+    def all_views(self) -> tuple[Keyframe, ...]:
+        return self.views or (self,)
 
 
 @dataclass
@@ -65,6 +84,30 @@ class _TrackViews:
     last_seen: int
     since_better: int = 0
     emitted: bool = False
+    # Up to views_per_track views with the analysed-frame count they were seen at, spaced view_gap_frames.
+    kept: list[tuple[int, Keyframe]] = field(default_factory=list)
+    sent_views: int = 0  # how many views the last emission carried
+
+    def emission(self, limit: int, *, final: bool) -> Keyframe:
+        kept = sorted((k for _, k in self.kept), key=lambda k: -k.quality)
+        views = tuple(kept) if limit > 1 and kept else (self.best,)
+        self.emitted, self.sent_views = True, len(views)
+        return dataclasses.replace(self.best, views=views, final=final)
+
+    def replaced_by(self, seen_at: int, quality: float, limit: int, gap: int) -> list[int] | None:
+        """Indices of kept views a new view (seen at `seen_at`, of `quality`) would replace; None when it
+        is not kept. Kept views stay `gap` analysed frames apart: a view close to kept ones replaces them
+        only when it beats them all; otherwise it fills a free place or replaces the worst view."""
+        near = [i for i, (at, _) in enumerate(self.kept) if abs(at - seen_at) < gap]
+        if near:
+            return near if all(quality > self.kept[i][1].quality for i in near) else None
+        if len(self.kept) < limit:
+            return []
+        worst = min(range(len(self.kept)), key=lambda i: self.kept[i][1].quality)
+        return [worst] if quality > self.kept[worst][1].quality else None
+
+    def keep(self, seen_at: int, view: Keyframe, replaced: list[int]) -> None:
+        self.kept = [k for i, k in enumerate(self.kept) if i not in replaced] + [(seen_at, view)]
 
 
 def crop_box(frame_bgr: NDArray[np.uint8], box: Box) -> NDArray[np.uint8]:
@@ -110,7 +153,9 @@ def view_quality(frame_bgr: NDArray[np.uint8], box: Box, config: KeyframeConfig)
 
 
 class KeyframeSelector:
-    """Keeps the best view per track; sends it once a confirmed track's best settles, on request, at end."""
+    """Keeps the best views of each track (up to `views_per_track`, spread over its life); emits them once a
+    confirmed track's best view settles, and a final time when the track ends (expires) or the stream does,
+    so that what is understood of it can be fused from every view kept."""
 
     def __init__(self, config: KeyframeConfig) -> None:
         self.config = config
@@ -133,8 +178,7 @@ class KeyframeSelector:
             views = self._see(frame_bgr, frame_index, time_s, track)
             settled = views.since_better >= self.config.settle_frames and views.best.quality > 0
             if views.confirmed and not views.emitted and settled:
-                views.emitted = True
-                due.append(views.best)
+                due.append(views.emission(self.config.views_per_track, final=False))
         return due + self._expire()
 
     def request(self, track_id: int) -> Keyframe | None:
@@ -143,17 +187,30 @@ class KeyframeSelector:
         return views.best if views is not None else None
 
     def flush(self) -> list[Keyframe]:
-        """Best views of confirmed tracks whose keyframe was never sent; forgets every track."""
-        out = [v.best for v in self._views.values() if v.confirmed and not v.emitted and v.best.quality > 0]
+        """The final emission of every confirmed track still open (the stream ended); forgets every track."""
+        limit = self.config.views_per_track
+        out = [
+            v.emission(limit, final=True) for v in self._views.values() if v.confirmed and v.best.quality > 0
+        ]
         self._views.clear()
         return out
 
     def _see(
         self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, track: TrackState
     ) -> _TrackViews:
-        quality = view_quality(frame_bgr, track.box, self.config)
+        cfg = self.config
+        quality = view_quality(frame_bgr, track.box, cfg)
         views = self._views.get(track.track_id)
-        if views is None or quality > views.best.quality * self.config.improvement:
+        better = views is None or quality > views.best.quality * cfg.improvement
+        replaced = None
+        if quality > 0 and cfg.views_per_track > 1:
+            replaced = (
+                []
+                if views is None
+                else views.replaced_by(self._frames, quality, cfg.views_per_track, cfg.view_gap_frames)
+            )
+        keyframe = None
+        if better or replaced is not None:
             keyframe = Keyframe(
                 track_id=track.track_id,
                 frame_index=frame_index,
@@ -162,26 +219,29 @@ class KeyframeSelector:
                 crop=crop_box(frame_bgr, track.box).copy(),
                 quality=quality,
             )
-            if views is None:
-                views = self._views[track.track_id] = _TrackViews(keyframe, track.confirmed, self._frames)
-            else:
-                views.best, views.since_better = keyframe, 0
+        if views is None:
+            assert keyframe is not None
+            views = self._views[track.track_id] = _TrackViews(keyframe, track.confirmed, self._frames)
+        elif better and keyframe is not None:
+            views.best, views.since_better = keyframe, 0
         else:
             views.since_better += 1
+        if replaced is not None and keyframe is not None:
+            views.keep(self._frames, keyframe, replaced)
         views.confirmed = views.confirmed or track.confirmed
         views.last_seen = self._frames
         return views
 
     def _expire(self) -> list[Keyframe]:
-        """Drop tracks unseen for expire_frames; a confirmed one whose keyframe was never sent, sends it."""
+        """Drop tracks unseen for expire_frames; each confirmed one makes its final emission."""
         gone = [
             tid for tid, v in self._views.items() if self._frames - v.last_seen >= self.config.expire_frames
         ]
         out = []
         for tid in gone:
             views = self._views.pop(tid)
-            if views.confirmed and not views.emitted and views.best.quality > 0:
-                out.append(views.best)
+            if views.confirmed and views.best.quality > 0:
+                out.append(views.emission(self.config.views_per_track, final=True))
             log.debug("track %d expired after %d frames unseen", tid, self.config.expire_frames)
         return out
 

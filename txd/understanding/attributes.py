@@ -19,6 +19,7 @@ from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
 from txd.understanding.base import Understanding, check_crop
+from txd.understanding.fusion import FusionRule, fuse_with_evidence, vote
 
 if TYPE_CHECKING:
     import torch
@@ -95,6 +96,12 @@ class AttributesConfig(BaseModel):
         default_factory=lambda: dict(DEFAULT_PRIOR_WEIGHTS),
         description="per field: share of the training class prior added to the logits (0: balanced, 1: "
         "plain posterior)",
+    )
+    fusion: FusionRule = Field(
+        default="best",
+        description="how the crops of one track are fused: best (the crop whose evidence is the most "
+        "confident), product, log_mean (normalised geometric mean) or mean; chosen by "
+        "`python -m bench.fusion_rule` on PETA's leave-one-subset-out folds",
     )
 
 
@@ -268,23 +275,56 @@ def decide(
     Abstaining on the balanced posterior keeps the prior out of the decision to answer: a crop that shows
     nothing has a flat balanced posterior, even where the prior alone would pick the frequent class."""
     n = len(next(iter(probs.values())))
-    out: list[Understanding] = []
-    for i in range(n):
-        fields: dict[str, str] = {}
-        confidence: dict[str, float] = {}
-        for spec in schema.fields:
-            p = probs.get(spec.name)
-            if p is None:
-                fields[spec.name] = UNKNOWN
-                continue
-            best = int(np.argmax(p[i]))
-            top = float(p[i, best])
-            seen = float((evidence or probs)[spec.name][i].max())
-            value = HEADS[spec.name][best]
-            fields[spec.name] = value if seen >= thresholds.get(spec.name, 0.0) else UNKNOWN
-            confidence[spec.name] = round(top, 4)
-        out.append(Understanding(fields=fields, confidence=confidence))
-    return out
+    seen = evidence or probs
+    return [
+        _decide_one(
+            {h: p[i] for h, p in probs.items()}, {h: e[i] for h, e in seen.items()}, thresholds, schema
+        )
+        for i in range(n)
+    ]
+
+
+def _decide_one(
+    probs: Mapping[str, NDArray[np.floating]],
+    evidence: Mapping[str, NDArray[np.floating]],
+    thresholds: Mapping[str, float],
+    schema: Schema,
+) -> Understanding:
+    fields: dict[str, str] = {}
+    confidence: dict[str, float] = {}
+    for spec in schema.fields:
+        p = probs.get(spec.name)
+        if p is None:
+            fields[spec.name] = UNKNOWN
+            continue
+        best = int(np.argmax(p))
+        value = HEADS[spec.name][best]
+        answered = float(evidence[spec.name].max()) >= thresholds.get(spec.name, 0.0)
+        fields[spec.name] = value if answered else UNKNOWN
+        confidence[spec.name] = round(float(p[best]), 4)
+    return Understanding(
+        fields=fields,
+        confidence=confidence,
+        probabilities={h: tuple(round(float(v), 5) for v in p) for h, p in probs.items()},
+        evidence={h: tuple(round(float(v), 5) for v in e) for h, e in evidence.items()},
+    )
+
+
+def fuse_views(
+    views: Sequence[Understanding], thresholds: Mapping[str, float], schema: Schema, rule: FusionRule
+) -> Understanding:
+    """One decision from several crops of a track: per field, the views' probabilities and evidence fused
+    by `rule`, then decided as for one crop. Views without probabilities (other backends) are voted."""
+    usable = [v for v in views if v.probabilities and v.evidence]
+    if not usable:
+        return vote(views, schema)
+    heads = [h for h in HEADS if all(h in v.probabilities and h in v.evidence for v in usable)]
+    probs: dict[str, NDArray[np.floating]] = {}
+    evidence: dict[str, NDArray[np.floating]] = {}
+    for h in heads:
+        rows = np.array([v.probabilities[h] for v in usable]), np.array([v.evidence[h] for v in usable])
+        probs[h], evidence[h] = fuse_with_evidence(*rows, rule)
+    return _decide_one(probs, evidence, thresholds, schema)
 
 
 class AttributeUnderstander:
@@ -351,6 +391,9 @@ class AttributeUnderstander:
         loop = asyncio.get_running_loop()
         probs, evidence = await loop.run_in_executor(self._executor, self.predict_with_evidence, list(crops))
         return decide(probs, self.config.abstain_thresholds, schema, evidence)
+
+    def fuse(self, views: Sequence[Understanding], schema: Schema) -> Understanding:
+        return fuse_views(views, self.config.abstain_thresholds, schema, self.config.fusion)
 
     async def aclose(self) -> None:
         """Stop the model's worker thread once the prediction it runs (if any) is done."""

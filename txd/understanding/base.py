@@ -10,16 +10,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from semcom.errors import InvalidInput
+from semcom.record import UNKNOWN
 from semcom.registry import Registry
 from semcom.schema import Schema
 
 
 @dataclass(frozen=True)
 class Understanding:
-    """Field values for one crop ("unknown" where it does not show the attribute) and 0..1 confidences."""
+    """Field values for one crop ("unknown" where it does not show the attribute) and 0..1 confidences.
+
+    A backend that has them also gives, per field, `probabilities` over the field's known values (schema
+    order, "unknown" left out) and the `evidence` its abstention looked at; several views of one track are
+    fused from these."""
 
     fields: dict[str, str]
     confidence: dict[str, float] = field(default_factory=dict)
+    probabilities: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    evidence: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 class Understander(Protocol):
@@ -29,10 +36,16 @@ class Understander(Protocol):
         """One Understanding per BGR uint8 crop, in order."""
         ...
 
+    def fuse(self, views: Sequence[Understanding], schema: Schema) -> Understanding:
+        """One Understanding of a track from those of several of its crops (txd.understanding.fusion)."""
+        ...
+
     async def aclose(self) -> None:
         """Release the backend's threads and connections; it is not used afterwards."""
         ...
 
+
+__all__ = ["UNDERSTANDERS", "UNKNOWN", "Understander", "Understanding", "check_crop"]
 
 # Backends by config `kind`, imported only when selected (torch for one, an HTTP client for the other).
 UNDERSTANDERS: Registry[Callable[[Any], Understander]] = Registry(

@@ -27,6 +27,7 @@ from semcom.inference.openai_client import (
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
 from txd.understanding.base import Understanding, check_crop
+from txd.understanding.fusion import vote
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ class VlmUnderstander:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def fuse(self, views: Sequence[Understanding], schema: Schema) -> Understanding:
+        """A VLM answers values and confidences, no distributions: the crops of a track are voted."""
+        return vote(views, schema)
 
     async def aclose(self) -> None:
         """Close the client's connections, unless the client was passed in (its owner closes it)."""
