@@ -76,13 +76,19 @@ class TokenSet:
 
     @classmethod
     def from_config(cls, cfg: AuthConfig) -> TokenSet:
+        """The config's tokens and those of its tokens_file ([[tokens]] or [[auth.tokens]] tables, as
+        `semcom token` prints them). A tokens_file that holds none is an error, never an open door."""
         entries = list(cfg.tokens)
         if cfg.tokens_file is not None:
             try:
                 tree = tomllib.loads(cfg.tokens_file.read_text())
-                entries += [TokenEntry.model_validate(t) for t in tree.get("tokens", [])]
+                tables = [*tree.get("tokens", []), *tree.get("auth", {}).get("tokens", [])]
+                found = [TokenEntry.model_validate(t) for t in tables]
             except (OSError, tomllib.TOMLDecodeError, ValidationError, AttributeError) as err:
                 raise InvalidInput(f"auth.tokens_file {cfg.tokens_file}: {err}") from err
+            if not found:
+                raise InvalidInput(f"auth.tokens_file {cfg.tokens_file} holds no [[tokens]] table")
+            entries += found
         return cls(tuple(entries))
 
     @property

@@ -73,15 +73,20 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    """A new token: its [[auth.tokens]] table (the hash only) on stdout; the token itself into --out (mode
+    0600) or on stderr, for its holder."""
     from semcom.auth import hash_token, new_token
+    from semcom.ids import is_valid_id
 
+    if not is_valid_id(args.name):
+        raise SystemExit(f"--name {args.name!r}: letters, digits, '.', '_', '-' (semcom.ids.ID_PATTERN)")
     token = new_token()
-    print(f"token (give it to the holder; it is not stored anywhere): {token}", file=sys.stderr)
-    print(
-        token
-        if args.raw
-        else f'[[auth.tokens]]\nname = "{args.name}"\nscope = "{args.scope}"\nsha256 = "{hash_token(token)}"'
-    )
+    if args.out is not None:
+        args.out.touch(mode=0o600)
+        args.out.write_text(token + "\n")
+    else:
+        print(f"token (give it to {args.name}; it is stored nowhere): {token}", file=sys.stderr)
+    print(f'[[auth.tokens]]\nname = "{args.name}"\nscope = "{args.scope}"\nsha256 = "{hash_token(token)}"')
     return 0
 
 
@@ -219,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="make a bearer token and print its [[auth.tokens]] table (hash only)")
     p.add_argument("--name", required=True, help="who holds it (shown in logs)")
     p.add_argument("--scope", choices=["read", "admin"], default="read")
-    p.add_argument("--raw", action="store_true", help="print only the token on stdout")
+    p.add_argument("--out", type=Path, help="write the token to this file (mode 0600) instead of stderr")
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("ingest", help="stream a video file into txd", parents=[conn])
