@@ -145,7 +145,11 @@ def report_stream(r: Result, cfg: TxdConfig) -> None:
         ("embed", t.frames_analysed, "analysed frames (appearance for tracking)"),
         ("track", t.frames_analysed, "analysed frames"),
         ("keyframes", t.frames_analysed, f"analysed frames; {t.keyframes} keyframes"),
-        ("understand", t.keyframes, "crops"),
+        (
+            "understand",
+            t.views_understood,
+            f"views understood (crops of {t.keyframes} emissions, fused per track)",
+        ),
         ("submit", len(r.records), "records handed on"),
         ("codec", len(r.records), f"records into {len(r.frames)} frames"),
         ("phy", len(r.frames), f"frames into bursts ({cfg.link.mcs})"),
