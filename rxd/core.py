@@ -214,6 +214,7 @@ class ReceiverCore:
     async def fetch_keyframe(self, stream_id: str, record_id: int) -> KeyframeImage:
         """A record's keyframe thumbnail from txd over the backward channel (cached here); its bytes are
         counted apart from the semantic link, as clips are."""
+        check_stream_id(stream_id)
         key = (stream_id, record_id)
         cached = self.keyframes.get(key)
         if cached is not None:

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from semcom.burst import parse_mcs
 from semcom.config import AuthConfig, ClientTlsConfig, Frozen, LoggingConfig, MetricsConfig, ServerConfig
 from semcom.errors import InvalidInput
+from semcom.ids import check_stream_id
 from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.attributes import AttributesConfig
 from txd.understanding.vlm import VlmConfig
@@ -171,7 +172,7 @@ class SourceConfig(Frozen):
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="the stream's id in records, Status and FetchClip",
+        description="the stream's id in records, Status and FetchClip (semcom.ids: no '..')",
     )
     url: str = Field(
         min_length=1,
@@ -201,6 +202,14 @@ class SourceConfig(Frozen):
     retry_max_s: float = Field(
         60.0, gt=0, description="longest pause between retries (doubling from retry_s)"
     )
+
+    @field_validator("stream_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        try:
+            return check_stream_id(value)
+        except InvalidInput as err:
+            raise ValueError(str(err)) from err
 
     @field_validator("url")
     @classmethod
