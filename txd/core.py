@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from semcom.codec.frame import check_time_s
 from semcom.errors import InvalidInput, Overloaded
 from semcom.ids import check_stream_id
+from semcom.link.outbox import Mark
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
 from txd.analysis import Crop, SharedModels, StreamAnalysis, StreamRun, StreamSpec
@@ -114,11 +116,11 @@ class TransmitterCore:
         return self.schemas.get(self.link.stats.task_schema_id)
 
     # -- records ------------------------------------------------------------------------------------------
-    async def submit(self, rec: Record, *, wait: bool) -> Record:
+    async def submit(self, rec: Record, *, wait: bool, mark: Mark | None = None) -> Record:
         """Validate a record, give it its stream's next id and submit it to the link; returns it numbered.
 
         `wait`: wait for room while the link is backed up (analysis), instead of raising Overloaded
-        (Announce, whose caller retries)."""
+        (Announce, whose caller retries). `mark`: which record of which upload it is, kept with it."""
         check_stream_id(rec.stream_id)
         schema = self.schemas.get(rec.schema_id or self.link.stats.task_schema_id)
         if wait:
@@ -136,7 +138,7 @@ class TransmitterCore:
         )
         schema.validate(rec)
         check_time_s(rec)
-        self.link.submit(rec)
+        self.link.submit(rec, mark)
         return rec
 
     def _drop_stale_spool(self) -> None:
@@ -174,7 +176,8 @@ class TransmitterCore:
         start_time_s = upload.start_time_s or time.time()
         try:
             await self._spool(chunks, spool, state)
-            info = await self._ingest_file(spool, upload.container, state, start_time_s)
+            start_time_s, resume = await self._resume_point(stream_id, spool, start_time_s)
+            info = await self._ingest_file(spool, upload.container, state, start_time_s, resume)
             self.clips.add(
                 stream_id,
                 spool,
@@ -203,17 +206,25 @@ class TransmitterCore:
             duration_s=state.duration_s,
             records_sent=times.records if times else 0,
             frames_analysed=times.frames_analysed if times else 0,
-            keyframes=times.views_understood if times else 0,
+            keyframes=times.keyframes if times else 0,
         )
 
+    async def _resume_point(self, stream_id: str, spool: Path, start_time_s: float) -> tuple[float, str]:
+        """An upload is known by its stream id and the SHA-256 of its bytes: sent again (after a crash, or
+        a reply that got lost) it keeps the start time it was first analysed with, and its analysis does
+        not submit again the records it emitted before (see analyse)."""
+        digest = await asyncio.get_running_loop().run_in_executor(self.executor, _sha256, spool)
+        key = f"{stream_id}/{digest}"
+        return self.link.upload_start_s(key, start_time_s), key
+
     async def _ingest_file(
-        self, spool: Path, container: str, state: StreamState, start_s: float
+        self, spool: Path, container: str, state: StreamState, start_s: float, resume: str | None = None
     ) -> VideoInfo:
         loop = asyncio.get_running_loop()
         if not self.analyses:
             return await loop.run_in_executor(self.executor, decode_info, spool, container)
         head = await loop.run_in_executor(self.executor, probe, spool, container)
-        run = await self.analyse(spool, state, start_s, container=container)
+        run = await self.analyse(spool, state, start_s, container=container, resume=resume)
         return replace(head, frames=run.decode.frames_decoded, duration_s=run.decode.duration_s)
 
     async def _spool(self, chunks: AsyncIterator[bytes], spool: Path, state: StreamState) -> None:
@@ -274,15 +285,30 @@ class TransmitterCore:
         timeout_s: float | tuple[float, float] = 30.0,
         sink: PacketSink | None = None,
         live: bool = False,
+        resume: str | None = None,
     ) -> StreamRun:
         """Run perception and understanding over a video file or URL; records are submitted as they come,
         timed `start_time_s` + seconds from the video's first frame. `sink` gets the demuxed packets; a
-        `live` source skips frames when analysis lags instead of slowing the source down."""
+        `live` source skips frames when analysis lags instead of slowing the source down.
+
+        `resume` names an upload (see _resume_point): each record is submitted with its place in the
+        analysis's output, in the same outbox transaction, and the records an earlier analysis of the same
+        upload already submitted are not submitted again (analysis is deterministic for a file, so the
+        n-th record is the same one), which makes a repeated upload exactly-once."""
         assert self.cfg.perception is not None
         spec = StreamSpec(state.stream_id, state.location_id, start_time_s)
+        done = self.link.emitted(resume) if resume is not None else []
+        emitted = 0
+        if done:
+            log.info("stream_id=%s: resuming an upload, %d records sent before", state.stream_id, len(done))
 
         async def submit(rec: Record) -> Record:
-            return await self.submit(rec, wait=True)
+            nonlocal emitted
+            n, emitted = emitted, emitted + 1
+            if n < len(done):
+                return replace(rec, record_id=done[n])  # in the outbox already, or delivered
+            mark = (resume, n) if resume is not None else None
+            return await self.submit(rec, wait=True, mark=mark)
 
         analysis = StreamAnalysis(
             await self.models(),
@@ -328,3 +354,11 @@ class TransmitterCore:
             await self._models.aclose()
         elif self.understander is not None:
             await self.understander.aclose()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,7 +16,7 @@ from semcom.burst import build_burst, mcs_name, parse_mcs
 from semcom.codec.seal import Sealing, SiteKey, read_key
 from semcom.link.durable import SqliteOutbox
 from semcom.link.messages import Feedback
-from semcom.link.outbox import MemoryOutbox, Outbox
+from semcom.link.outbox import Mark, MemoryOutbox, Outbox
 from semcom.link.sender import LinkStats, OutBurst, SenderConfig, SendState
 from semcom.pb.v1 import link_pb2, link_pb2_grpc
 from semcom.record import Record
@@ -139,9 +139,18 @@ class LinkSender:
         """The id the stream's next record takes; never one given before, not even before a restart."""
         return self.outbox.next_record_id(stream_id)
 
-    def submit(self, record: Record) -> None:
-        """Queue one record for the link; Overloaded when too many are already waiting."""
-        self.state.submit(record, self._clock())
+    def emitted(self, upload_key: str) -> list[int]:
+        """Ids of the records an earlier analysis of this upload emitted, in order (see Outbox.emitted)."""
+        return self.outbox.emitted(upload_key)
+
+    def upload_start_s(self, upload_key: str, start_time_s: float) -> float:
+        """The start time this upload was first analysed with."""
+        return self.outbox.upload_start_s(upload_key, start_time_s)
+
+    def submit(self, record: Record, mark: Mark | None = None) -> None:
+        """Queue one record for the link; Overloaded when too many are already waiting. `mark`: which
+        record of which upload it is, kept with it (see Outbox.emitted)."""
+        self.state.submit(record, self._clock(), mark)
         self._wake.set()
 
     async def room(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from semcom.errors import InvalidInput, Overloaded
-from semcom.link.outbox import RecordKey, record_key
+from semcom.link.outbox import Mark, RecordKey, record_key
 from semcom.record import Record
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 _SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS streams (stream_id TEXT PRIMARY KEY, next_record_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (upload_key TEXT PRIMARY KEY, start_time_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS emitted (
+    upload_key TEXT NOT NULL, n INTEGER NOT NULL, record_id INTEGER NOT NULL, PRIMARY KEY (upload_key, n)
+);
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, stream_id TEXT NOT NULL, record_id INTEGER NOT NULL,
     body TEXT NOT NULL, UNIQUE (stream_id, record_id)
@@ -84,13 +88,30 @@ class SqliteOutbox:
     def next_record_id(self, stream_id: str) -> int:
         return self._next_ids.get(stream_id, 1)
 
-    def add(self, record: Record) -> None:
+    def emitted(self, upload_key: str) -> list[int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_id FROM emitted WHERE upload_key = ? ORDER BY n", (upload_key,)
+            ).fetchall()
+        return [int(r) for (r,) in rows]
+
+    def upload_start_s(self, upload_key: str, start_time_s: float) -> float:
+        with self._lock, self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?)", (upload_key, start_time_s))
+            (first,) = self._db.execute(
+                "SELECT start_time_s FROM uploads WHERE upload_key = ?", (upload_key,)
+            ).fetchone()
+        return float(first)
+
+    def add(self, record: Record, mark: Mark | None = None) -> None:
         key = record_key(record)
         with self._lock:
             try:
                 with self._transaction():
                     self._db.execute("INSERT INTO records VALUES (NULL, ?, ?, ?)", (*key, _dump(record)))
                     self._db.execute(_NEXT_ID, (record.stream_id, record.record_id + 1))
+                    if mark is not None:
+                        self._db.execute("INSERT INTO emitted VALUES (?, ?, ?)", (*mark, record.record_id))
             except sqlite3.IntegrityError as err:
                 raise InvalidInput(f"record {key} is already in the outbox") from err
             except sqlite3.Error as err:

@@ -11,6 +11,9 @@ from semcom.record import Record
 RecordKey = tuple[str, int]
 """A record's identity on the link: (stream_id, record_id)."""
 
+Mark = tuple[str, int]
+"""(upload key, n): the record is the n-th (from 0) that the analysis of that upload emitted."""
+
 
 def record_key(record: Record) -> RecordKey:
     return (record.stream_id, record.record_id)
@@ -35,8 +38,16 @@ class Outbox(Protocol):
     def next_record_id(self, stream_id: str) -> int:
         """The id the stream's next record takes: one past the highest ever added (1 for a new stream)."""
 
-    def add(self, record: Record) -> None:
-        """Accept one record; it is waiting from now on."""
+    def add(self, record: Record, mark: Mark | None = None) -> None:
+        """Accept one record; it is waiting from now on. `mark`, kept with it in one step, says which
+        record of which upload it is (see `emitted`)."""
+
+    def emitted(self, upload_key: str) -> list[int]:
+        """The ids of the records accepted with a mark of this upload, in order: what a repeated
+        analysis of the same upload has sent already (and must not send again)."""
+
+    def upload_start_s(self, upload_key: str, start_time_s: float) -> float:
+        """The start time the upload was first analysed with (recorded now when it is new)."""
 
     def waiting_streams(self) -> list[str]:
         """Streams with waiting records, in the order their first waiting record arrived."""
@@ -56,6 +67,8 @@ class MemoryOutbox:
 
     def __init__(self) -> None:
         self._next_ids: dict[str, int] = {}
+        self._emitted: dict[str, list[int]] = {}
+        self._starts: dict[str, float] = {}
         self._waiting: OrderedDict[str, list[Record]] = OrderedDict()
         # A multiset: nothing here relies on callers never reusing a record id.
         self._in_flight: Counter[RecordKey] = Counter()
@@ -68,7 +81,15 @@ class MemoryOutbox:
     def next_record_id(self, stream_id: str) -> int:
         return self._next_ids.get(stream_id, 1)
 
-    def add(self, record: Record) -> None:
+    def emitted(self, upload_key: str) -> list[int]:
+        return list(self._emitted.get(upload_key, []))
+
+    def upload_start_s(self, upload_key: str, start_time_s: float) -> float:
+        return self._starts.setdefault(upload_key, start_time_s)
+
+    def add(self, record: Record, mark: Mark | None = None) -> None:
+        if mark is not None:
+            self._emitted.setdefault(mark[0], []).append(record.record_id)
         sid = record.stream_id
         self._next_ids[sid] = max(self._next_ids.get(sid, 1), record.record_id + 1)
         self._waiting.setdefault(record.stream_id, []).append(record)

@@ -30,7 +30,7 @@ from semcom.codec.frame import check_time_s
 from semcom.codec.seal import Sealing
 from semcom.errors import InvalidInput, Overloaded
 from semcom.link.messages import AckStatus, Feedback
-from semcom.link.outbox import MemoryOutbox, Outbox, RecordKey, record_key
+from semcom.link.outbox import Mark, MemoryOutbox, Outbox, RecordKey, record_key
 from semcom.phy.mcs import Mcs, select_mcs
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
@@ -173,14 +173,15 @@ class SendState:
         self.reconnect_due_s = -math.inf
 
     # -- events in -----------------------------------------------------------------------------------------
-    def submit(self, record: Record, now_s: float) -> None:
-        """Accept one record; Overloaded when `max_queued_records` are already waiting or in flight."""
+    def submit(self, record: Record, now_s: float, mark: Mark | None = None) -> None:
+        """Accept one record; Overloaded when `max_queued_records` are already waiting or in flight.
+        `mark` goes to the outbox with the record (which record of which upload it is)."""
         if len(self.outbox) >= self.cfg.max_queued_records:
             raise Overloaded(f"{len(self.outbox)} records already queued for the link; retry later")
         # Checked here so that a record that cannot be framed is refused, not left to fail the framer.
         self.schemas.get(record.schema_id)
         check_time_s(record)
-        self.outbox.add(record)
+        self.outbox.add(record, mark)
         self._queued_changed()
         if self._frame_due_s is None:
             self._frame_due_s = now_s + self.cfg.batch_delay_s

@@ -3,9 +3,11 @@ cancelled upload, a frozen peer, a full disk under the outbox. Each compares the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -18,7 +20,7 @@ import pytest
 from semcom import client
 from semcom.launch import spawn
 from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
-from tests.fixtures.faults import Announcer, Chain, compare_index
+from tests.fixtures.faults import T0_S, Announcer, Chain, compare_index
 
 pytestmark = pytest.mark.slow
 
@@ -205,3 +207,62 @@ def test_a_full_disk_under_the_outbox_refuses_records_and_acknowledges_only_stor
     got = compare_index(chain.workdir / "index.db", "cam-d", announcer)
     # Every record acknowledged to the caller is indexed; none refused is (it was never stored).
     assert (got.faults, got.in_doubt_indexed, got.indexed) == (0, 0, len(announcer.accepted)), got
+
+
+def _ingest(address: str, stream_id: str) -> transmitter_pb2.IngestReply:
+    """Upload the clip with a fixed start time (so that two uploads' records can be compared)."""
+
+    def parts() -> Iterator[transmitter_pb2.IngestRequest]:
+        header = transmitter_pb2.IngestHeader(stream_id=stream_id, start_time_s=T0_S)
+        yield transmitter_pb2.IngestRequest(header=header)
+        data = VIDEO.read_bytes()
+        for k in range(0, len(data), 1 << 16):
+            yield transmitter_pb2.IngestRequest(chunk=data[k : k + (1 << 16)])
+
+    stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(address))
+    reply: transmitter_pb2.IngestReply = stub.Ingest(parts(), timeout=300)
+    return reply
+
+
+def _ingest_until_killed(address: str) -> None:
+    with contextlib.suppress(grpc.RpcError):  # the kill cuts the call: the uploader tries again later
+        _ingest(address, "cam-v")
+
+
+def _records(index: Path, stream_id: str) -> list[tuple[int, int, float, str]]:
+    with sqlite3.connect(f"file:{index}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT record_id, track_id, time_s, fields FROM records WHERE stream_id = ? ORDER BY record_id",
+            (stream_id,),
+        ).fetchall()
+    return [(int(r), int(t), float(s), f) for r, t, s, f in rows]
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="needs the shared tud_campus.mp4")
+def test_sigkill_txd_during_video_uploads_resumes_without_duplicates(tmp_path: Path) -> None:
+    rng = random.Random("kill-upload")
+    chain = Chain(tmp_path)
+    chain.start_all()
+    try:
+        t0 = time.monotonic()
+        clean = _ingest(chain.address("txd"), "clean")
+        clean_s = time.monotonic() - t0  # with the models' first load, as after every restart below
+        for _ in range(KILLS):
+            upload = threading.Thread(target=_ingest_until_killed, args=(chain.address("txd"),), daemon=True)
+            upload.start()
+            time.sleep(rng.uniform(0.05, clean_s))  # the kill point (fault timing, not synchronisation)
+            chain.kill("txd")
+            upload.join(30)
+            chain.start("txd")
+        again = _ingest(chain.address("txd"), "cam-v")  # the uploader's last try, to the end
+        once_more = _ingest(chain.address("txd"), "cam-v")  # and a retry whose reply was lost
+        wait_until(lambda: drained(chain), 60, "txd's outbox did not drain")
+    finally:
+        codes = chain.stop_all()
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
+    want = _records(tmp_path / "index.db", "clean")
+    got = _records(tmp_path / "index.db", "cam-v")
+    print(f"video upload, txd killed x{KILLS}: clean {len(want)} records, after the kills {len(got)}")
+    assert clean.records_sent == len(want) >= 5 and again.records_sent == once_more.records_sent == len(want)
+    assert [r[0] for r in got] == list(range(1, len(got) + 1))  # no id skipped or reused
+    assert sorted(r[1:] for r in got) == sorted(r[1:] for r in want)  # 0 lost, 0 duplicated, 0 changed

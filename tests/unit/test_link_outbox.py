@@ -128,3 +128,20 @@ def test_sealing_needs_a_durable_outbox() -> None:
             mcs=None,
             sealing=Sealing(SiteKey(bytes(32))),
         )
+
+
+def test_marks_of_an_upload_are_kept_with_their_records_across_a_reopen(tmp_path: Path) -> None:
+    box = SqliteOutbox(tmp_path / "o.db")
+    assert box.upload_start_s("cam/abc", 100.0) == 100.0
+    box.add(person("cam", 1), ("cam/abc", 0))
+    box.add(person("cam", 2), ("cam/abc", 1))
+    box.add(person("cam", 3))  # announced: no mark
+    box.take("cam")
+    box.settle([("cam", 1), ("cam", 2)])  # delivered: the marks stay, a repeated upload must skip them
+    box.close()
+    again = SqliteOutbox(tmp_path / "o.db")
+    assert again.emitted("cam/abc") == [1, 2] and again.emitted("cam/other") == []
+    assert again.upload_start_s("cam/abc", 999.0) == 100.0  # the first analysis's start time is kept
+    memory = MemoryOutbox()
+    memory.add(person("cam", 5), ("k", 0))
+    assert memory.emitted("k") == [5] and memory.upload_start_s("k", 1.0) == memory.upload_start_s("k", 2.0)

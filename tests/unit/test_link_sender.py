@@ -11,7 +11,7 @@ import pytest
 
 from semcom.errors import InvalidInput, Overloaded
 from semcom.link.messages import AckStatus, Feedback
-from semcom.link.outbox import MemoryOutbox, RecordKey
+from semcom.link.outbox import Mark, MemoryOutbox, RecordKey
 from semcom.link.sender import OutBurst, SenderConfig, SendState
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
@@ -290,9 +290,9 @@ class JournalOutbox(MemoryOutbox):
         super().__init__()
         self.journal: list[tuple[str, object]] = []
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, mark: Mark | None = None) -> None:
         self.journal.append(("add", record.record_id))
-        super().add(record)
+        super().add(record, mark)
 
     def take(self, stream_id: str) -> list[Record]:
         records = super().take(stream_id)
