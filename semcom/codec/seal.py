@@ -101,7 +101,10 @@ def open_sealed(
     tag = sealed[body_bytes:-4]
     header, records = sealed[:HEADER_BYTES], sealed[HEADER_BYTES:body_bytes]
     aead = key.aead(stream_id)
-    n = nonce(epoch, sequence)
+    try:
+        n = nonce(epoch, sequence)
+    except InvalidInput as err:  # no sender seals under these: the header was forged or altered
+        raise AuthError(str(err)) from err
     if sealed[0] == VERSION_SEALED:
         clear = _chacha20(key.stream_key(stream_id), n, records)
         expected = aead.encrypt(n, clear, header)[len(records) :]

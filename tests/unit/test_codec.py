@@ -321,7 +321,7 @@ def test_every_single_flipped_bit_with_the_crc_recomputed_is_caught(encrypt: boo
 
 def test_a_frame_opens_only_under_its_key_stream_epoch_and_sequence() -> None:
     frame = sealed([person(1)])
-    for bad in (check(sequence=8), check(epoch=4), check(key=SiteKey(bytes(32)))):
+    for bad in (check(sequence=8), check(epoch=4), check(epoch=0), check(key=SiteKey(bytes(32)))):
         with pytest.raises(AuthError):
             decode_records(frame, REGISTRY, stream_id="s", seal=bad)
     with pytest.raises(AuthError):
