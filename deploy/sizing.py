@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import sqlite3
 import tempfile
 import time
@@ -25,16 +27,22 @@ def _wait(check: Callable[[], bool], what: str, timeout_s: float = 600.0) -> Non
         time.sleep(0.05)
 
 
-def measure(workdir: Path, n: int, mcs: str, sparse: bool, seed: int) -> dict[str, float]:
+def measure(workdir: Path, n: int, mcs: str, sparse: bool, seed: int, sealed: bool) -> dict[str, float]:
     """Announce `n` random person/1 records through txd -> channel-sim -> rxd; what the link and index used.
 
     Busy: all at once, so bursts fill up (32 records at most). Sparse: one person at a time, each sent and
-    acknowledged before the next, as at a quiet camera (each record pays a whole frame and codeword)."""
+    acknowledged before the next, as at a quiet camera (each record pays a whole frame and codeword).
+    Sealed: frames carry a 128-bit AEAD tag under a site key, as a secured deployment sends them."""
     records = random_records(SchemaRegistry.builtin().get("person/1"), n, seed)
-    quiet = ["--set", "http.listen=127.0.0.1:0", "--set", "metrics.listen=127.0.0.1:0"]
-    with loopback_stack(
-        workdir, mcs=mcs, txd_args=["--set", "link.batch_delay_s=0.2"], rxd_args=quiet
-    ) as stack:
+    rxd_args = ["--set", "http.listen=127.0.0.1:0", "--set", "metrics.listen=127.0.0.1:0"]
+    txd_args = ["--set", "link.batch_delay_s=0.2"]
+    if sealed:
+        workdir.mkdir(parents=True, exist_ok=True)
+        key = workdir.resolve() / "site.key"
+        key.write_bytes(os.urandom(32))
+        txd_args += ["--set", "link.site_id=site-1", "--set", f"link.key_file={key}"]
+        rxd_args += ["--set", "link.site_keys=" + json.dumps({"site-1": str(key)})]
+    with loopback_stack(workdir, mcs=mcs, txd_args=txd_args, rxd_args=rxd_args) as stack:
         tx = transmitter_pb2_grpc.TransmitterStub(client.open_channel(stack.txd.address))
         rx = receiver_pb2_grpc.ReceiverStub(client.open_channel(stack.rxd.address))
 
@@ -89,19 +97,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="semcom-sizing-") as tmp:
         work = args.workdir or Path(tmp)
         runs = {
-            "busy": measure(work / "busy", args.records, args.mcs, False, args.seed),
-            "sparse": measure(work / "sparse", args.sparse_records, args.mcs, True, args.seed),
+            "busy": measure(work / "busy", args.records, args.mcs, False, args.seed, False),
+            "sparse": measure(work / "sparse", args.sparse_records, args.mcs, True, args.seed, False),
+            "busy, sealed": measure(work / "busy-sealed", args.records, args.mcs, False, args.seed, True),
+            "sparse, sealed": measure(
+                work / "sparse-sealed", args.sparse_records, args.mcs, True, args.seed, True
+            ),
         }
     print(f"person/1 records over {args.mcs}, txd -> channel-sim (no impairment) -> rxd, SQLite index")
     for name, run in runs.items():
         print(
-            f"{name:>6}: {run['records']:.0f} records in {run['bursts']:.0f} bursts: "
+            f"{name:>14}: {run['records']:.0f} records in {run['bursts']:.0f} bursts: "
             f"{run['frame_bits_per_record']:.1f} frame bits and {run['symbols_per_record']:.1f} channel "
             "symbols per record"
         )
     busy = runs["busy"]
     print(
-        f" index: {busy['file_bytes']:.0f} bytes for {busy['records']:.0f} records and "
+        f"         index: {busy['file_bytes']:.0f} bytes for {busy['records']:.0f} records and "
         f"{busy['descriptions']:.0f} distinct descriptions: {busy['bytes_per_record']:.0f} bytes per record "
         f"+ {busy['bytes_per_description']:.0f} bytes per distinct description"
     )
