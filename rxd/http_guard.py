@@ -119,7 +119,7 @@ class HttpGuard:
         token = request.query["token"]
         if self.tokens.check(f"Bearer {token}") is None:
             return error_json(401, "unknown token", "UNAUTHENTICATED")
-        response = web.HTTPSeeOther("/")
+        response = web.Response(status=303, headers={"Location": "/"})
         response.set_cookie(
             COOKIE, token, httponly=True, samesite="Strict", secure=self.ssl_context is not None, path="/"
         )

@@ -253,3 +253,33 @@ async def test_https_api_needs_a_token_with_the_path_scope(tls_chain: TlsChain) 
         await asyncio.to_thread(
             urllib.request.urlopen, f"http://127.0.0.1:{tls_chain.rxd.http.port}/api/stats", None, 5
         )
+
+
+def _https_raw(port: int, ca: Path, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    import http.client
+
+    conn = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=str(ca)))
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_browser_logs_in_once_and_keeps_the_token_in_a_strict_cookie(tls_chain: TlsChain) -> None:
+    assert tls_chain.rxd.http is not None
+    port, ca = tls_chain.rxd.http.port, tls_chain.certs.ca
+    status, headers = await asyncio.to_thread(_https_raw, port, ca, "/?token=wrong", {})
+    assert status == 401 and "set-cookie" not in headers
+    status, headers = await asyncio.to_thread(_https_raw, port, ca, f"/?token={READ}", {})
+    assert status == 303 and headers["location"] == "/"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
+    jar = {"Cookie": cookie.split(";", 1)[0]}
+    status, _ = await asyncio.to_thread(_https_raw, port, ca, "/api/stats", jar)
+    assert status == 200
+    status, _ = await asyncio.to_thread(_https_raw, port, ca, "/api/clip?stream_id=gate&t0_s=0&t1_s=1", jar)
+    assert status == 403
