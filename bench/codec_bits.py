@@ -1,5 +1,6 @@
-"""Bits on the wire per record: the bit-packed frame against the paper's text-entry format, and the cost of
-sealing frames with an AEAD tag (32..128 bits per frame)."""
+"""Bits on the wire per record: the bit-packed frame against the paper's text-entry format, the cost of a
+schema's confidence quantiser (person/2: 2 bits a field), and of sealing frames with an AEAD tag (32..128
+bits per frame)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def random_records(schema: Schema, n: int, seed: int) -> list[Record]:
             f.name: UNKNOWN if rng.random() < UNKNOWN_RATE else rng.choice(f.values[1:])
             for f in schema.fields
         }
+        # Only schemas with a quantiser draw confidences, so person/1's records stay as they were.
+        confidence = {f.name: rng.uniform(0.0, 1.0) for f in schema.fields if f.confidence_bits}
         records.append(
             Record(
                 schema_id=schema.id,
@@ -68,6 +71,7 @@ def random_records(schema: Schema, n: int, seed: int) -> list[Record]:
                 time_s=time_s,
                 location_id=rng.randint(0, 15),
                 fields=fields,
+                confidence=confidence,
             )
         )
     return records
@@ -114,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     registry = SchemaRegistry.builtin()
     n = args.records
     print(f"{n} random records per schema (seed {args.seed}), {UNKNOWN_RATE:.0%} of fields unknown")
-    header = ("schema", "info b/rec", "1-rec frame", "overhead", "frames", "N-rec bits", "wire b/rec",
+    header = ("schema", "info b/rec", "conf b/rec", "1-rec frame", "overhead", "frames", "N-rec bits", "wire b/rec",
               "text B", "text bits", "text b/rec", "text/bit")  # fmt: skip
     print("  ".join(f"{h:>11}" for h in header))
     for schema in registry:
@@ -122,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         row = (
             schema.id,
             schema.record_bits,
+            schema.confidence_bits,
             frame_bits(1, schema),
             sizes.overhead_bits,
             sizes.frames,
@@ -148,10 +153,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             row2 = (schema.id, tag_bits, frame_bits(1, schema, tag_bits=tag_bits), sizes.frame_bits,
                     f"{sizes.frame_bits / n:.1f}", forgery)  # fmt: skip
             print("  ".join(f"{v:>11}" for v in row2))
-    example = random_records(registry.get("person/1"), 1, args.seed)[0]
-    print(f"text entry: {format_entry(example, registry.get('person/1'))!r}")
+    for schema_id in ("person/1", "person/2"):
+        example = random_records(registry.get(schema_id), 1, args.seed)[0]
+        print(f"text entry ({schema_id}): {format_entry(example, registry.get(schema_id))!r}")
     print(
-        "info b/rec: information bits of one record; 1-rec frame: bits of a frame holding one record; "
+        "info b/rec: information bits of one record, conf b/rec of them its confidence codes; 1-rec frame: bits of a frame holding one record; "
         f"overhead: header, padding and CRC bits of the N records' frames (<= {MAX_RECORDS} records each)"
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from semcom.record import UNKNOWN, Record
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 # Every width must fit the codec's fixed-width fields; 32 bits covers any sane id or time span.
 _MAX_WIDTH_BITS = 32
+# A confidence quantiser of more bits would outgrow what a per-field probability is worth on the wire.
+MAX_CONFIDENCE_BITS = 4
 # Values and labels appear between ", " separators in the text-entry format, one entry per line.
 _FORBIDDEN_IN_TEXT = (",", "\n", "\r")
 
@@ -36,6 +39,11 @@ class FieldSpec:
 
     `label` names the field in the paper's text-entry format ("shirt color"); `phrase` is a template with
     one "{value}" that a description generator fills in ("{value} shirt" -> "white shirt").
+
+    `confidence_bits` (0: none) quantises the probability that the sent value is right. Code 0 means "not
+    stated" (and is the only code an unknown value may carry); codes 1..2^b-1 are equal-width bins over
+    [1/k, 1], k the number of known values (a top probability is never below 1/k), read back as the bin's
+    middle. With 2 bits and 11 colours: 0.24, 0.55, 0.85; with 2 bits and 2 values: 0.58, 0.75, 0.92.
     """
 
     name: str
@@ -43,6 +51,7 @@ class FieldSpec:
     values: tuple[str, ...]
     label: str
     phrase: str
+    confidence_bits: int = 0
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -63,6 +72,11 @@ class FieldSpec:
             if value != value.lower():
                 raise InvalidInput(f"field {self.name!r}: value {value!r} must be lower case")
         _check_text(f"field {self.name!r}: label", self.label)
+        if not 0 <= self.confidence_bits <= MAX_CONFIDENCE_BITS:
+            raise InvalidInput(
+                f"field {self.name!r}: confidence_bits must be 0..{MAX_CONFIDENCE_BITS}, "
+                f"got {self.confidence_bits}"
+            )
         rest = self.phrase.replace("{value}", "")
         if self.phrase.count("{value}") != 1 or "{" in rest or "}" in rest:
             raise InvalidInput(f"field {self.name!r}: phrase {self.phrase!r} must contain '{{value}}' once")
@@ -71,6 +85,35 @@ class FieldSpec:
     def bits(self) -> int:
         """Fixed width of this field's index on the wire: ceil(log2(len(values)))."""
         return (len(self.values) - 1).bit_length()
+
+    @property
+    def confidence_levels(self) -> int:
+        """Stated confidence levels (codes 1..levels); 0 when the field carries no confidence."""
+        return (1 << self.confidence_bits) - 1
+
+    def _confidence_range(self) -> tuple[float, float]:
+        low = 1.0 / (len(self.values) - 1)
+        return low, (1.0 - low) / self.confidence_levels
+
+    def confidence_code(self, confidence: float | None) -> int:
+        """The wire code of a probability (0: none stated, or a field without a quantiser)."""
+        if not self.confidence_levels or confidence is None:
+            return 0
+        if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+            raise InvalidInput(f"field {self.name!r}: confidence {confidence!r} is not a probability")
+        low, width = self._confidence_range()
+        return min(max(int((confidence - low) / width), 0), self.confidence_levels - 1) + 1
+
+    def confidence_value(self, code: int) -> float | None:
+        """The probability a wire code stands for (None for 0); InvalidInput for a code out of range."""
+        if not 0 <= code <= self.confidence_levels:
+            raise InvalidInput(
+                f"field {self.name!r}: confidence code {code} is outside 0..{self.confidence_levels}"
+            )
+        if code == 0:
+            return None
+        low, width = self._confidence_range()
+        return low + (code - 0.5) * width
 
     @cached_property
     def _indices(self) -> dict[str, int]:
@@ -153,12 +196,18 @@ class Schema:
 
     @property
     def attribute_bits(self) -> int:
-        """Bits of the field indices of one record."""
-        return sum(f.bits for f in self.fields)
+        """Bits of the field indices of one record, with their confidence codes where declared."""
+        return sum(f.bits + f.confidence_bits for f in self.fields)
+
+    @property
+    def confidence_bits(self) -> int:
+        """Bits of the confidence codes of one record (0: this schema carries no confidence)."""
+        return sum(f.confidence_bits for f in self.fields)
 
     @property
     def record_bits(self) -> int:
-        """Exact bits of one record in a frame: track id, location id, time offset and every field index."""
+        """Exact bits of one record in a frame: track id, location id, time offset and every field index
+        (each followed by its confidence code where the field declares one)."""
         return self.track_bits + self.location_bits + self.time_bits + self.attribute_bits
 
     @property
@@ -199,6 +248,12 @@ class Schema:
             )
         for name, value in record.fields.items():
             self.field(name).index(value)
+        for name, confidence in record.confidence.items():
+            self.field(name)
+            if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+                raise InvalidInput(
+                    f"record {record.record_id}: confidence {confidence!r} of {name!r} is not a probability"
+                )
         if not 0 <= record.location_id <= self.max_location_id:
             raise InvalidInput(
                 f"record {record.record_id}: location_id {record.location_id} outside "
@@ -235,6 +290,7 @@ class Schema:
                     "phrase": f.phrase,
                     "values": list(f.values[1:]),
                 }
+                | ({"confidence_bits": f.confidence_bits} if f.confidence_bits else {})
                 for f in self.fields
             ],
         }
@@ -263,6 +319,9 @@ class Schema:
                         values=(UNKNOWN, *f.values),
                         label=f.label if f.label is not None else f.name.replace("_", " "),
                         phrase=f.phrase,
+                        confidence_bits=(
+                            f.confidence_bits if f.confidence_bits is not None else parsed.confidence_bits
+                        ),
                     )
                     for f in parsed.fields
                 ),
@@ -295,6 +354,7 @@ class _FieldDoc(BaseModel):
     label: str | None = None
     phrase: str = "{value}"
     values: list[str]
+    confidence_bits: int | None = None  # None: the schema's
 
 
 class _SchemaDoc(BaseModel):
@@ -310,6 +370,7 @@ class _SchemaDoc(BaseModel):
     time_bits: int
     track_bits: int
     location_bits: int
+    confidence_bits: int = 0  # every field's, unless the field says otherwise
     fields: list[_FieldDoc]
 
 

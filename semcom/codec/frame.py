@@ -109,7 +109,8 @@ def encode_records(records: Sequence[Record], schema: Schema) -> bytes:
     """Pack records of one schema and one stream, with consecutive record ids, into one frame.
 
     Layout, MSB first: version (8) | schema code (8) | count (8) | base time s (32) | first record_id (40) |
-    per record: track id | location id | time offset in resolution ticks from base | one index per field |
+    per record: track id | location id | time offset in resolution ticks from base | one index per field,
+    each followed by its confidence code where the schema declares one (FieldSpec.confidence_bits) |
     zero padding to a byte | CRC-32 of all preceding bytes (32, big-endian).
     Track ids are sent modulo 2^track_bits: they are local to a stream and only need to tell apart the
     tracks alive at one time, which stays unambiguous while fewer than 2^track_bits (4096) overlap; the
@@ -133,7 +134,12 @@ def encode_records(records: Sequence[Record], schema: Schema) -> bytes:
         writer.write(rec.location_id, schema.location_bits)
         writer.write(offset, schema.time_bits)
         for spec in schema.fields:
-            writer.write(spec.index(rec.fields.get(spec.name, UNKNOWN)), spec.bits)
+            index = spec.index(rec.fields.get(spec.name, UNKNOWN))
+            writer.write(index, spec.bits)
+            if spec.confidence_bits:
+                # An unknown value states no confidence: code 0, which the decoder insists on.
+                stated = rec.confidence.get(spec.name) if index else None
+                writer.write(spec.confidence_code(stated), spec.confidence_bits)
     body = writer.to_bytes()
     return body + zlib.crc32(body).to_bytes(CRC_BITS // 8, "big")
 
@@ -246,7 +252,8 @@ def _parse(reader: BitReader, schema: Schema, count: int, stream_id: str) -> lis
         track_id = reader.read(schema.track_bits)
         location_id = reader.read(schema.location_bits)
         offset = reader.read(schema.time_bits)
-        fields = {}
+        fields: dict[str, str] = {}
+        confidence: dict[str, float] = {}
         for spec in schema.fields:
             index = reader.read(spec.bits)
             if index >= len(spec.values):
@@ -255,6 +262,14 @@ def _parse(reader: BitReader, schema: Schema, count: int, stream_id: str) -> lis
                     "vocabulary"
                 )
             fields[spec.name] = spec.values[index]
+            code = reader.read(spec.confidence_bits)
+            if code and not index:
+                raise DecodeError(
+                    f"record {i}: field {spec.name!r} is unknown but carries confidence code {code}, not 0"
+                )
+            stated = spec.confidence_value(code)
+            if stated is not None:
+                confidence[spec.name] = stated
         records.append(
             Record(
                 schema_id=schema.id,
@@ -264,6 +279,7 @@ def _parse(reader: BitReader, schema: Schema, count: int, stream_id: str) -> lis
                 time_s=float(base + offset * schema.time_resolution),
                 location_id=location_id,
                 fields=fields,
+                confidence=confidence,
             )
         )
     if reader.read(reader.remaining):

@@ -12,7 +12,7 @@ from fractions import Fraction
 from semcom.codec.frame import CRC_BITS, check_time_s
 from semcom.errors import CrcError, DecodeError, InvalidInput
 from semcom.record import UNKNOWN, Record
-from semcom.schema import Schema, SchemaRegistry
+from semcom.schema import FieldSpec, Schema, SchemaRegistry
 
 # High bit set, so that a text frame handed to the bit decoder fails on its version byte at once.
 TEXT_FRAME_VERSION = 0x81
@@ -23,6 +23,8 @@ _HEAD = re.compile(r"#(\d+) track (\d+)")
 _SITE = re.compile(r"site-(\d+)")
 _TIME = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(?:\.(\d+))?")
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A field with a confidence quantiser is written "white (p=0.85)": the level's probability, two decimals.
+_CONFIDENT = re.compile(r"(.+) \(p=(\d\.\d\d)\)")
 
 
 def _decimals(schema: Schema) -> int:
@@ -80,7 +82,11 @@ def format_entry(record: Record, schema: Schema, *, location_names: Mapping[int,
         _format_time(record.time_s, _decimals(schema)),
         names.get(record.location_id, f"site-{record.location_id}"),
     ]
-    parts.extend(record.fields.get(name, UNKNOWN) for name in schema.field_names)
+    for spec in schema.fields:
+        value = record.fields.get(spec.name, UNKNOWN)
+        code = spec.confidence_code(record.confidence.get(spec.name)) if value != UNKNOWN else 0
+        stated = spec.confidence_value(code)
+        parts.append(value if stated is None else f"{value} (p={stated:.2f})")
     return _SEP.join(parts)
 
 
@@ -152,13 +158,13 @@ def _parse_entry(line: str, schema: Schema, location_ids: Mapping[str, int], str
         location_id = int(site[1])
     if location_id > schema.max_location_id:
         raise DecodeError(f"location id {location_id} is outside 0..{schema.max_location_id}")
-    fields = {}
-    for spec, value in zip(schema.fields, parts[3:], strict=True):
-        try:
-            spec.index(value)
-        except InvalidInput as err:
-            raise DecodeError(str(err)) from err
+    fields: dict[str, str] = {}
+    confidence: dict[str, float] = {}
+    for spec, entry in zip(schema.fields, parts[3:], strict=True):
+        value, stated = _value_confidence(spec, entry)
         fields[spec.name] = value
+        if stated is not None:
+            confidence[spec.name] = stated
     return Record(
         schema_id=schema.id,
         stream_id=stream_id,
@@ -167,4 +173,20 @@ def _parse_entry(line: str, schema: Schema, location_ids: Mapping[str, int], str
         time_s=_parse_time(parts[1], _decimals(schema)),
         location_id=location_id,
         fields=fields,
+        confidence=confidence,
     )
+
+
+def _value_confidence(spec: FieldSpec, entry: str) -> tuple[str, float | None]:
+    """One field's entry ("white" or "white (p=0.85)") as its value and stated confidence level."""
+    match = _CONFIDENT.fullmatch(entry) if spec.confidence_bits else None
+    value = entry if match is None else match[1]
+    try:
+        spec.index(value)
+        if match is None:
+            return value, None
+        if value == UNKNOWN:
+            raise InvalidInput(f"field {spec.name!r} is unknown but states confidence {match[2]}")
+        return value, spec.confidence_value(spec.confidence_code(float(match[2])))
+    except InvalidInput as err:
+        raise DecodeError(str(err)) from err

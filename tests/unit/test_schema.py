@@ -65,7 +65,7 @@ def _person(**fields: str) -> Record:
 
 
 def test_builtin_schemas(registry: SchemaRegistry) -> None:
-    assert registry.ids() == ["person/1", "vehicle/1"]
+    assert registry.ids() == ["person/1", "person/2", "vehicle/1"]
     person, vehicle = registry.get("person/1"), registry.get("vehicle/1")
     assert (person.name, person.version, person.code) == ("person", 1, 1)
     assert (vehicle.name, vehicle.version, vehicle.code) == ("vehicle", 1, 2)
@@ -151,7 +151,7 @@ def test_json_round_trip(registry: SchemaRegistry, schema_id: str) -> None:
 def test_new_schema_from_a_json_dir_needs_no_code(tmp_path: Path) -> None:
     (tmp_path / "bicycle.json").write_text(json.dumps(_doc()))
     registry = SchemaRegistry.from_dirs([tmp_path])
-    assert registry.ids() == ["bicycle/1", "person/1", "vehicle/1"]
+    assert registry.ids() == ["bicycle/1", "person/1", "person/2", "vehicle/1"]
     bicycle = registry.get("bicycle/1")
     assert bicycle.field("helmet").label == "helmet"  # default label from the name
     assert bicycle.record_bits == 2 + 2 + 6 + 4 + 10
@@ -217,9 +217,10 @@ def test_field_spec_checks_its_own_invariants() -> None:
 
 
 def test_registry_errors(registry: SchemaRegistry, tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match=r"^unknown schema 'x'; known: person/1, vehicle/1$"):
+    with pytest.raises(InvalidInput, match=r"^unknown schema 'x'; known: person/1, person/2, vehicle/1$"):
         registry.get("x")
-    with pytest.raises(InvalidInput, match=r"unknown schema code 9; known: 1 \(person/1\), 2 \(vehicle/1\)"):
+    known = r"1 \(person/1\), 2 \(vehicle/1\), 17 \(person/2\)"
+    with pytest.raises(InvalidInput, match=rf"unknown schema code 9; known: {known}"):
         registry.by_code(9)
     with pytest.raises(InvalidInput, match="unknown schema name 'boat'; known: person, vehicle"):
         registry.latest("boat")
