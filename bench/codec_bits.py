@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     registry = SchemaRegistry.builtin()
     n = args.records
     print(f"{n} random records per schema (seed {args.seed}), {UNKNOWN_RATE:.0%} of fields unknown")
-    header = ("schema", "info b/rec", "conf b/rec", "1-rec frame", "overhead", "frames", "N-rec bits", "wire b/rec",
-              "text B", "text bits", "text b/rec", "text/bit")  # fmt: skip
+    header = ("schema", "info b/rec", "conf b/rec", "1-rec frame", "overhead", "frames", "N-rec bits",
+              "wire b/rec", "text B", "text bits", "text b/rec", "text/bit")  # fmt: skip
     print("  ".join(f"{h:>11}" for h in header))
     for schema in registry:
         sizes = measure(schema, random_records(schema, n, args.seed), registry)
@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         example = random_records(registry.get(schema_id), 1, args.seed)[0]
         print(f"text entry ({schema_id}): {format_entry(example, registry.get(schema_id))!r}")
     print(
-        "info b/rec: information bits of one record, conf b/rec of them its confidence codes; 1-rec frame: bits of a frame holding one record; "
+        "info b/rec: information bits of one record, conf b/rec of them its confidence codes; "
+        "1-rec frame: bits of a frame holding one record; "
         f"overhead: header, padding and CRC bits of the N records' frames (<= {MAX_RECORDS} records each)"
     )
 
