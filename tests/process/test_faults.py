@@ -142,17 +142,19 @@ def _link_up_per_semcom_status(chain: Chain) -> bool:
 def test_a_frozen_peer_is_detected_within_the_ack_timeout_and_nothing_is_lost(tmp_path: Path) -> None:
     chain = Chain(tmp_path, txd_set=["link.ack_timeout_s=2"])
     chain.start_all()
-    announcer = Announcer(chain.address("txd"), "cam-z", pace_s=0.05, limit=60)
+    before = Announcer(chain.address("txd"), "cam-y", limit=10)
+    after = Announcer(chain.address("txd"), "cam-z", pace_s=0.05, limit=50)
     try:
-        announcer.start()
-        wait_until(lambda: len(announcer.accepted) >= 10 and drained(chain), 30, "link never up")
+        before.run()  # in this thread, to the end
+        wait_until(lambda: drained(chain), 30, "link never up")
         assert _link_up_per_semcom_status(chain)
         chain.procs["channel-sim"].proc.send_signal(signal.SIGSTOP)  # frozen: sockets open, nothing moves
         frozen_at = time.monotonic()
+        after.start()  # records keep coming: txd takes them into its outbox, their bursts go unanswered
         wait_until(lambda: not chain.status().link_up, 10, "the link still counts up")
         detected_s = time.monotonic() - frozen_at
         assert not _link_up_per_semcom_status(chain)
-        announcer.join(30)  # txd keeps accepting into its outbox while the peer is frozen
+        after.join(30)
         assert chain.status().records_queued > 0
         chain.procs["channel-sim"].proc.send_signal(signal.SIGCONT)
         wait_until(lambda: drained(chain), 60, "nothing flowed after the peer thawed")
@@ -163,8 +165,30 @@ def test_a_frozen_peer_is_detected_within_the_ack_timeout_and_nothing_is_lost(tm
     # Detected by the ack timeout: 2 s after the first unanswered burst, plus a batch delay and a poll.
     assert detected_s <= 2 + 1.5
     assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
-    got = compare_index(tmp_path / "index.db", "cam-z", announcer)
-    assert (got.accepted, got.faults, got.indexed) == (60, 0, 60), got
+    for announcer in (before, after):
+        got = compare_index(tmp_path / "index.db", announcer.stream_id, announcer)
+        assert (got.faults, got.indexed) == (0, announcer.limit) and not announcer.in_doubt, got
+
+
+def test_keepalive_finds_a_frozen_peer_while_no_burst_is_in_flight(tmp_path: Path) -> None:
+    # No record in flight, so no ack timeout: only the HTTP/2 pings can notice (10 s + 2 s unanswered).
+    chain = Chain(tmp_path, txd_set=["link.keepalive_s=10", "link.keepalive_timeout_s=2"])
+    chain.start_all()
+    try:
+        stub = transmitter_pb2_grpc.TransmitterStub(client.open_channel(chain.address("txd")))
+        client.announce(stub, stream_id="cam-k", fields={"gender": "male"})
+        wait_until(lambda: drained(chain), 30, "link never up")
+        chain.procs["channel-sim"].proc.send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        wait_until(lambda: not chain.status().link_up, 30, "keepalive did not notice the frozen peer")
+        detected_s = time.monotonic() - frozen_at
+        chain.procs["channel-sim"].proc.send_signal(signal.SIGCONT)
+    finally:
+        chain.procs["channel-sim"].proc.send_signal(signal.SIGCONT)
+        codes = chain.stop_all()
+    print(f"idle link, frozen channel-sim detected by keepalive after {detected_s:.1f} s (10 s + 2 s)")
+    assert detected_s <= 10 + 2 + 2
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
 
 
 SITECUSTOMIZE = """
