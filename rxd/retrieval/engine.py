@@ -30,7 +30,8 @@ _MAX_COMBINATIONS = 16
 @dataclass(frozen=True, kw_only=True)
 class Query:
     """A search, from the service down to the store: free text and/or field filters (filters win over the
-    text), plus hard filters. A filter lists the values it accepts (OR): a sequence, or one string in which
+    text), plus hard filters; `min_probability` (0..1) drops hits less likely to satisfy every slot. A
+    filter lists the values it accepts (OR): a sequence, or one string in which
     "|" separates values ("red|blue"). A time bound of 0 is open; empty `location_ids` and `stream_id`
     constrain nothing. The engine checks it (`top_k` included) once, in `RetrievalEngine.query`.
     """
@@ -43,12 +44,25 @@ class Query:
     t0_s: float = 0.0
     t1_s: float = 0.0
     top_k: int = 10
+    min_probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class SlotScore:
+    """Why a hit scored what it did on one slot: the value sent (or "unknown"), the confidence carried
+    with it (None: none stated, taken as certain), and the probability that the slot holds."""
+
+    name: str
+    value: str
+    confidence: float | None
+    probability: float
 
 
 @dataclass(frozen=True)
 class Hit:
     """One ranked record, from the store up to the service. `score` is the cosine similarity of its
-    description to the query.
+    description to the query; `probability` that the record satisfies every queried slot (1 when the query
+    has none), explained per slot by `slot_scores` (see rxd.retrieval.probability).
 
     Slots are the attributes the query asked about: `matched_slots` agree, `unknown_slots` were not seen by
     the transmitter (neither a match nor a contradiction), `contradicted_slots` disagree.
@@ -60,6 +74,8 @@ class Hit:
     matched_slots: tuple[str, ...]
     unknown_slots: tuple[str, ...]
     contradicted_slots: tuple[str, ...] = ()
+    probability: float = 1.0
+    slot_scores: tuple[SlotScore, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,12 +180,14 @@ def slot_outcome(
 class RetrievalEngine:
     """Generating agent, functional head and index behind one synchronous API (run on a worker thread).
 
-    Ranking is hybrid. Hard filters (time range, locations, stream) drop records. The remaining records are
-    tiered by the query's slots: (0) every slot matches; (1) no slot contradicted, some unknown - more
-    matched slots first; (2) at least one slot contradicted - kept, last, more matched slots first, so a
-    query always returns its closest records and says which slots disagree. Within a tier: cosine similarity
-    between the query (its text; the description of its slots when there is no text) and each record's
-    description, then the most recent first.
+    Ranking is hybrid. Hard filters (time range, locations, stream) drop records, and so does
+    `min_probability`. The rest are ordered by the probability that the record satisfies every queried slot,
+    from the confidences carried with it (see rxd.retrieval.probability). Ties, and every record whose
+    transmitter stated no confidence (taken at its word), keep today's tiers: (0) every slot matches; (1) no
+    slot contradicted, some unknown - more matched slots first; (2) at least one slot contradicted - kept,
+    last, more matched slots first, so a query always returns its closest records and says which slots
+    disagree. Then cosine similarity between the query (its text; the description of its slots when there
+    is no text) and each record's description, then the most recent first.
     """
 
     def __init__(
@@ -243,6 +261,8 @@ class RetrievalEngine:
             raise InvalidInput(f"top_k must be 1..{self.max_top_k}, got {q.top_k}")
         if q.t0_s and q.t1_s and q.t1_s < q.t0_s:
             raise InvalidInput(f"time range ends ({q.t1_s}) before it starts ({q.t0_s})")
+        if not 0.0 <= q.min_probability <= 1.0:  # NaN fails too
+            raise InvalidInput(f"min_probability must be 0..1, got {q.min_probability}")
         if any(loc < 0 for loc in q.location_ids):
             raise InvalidInput(f"location ids must be >= 0, got {list(q.location_ids)}")
         filters = _filters(schema, q.filters)

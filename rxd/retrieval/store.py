@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,12 +21,14 @@ from .engine import (
     Hit,
     IndexStore,
     Query,
+    SlotScore,
     StoredRecord,
     rank_descriptions,
     slot_outcome,
     slot_tests,
 )
 from .parse import SlotSets
+from .probability import effective, slot_factors
 
 __all__ = ["DescriptionEntry", "Hit", "IndexStore", "Query", "RecordStore", "StoredRecord"]
 
@@ -39,11 +41,14 @@ CREATE TABLE IF NOT EXISTS descriptions (
 CREATE TABLE IF NOT EXISTS records (
     row INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, record_id INTEGER NOT NULL, schema_id TEXT NOT NULL,
     track_id INTEGER NOT NULL, time_s REAL NOT NULL, location_id INTEGER NOT NULL, fields TEXT NOT NULL,
-    desc_id INTEGER NOT NULL, UNIQUE (stream_id, record_id)
+    desc_id INTEGER NOT NULL, confidence TEXT NOT NULL DEFAULT '', UNIQUE (stream_id, record_id)
 );
 """
-_INSERT = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_COLUMNS_SQL = "row, stream_id, record_id, track_id, time_s, location_id, desc_id"  # what is loaded
+# Indexes written before confidences were kept lack the column: added on open, empty (none stated).
+_ADD_CONFIDENCE = "ALTER TABLE records ADD COLUMN confidence TEXT NOT NULL DEFAULT ''"
+_INSERT = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# What is loaded.
+_COLUMNS_SQL = "row, stream_id, record_id, track_id, time_s, location_id, desc_id, confidence"
 _IN_CHUNK = 900  # SQLite's default limit is 999 host parameters per statement
 _LOAD_CHUNK = 1 << 16
 _COLUMN_TYPES: dict[str, type[np.generic]] = {
@@ -69,6 +74,7 @@ class _Row(NamedTuple):
     location_id: int
     fields: str  # values in schema order, e.g. "male,white,long,black,unknown,black"
     desc_id: int
+    confidence: str  # in schema order, empty where none is stated: "0.9167,0.5455,,,,"; "" for none at all
 
     def loaded(self) -> tuple[Any, ...]:
         """The columns kept in memory, as `_COLUMNS_SQL` selects them."""
@@ -80,25 +86,45 @@ class _Row(NamedTuple):
             self.time_s,
             self.location_id,
             self.desc_id,
+            self.confidence,
         )
 
 
-class _Columns:
-    """Growable numpy columns, one row per record; doubling keeps appends amortised O(1) per record."""
+def _confidence_text(record: Record, names: Sequence[str]) -> str:
+    if not record.confidence:
+        return ""
+    return ",".join(f"{record.confidence[n]:.6g}" if n in record.confidence else "" for n in names)
 
-    def __init__(self) -> None:
+
+def _confidence_rows(texts: Sequence[str], width: int) -> NDArray[np.float32]:
+    """Confidence texts as a (records x width) array, NaN where none is stated."""
+    out = np.full((len(texts), width), np.nan, dtype=np.float32)
+    for i, text in enumerate(texts):
+        if text:
+            for j, part in enumerate(text.split(",")):
+                if part:
+                    out[i, j] = float(part)
+    return out
+
+
+class _Columns:
+    """Growable numpy columns, one row per record; doubling keeps appends amortised O(1) per record.
+    `conf` holds each record's confidence per schema column (NaN: none stated)."""
+
+    def __init__(self, width: int) -> None:
         self.n = 0
         self.data: dict[str, NDArray[Any]] = {k: np.zeros(0, dtype=t) for k, t in _COLUMN_TYPES.items()}
+        self.data["conf"] = np.zeros((0, width), dtype=np.float32)
 
     def col(self, name: str) -> NDArray[Any]:
         return self.data[name][: self.n]
 
-    def put(self, rows: NDArray[np.int64], values: dict[str, Sequence[Any]]) -> None:
+    def put(self, rows: NDArray[np.int64], values: dict[str, Sequence[Any] | NDArray[Any]]) -> None:
         top = int(rows.max()) + 1
         if top > len(self.data["desc_id"]):
             cap = max(top, 2 * len(self.data["desc_id"]), 1024)
             for name, old in self.data.items():
-                self.data[name] = np.zeros(cap, dtype=old.dtype)
+                self.data[name] = np.full((cap, *old.shape[1:]), np.nan if name == "conf" else 0, old.dtype)
                 self.data[name][: self.n] = old[: self.n]
         for name, vals in values.items():
             self.data[name][rows] = vals
@@ -163,37 +189,68 @@ class _Groups:
         return np.asarray(self.order[shift + np.arange(int(lengths.sum()))], dtype=np.int64)
 
 
-def _top_rows(
-    c: _Columns, groups: _Groups, ranks: NDArray[np.int64], spec: Query, stream: int | None
-) -> NDArray[np.int64]:
-    """The `top_k` best records: by their description's rank, then the most recent (then highest id).
+def _visit_order(
+    ranks: NDArray[np.int64], bound: NDArray[np.float64], spec: Query
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Descriptions to visit, best first by (probability bound, today's rank), and the group of each: equal
+    keys form one group, never split, so that records of equal keys order by recency among themselves."""
+    usable = (ranks < len(ranks)) & (bound >= spec.min_probability)
+    visit = np.lexsort((ranks, -bound))
+    visit = visit[usable[visit]].astype(np.int64)
+    key_b, key_r = bound[visit], ranks[visit]
+    new = np.ones(len(visit), dtype=np.bool_)
+    new[1:] = (key_b[1:] != key_b[:-1]) | (key_r[1:] != key_r[:-1])
+    return visit, np.cumsum(new)
 
-    Descriptions are visited best first, a few at a time, until enough of their records pass the hard
-    filters: a query touches the records it returns (and those filtered out on the way), not all of them.
+
+def _top_rows(
+    c: _Columns,
+    groups: _Groups,
+    visit: tuple[NDArray[np.int64], NDArray[np.int64]],
+    bound: NDArray[np.float64],
+    probability: Callable[[NDArray[np.int64]], NDArray[np.float64]],
+    spec: Query,
+    stream: int | None,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The `top_k` most probable records passing the filters, with their probabilities; ties by the
+    description's bound, then today's rank, then the most recent (then highest id).
+
+    Descriptions are visited in `visit` order, a few at a time, until top_k records are at least as
+    probable as the next description's bound: a query touches the records it returns (and those filtered
+    out on the way), not all of them. Records not yet grouped (the tail) are all scored.
     """
-    excluded = len(ranks)
-    by_rank = np.argsort(ranks, kind="stable")
-    by_rank = by_rank[ranks[by_rank] < excluded]
-    cum = np.cumsum(groups.counts(by_rank))
+    order, group = visit
+    wanted = np.zeros(len(bound), dtype=np.bool_)
+    wanted[order] = True
     tail = _passing(c, np.arange(groups.built, c.n, dtype=np.int64), spec, stream)
-    pool, found, pos, factor = [tail], 0, 0, 1
-    while pos < len(by_rank) and found < spec.top_k:
-        want = (cum[pos - 1] if pos else 0) + (spec.top_k - found) * factor
-        end = min(int(np.searchsorted(cum, want)) + 1, len(by_rank))
-        # Never split descriptions of equal rank: their records order by recency among themselves.
-        end = int(np.searchsorted(ranks[by_rank], ranks[by_rank[end - 1]], side="right"))
-        rows = _passing(c, groups.rows(by_rank[pos:end]), spec, stream)
+    tail = tail[wanted[c.data["desc_id"][tail]]]
+    pool, probs = [tail], [probability(tail)]
+    cum = np.cumsum(groups.counts(order))
+    pos, factor = 0, 1
+    while True:
+        p = np.concatenate(probs)
+        kept = p[p >= spec.min_probability]
+        if pos >= len(order):
+            break
+        if len(kept) >= spec.top_k:
+            kth = -np.partition(-kept, spec.top_k - 1)[spec.top_k - 1]
+            if kth >= bound[order[pos]]:
+                break
+        want = (cum[pos - 1] if pos else 0) + max(spec.top_k - len(kept), 1) * factor
+        end = min(int(np.searchsorted(cum, want)) + 1, len(order))
+        end = int(np.searchsorted(group, group[end - 1], side="right"))
+        rows = _passing(c, groups.rows(order[pos:end]), spec, stream)
         pool.append(rows)
-        found, pos, factor = found + len(rows), end, factor * 4
-    cand = np.concatenate(pool)
-    rank = ranks[c.data["desc_id"][cand]]
-    cand, rank = cand[rank < excluded], rank[rank < excluded]
-    if len(cand) > 4 * spec.top_k:
-        # Keep only what can make the top k before the full sort (the tail can hold many rows).
-        best = rank <= np.partition(rank, spec.top_k - 1)[spec.top_k - 1]
-        cand, rank = cand[best], rank[best]
-    order = np.lexsort((-c.data["record_id"][cand], -c.data["time_s"][cand], rank))[: spec.top_k]
-    return np.asarray(cand[order], dtype=np.int64)
+        probs.append(probability(rows))
+        pos, factor = end, factor * 4
+    cand, p = np.concatenate(pool), np.concatenate(probs)
+    keep = p >= spec.min_probability
+    cand, p = cand[keep], p[keep]
+    desc = c.data["desc_id"][cand]
+    rank = np.empty(len(bound), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    top = np.lexsort((-c.data["record_id"][cand], -c.data["time_s"][cand], rank[desc], -p))[: spec.top_k]
+    return np.asarray(cand[top], dtype=np.int64), p[top]
 
 
 class RecordStore:
@@ -204,8 +261,9 @@ class RecordStore:
     and stored once; a different record under a stored id is refused (counted in `conflicts`, the stored
     one kept), since txd never gives an id twice. Commits use WAL with synchronous=FULL: a record is on
     stable storage before `add` returns, so before rxd acknowledges it, power loss included.
-    A record's field values are its description's (checked on add). Record confidences are not kept (the
-    wire does not carry them). Searches scan at most `regroup_after` (or a tenth of all) records in full;
+    A record's field values are its description's (checked on add); its confidences (as carried, e.g. by
+    person/2 frames) are kept beside it and rank it (see rxd.retrieval.probability). Searches scan at most
+    `regroup_after` (or a tenth of all) records in full;
     the rest are visited by description, best first. Safe to share between threads.
     """
 
@@ -220,7 +278,7 @@ class RecordStore:
         self._width = max(len(s.fields) for s in self._schema_list)
         big = max(len(f.values) for s in self._schema_list for f in s.fields) > 256
         self._field_dtype = np.uint16 if big else np.uint8
-        self._cols = _Columns()
+        self._cols = _Columns(self._width)
         self._groups = _Groups(regroup_after)
         self._streams: list[str] = []
         self._stream_codes: dict[str, int] = {}
@@ -229,12 +287,20 @@ class RecordStore:
         self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._desc_fields = np.zeros((0, self._width), dtype=self._field_dtype)
         self._desc_schema = np.zeros(0, dtype=np.int16)
+        # Per description: its records, and the least and greatest effective confidence per column.
+        self._desc_counts = np.zeros(0, dtype=np.int64)
+        self._desc_cmin = np.ones((0, self._width), dtype=np.float32)
+        self._desc_cmax = np.ones((0, self._width), dtype=np.float32)
         self._checker = RecordChecker(schemas)
         self._lock = threading.Lock()
         self.conflicts = 0  # records refused: another record is stored under their (stream_id, record_id)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         with self._lock:
             self._db.executescript(_SQL)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+            if "confidence" not in columns:
+                with self._db:
+                    self._db.execute(_ADD_CONFIDENCE)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL, not NORMAL: NORMAL in WAL mode may lose the last commits on power loss, and those are
             # records already acknowledged to txd, which will never send them again.
@@ -283,6 +349,10 @@ class RecordStore:
             more = np.zeros((grow, self._width), dtype=self._field_dtype)
             self._desc_fields = np.concatenate([self._desc_fields, more])
             self._desc_schema = np.concatenate([self._desc_schema, np.full(grow, -1, dtype=np.int16)])
+            self._desc_counts = np.concatenate([self._desc_counts, np.zeros(grow, dtype=np.int64)])
+            high = np.full((grow, self._width), 2.0, dtype=np.float32)
+            self._desc_cmin = np.concatenate([self._desc_cmin, high])
+            self._desc_cmax = np.concatenate([self._desc_cmax, -high])
         self._vectors[entry.desc_id] = vec
         self._desc_fields[entry.desc_id, : len(idx)] = idx
         self._desc_schema[entry.desc_id] = self._schema_codes[entry.schema_id]
@@ -335,7 +405,10 @@ class RecordStore:
                     continue  # an identical retransmission is stored already
                 row, fresh = fresh, fresh + 1
                 fields = ",".join(self._desc[d].values)
-                table.append(_Row(row, *key, r.schema_id, r.track_id, r.time_s, r.location_id, fields, d))
+                conf = _confidence_text(r, self._field_names[r.schema_id])
+                table.append(
+                    _Row(row, *key, r.schema_id, r.track_id, r.time_s, r.location_id, fields, d, conf)
+                )
             with self._db:
                 self._db.executemany(_INSERT, table)
             self._put_rows([t.loaded() for t in table])
@@ -388,9 +461,10 @@ class RecordStore:
         """Copy rows shaped like `_COLUMNS_SQL` into the columns (the fields live in the descriptions)."""
         if not rows:
             return
-        row, stream, record_id, track_id, time_s, location_id, desc_id = zip(*rows, strict=True)
+        row, stream, record_id, track_id, time_s, location_id, desc_id, conf = zip(*rows, strict=True)
         codes = {s: self._stream_code(s) for s in set(stream)}
-        values: dict[str, Sequence[Any]] = {
+        conf_rows = _confidence_rows(conf, self._width)
+        values: dict[str, Sequence[Any] | NDArray[Any]] = {
             "stream": [codes[s] for s in stream],
             "record_id": record_id,
             "track_id": track_id,
@@ -398,7 +472,13 @@ class RecordStore:
             "location_id": location_id,
             "desc_id": desc_id,
         }
+        values["conf"] = conf_rows
         self._cols.put(np.asarray(row, dtype=np.int64), values)
+        descs = np.asarray(desc_id, dtype=np.int64)
+        np.add.at(self._desc_counts, descs, 1)
+        eff = effective(conf_rows)
+        np.minimum.at(self._desc_cmin, descs, eff)
+        np.maximum.at(self._desc_cmax, descs, eff)
 
     def get(self, stream_id: str, record_id: int) -> StoredRecord | None:
         with self._lock:
@@ -410,6 +490,8 @@ class RecordStore:
     def _stored(self, row: int) -> StoredRecord:
         d = self._cols.data
         entry = self._desc[int(d["desc_id"][row])]
+        names = self._field_names[entry.schema_id]
+        conf = d["conf"][row]
         rec = Record(
             schema_id=entry.schema_id,
             stream_id=self._streams[int(d["stream"][row])],
@@ -417,7 +499,8 @@ class RecordStore:
             record_id=int(d["record_id"][row]),
             time_s=float(d["time_s"][row]),
             location_id=int(d["location_id"][row]),
-            fields=dict(zip(self._field_names[entry.schema_id], entry.values, strict=True)),
+            fields=dict(zip(names, entry.values, strict=True)),
+            confidence={n: round(float(c), 4) for n, c in zip(names, conf, strict=False) if not np.isnan(c)},
         )
         return StoredRecord(rec, entry.desc_id, entry.text)
 
@@ -427,8 +510,10 @@ class RecordStore:
     # -- search -------------------------------------------------------------------------------------------
 
     def search(self, q: Query, slots: SlotSets, vector: NDArray[np.float32]) -> list[Hit]:
-        """Hard filters; then tiers (all slots match, no slot contradicted, others), similarity, recency."""
-        tests = slot_tests(self._schemas.get(q.schema_id), slots)
+        """Hard filters; then the probability of satisfying every slot, tiers (all slots match, no slot
+        contradicted, others), similarity, recency (see RetrievalEngine)."""
+        schema = self._schemas.get(q.schema_id)
+        tests = slot_tests(schema, slots)
         with self._lock:
             stream = self._stream_codes.get(q.stream_id, -1) if q.stream_id else None
             if self._cols.n == 0 or stream == -1:
@@ -438,13 +523,45 @@ class RecordStore:
             sims = np.einsum("ij,j->i", self._vectors, np.asarray(vector, dtype=np.float32))
             usable = self._desc_schema == self._schema_codes[q.schema_id]
             ranks = rank_descriptions(self._desc_fields, usable, tests, sims)
+            factors = slot_factors(schema, tests, self._desc_fields, self._desc_counts, usable)
+            bound = np.clip(factors.bound(self._desc_cmin, self._desc_cmax), 0.0, 1.0)
             self._groups.refresh(self._cols, len(self._desc_schema))
+            desc_of, conf = self._cols.data["desc_id"], self._cols.data["conf"]
+
+            def per_slot(rows: NDArray[np.int64]) -> NDArray[np.float64]:
+                return factors.rows(desc_of[rows].astype(np.int64), effective(conf[rows]))
+
+            def probability(rows: NDArray[np.int64]) -> NDArray[np.float64]:
+                out: NDArray[np.float64] = np.prod(per_slot(rows), axis=1)
+                return out
+
+            visit = _visit_order(ranks, bound, q)
+            rows, probs = _top_rows(self._cols, self._groups, visit, bound, probability, q, stream)
+            slot_p = per_slot(rows)
             out = []
-            for row in _top_rows(self._cols, self._groups, ranks, q, stream):
-                desc_id = int(self._cols.data["desc_id"][row])
+            for i, row in enumerate(rows):
+                desc_id = int(desc_of[row])
                 stored = self._stored(int(row))
                 outcome = slot_outcome(self._desc_fields[desc_id], tests)
-                out.append(Hit(stored.record, stored.description, float(sims[desc_id]), *outcome))
+                scores = tuple(
+                    SlotScore(
+                        t.name,
+                        stored.record.fields[t.name],
+                        stored.record.confidence.get(t.name),
+                        round(float(slot_p[i, j]), 4),
+                    )
+                    for j, t in enumerate(tests)
+                )
+                out.append(
+                    Hit(
+                        stored.record,
+                        stored.description,
+                        float(sims[desc_id]),
+                        *outcome,
+                        probability=round(float(probs[i]), 4),
+                        slot_scores=scores,
+                    )
+                )
             return out
 
     # -- lifecycle ----------------------------------------------------------------------------------------
