@@ -118,10 +118,9 @@ class LinkSender:
                 # HTTP/2 pings find a dead or frozen peer even while no burst waits for an answer.
                 ("grpc.keepalive_time_ms", int(cfg.keepalive_s * 1000)),
                 ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+                # What grpcio 1.85 enforces: without it an unanswered keepalive ping waited ~30 s or more.
                 ("grpc.http2.ping_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
                 ("grpc.http2.max_pings_without_data", 0),
-                # Else the BDP probe's pings hold the keepalive ping back for up to 5 minutes.
-                ("grpc.http2.min_time_between_pings_ms", int(cfg.keepalive_s * 1000)),
             ],
         )
         self._stub = link_pb2_grpc.LinkStub(self._channel)
