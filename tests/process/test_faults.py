@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,9 +19,20 @@ import grpc
 import pytest
 
 from semcom import client
+from semcom.burst import build_burst
+from semcom.codec import Sealing, SiteKey, encode_records
 from semcom.launch import spawn
-from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
-from tests.fixtures.faults import T0_S, Announcer, Chain, compare_index
+from semcom.pb.v1 import (
+    link_pb2,
+    link_pb2_grpc,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    transmitter_pb2,
+    transmitter_pb2_grpc,
+)
+from semcom.record import Record
+from semcom.schema import SchemaRegistry
+from tests.fixtures.faults import T0_S, Announcer, Chain, compare_index, fields_of
 
 pytestmark = pytest.mark.slow
 
@@ -290,3 +302,58 @@ def test_sigkill_txd_during_video_uploads_resumes_without_duplicates(tmp_path: P
     assert clean.records_sent == len(want) >= 5 and again.records_sent == once_more.records_sent == len(want)
     assert [r[0] for r in got] == list(range(1, len(got) + 1))  # no id skipped or reused
     assert sorted(r[1:] for r in got) == sorted(r[1:] for r in want)  # 0 lost, 0 duplicated, 0 changed
+
+
+def _forged(stream_id: str, record_id: int, *, key: bytes | None, flip: bool = False) -> link_pb2.Burst:
+    """A well-formed burst for rxd's Link port, as anyone who reaches it can build one."""
+    rec = Record("person/1", stream_id, 9, record_id, T0_S, 7, {"gender": "female", "upper_color": "green"})
+    frame = encode_records([rec], SchemaRegistry.builtin().get("person/1"))
+    if key is not None:
+        frame = Sealing(SiteKey(key), tag_bytes=16).seal(frame, stream_id=stream_id, epoch=1, sequence=99)
+    if flip:  # one payload bit, the CRC made to fit again
+        body = bytearray(frame[:-4])
+        body[13] ^= 0x01
+        frame = bytes(body) + zlib.crc32(body).to_bytes(4, "big")
+    burst = build_burst(
+        frame,
+        stream_id=stream_id,
+        sequence=99,
+        schema_id="person/1",
+        kind=link_pb2.PAYLOAD_KIND_RECORDS,
+        record_count=1,
+        mcs=None,
+    )
+    burst.header.site_id, burst.header.epoch = "site-f", 1
+    return burst
+
+
+def test_forged_bursts_at_rxd_are_refused_counted_and_change_nothing(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    chain.start_all()
+    try:
+        announcer = Announcer(chain.address("txd"), "cam-f", limit=3)
+        announcer.run()
+        wait_until(lambda: drained(chain), 30, "records not delivered")
+        real_key = chain.key.read_bytes()
+        forged = [
+            _forged("cam-f", 2, key=None),  # unsealed, overwriting cam-f#2
+            _forged("cam-f", 2, key=bytes(32)),  # sealed under a key that is not the site's
+            _forged("cam-f", 2, key=real_key, flip=True),  # the site's key, one bit altered
+            _forged("fake-cam", 1, key=None),  # a camera that does not exist
+        ]
+        with grpc.insecure_channel(chain.address("rxd")) as channel:
+            answers = list(link_pb2_grpc.LinkStub(channel).Transmit(iter(forged), timeout=10))
+        stub = receiver_pb2_grpc.ReceiverStub(client.open_channel(chain.address("rxd")))
+        kept = stub.GetRecord(receiver_pb2.GetRecordRequest(stream_id="cam-f", record_id=2), timeout=5)
+        stats = stub.Stats(receiver_pb2.StatsRequest(), timeout=5)
+    finally:
+        codes = chain.stop_all()
+    verdicts = [a.status for a in answers if a.sequence == 99]
+    assert verdicts == [link_pb2.ACK_STATUS_UNAUTHENTICATED] * 4, answers
+    assert {f.name: f.value for f in kept.record.fields} == {
+        **{n: "unknown" for n in ("lower_length", "shoe_color")},
+        **fields_of(1),
+    }
+    assert stats.records_indexed == 3 and stats.records_failed == 4
+    assert "fake-cam" not in {s.stream_id for s in stats.streams if s.records_indexed}
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
