@@ -9,7 +9,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import resources
 from typing import Any
 
@@ -61,9 +61,12 @@ def hit_json(hit: Hit, clip: ClipWindow) -> dict[str, Any]:
             "time_s": rec.time_s,
             "location_id": rec.location_id,
             "fields": rec.fields,
+            "confidence": rec.confidence,
         },
         "description": hit.description,
         "score": hit.score,
+        "probability": hit.probability,
+        "slot_scores": [asdict(s) for s in hit.slot_scores],
         "matched_slots": list(hit.matched_slots),
         "unknown_slots": list(hit.unknown_slots),
         "contradicted_slots": list(hit.contradicted_slots),
@@ -202,7 +205,11 @@ class HttpApi:
 
     async def query_get(self, request: web.Request) -> web.Response:
         q = request.query
-        body = {"text": q.get("q", ""), "top_k": q.get("top_k", 0)}
+        body = {
+            "text": q.get("q", ""),
+            "top_k": q.get("top_k", 0),
+            "min_probability": q.get("min_probability", 0),
+        }
         return await self._query(body)
 
     async def query_post(self, request: web.Request) -> web.Response:
@@ -215,7 +222,10 @@ class HttpApi:
         return await self._query(body)
 
     async def _query(self, body: Mapping[str, Any]) -> web.Response:
-        allowed = {"text", "filters", "top_k", "stream_id", "location_ids", "t0_s", "t1_s", "schema_id"}
+        allowed = {
+            *("text", "filters", "top_k", "stream_id", "location_ids", "t0_s", "t1_s", "schema_id"),
+            "min_probability",
+        }
         extra = set(body) - allowed
         if extra:
             raise InvalidInput(f"unknown query keys {sorted(extra)}; allowed: {sorted(allowed)}")
@@ -236,6 +246,7 @@ class HttpApi:
                 t1_s=float(body.get("t1_s") or 0.0),
                 schema_id=str(body.get("schema_id", "")),
             )
+            q = replace(q, min_probability=float(body.get("min_probability") or 0.0))
         except (TypeError, ValueError) as err:
             raise InvalidInput(f"bad query value: {err}") from err
         result = await self.core.query(q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 
 from grpc import aio
 
@@ -64,7 +65,7 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
             t1_s=request.time_range.t1_s,
             schema_id=request.schema_id,
         )
-        result = await self.core.query(q)
+        result = await self.core.query(replace(q, min_probability=request.min_probability))
         return receiver_pb2.QueryReply(
             hits=[self._hit(h.record, h.description, h.score, h) for h in result.hits],
             parsed_slots=[
@@ -86,6 +87,13 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
             matched_slots=list(hit.matched_slots) if hit else [],
             unknown_slots=list(hit.unknown_slots) if hit else [],
             contradicted_slots=list(hit.contradicted_slots) if hit else [],
+            probability=hit.probability if hit else 0.0,
+            slot_scores=[
+                receiver_pb2.SlotScore(
+                    name=s.name, value=s.value, confidence=s.confidence or 0.0, probability=s.probability
+                )
+                for s in (hit.slot_scores if hit else ())
+            ],
             clip=common_pb2.ClipRef(stream_id=window.stream_id, t0_s=window.t0_s, t1_s=window.t1_s),
         )
 

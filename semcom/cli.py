@@ -125,7 +125,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"expected NAME=VALUE, got {item!r}")
         filters.setdefault(name.strip(), []).extend(v.strip() for v in values.split("|") if v.strip())
-    reply = client.query(stub, text=args.text, filters=filters, top_k=args.top_k)
+    reply = client.query(
+        stub, text=args.text, filters=filters, top_k=args.top_k, min_probability=args.min_probability
+    )
     if reply.parsed_slots:
         print("slots: " + ", ".join(f"{s.name}={'|'.join(s.values) or s.value}" for s in reply.parsed_slots))
     if reply.note:
@@ -256,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="field filter; several values are alternatives (upper_color=red|blue); repeatable",
     )
     p.add_argument("--top-k", type=int, default=0)
+    p.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="leave out hits less likely than P (0..1) to satisfy every slot: precision for recall",
+    )
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("status", help="print the status of running daemons", parents=[conn])

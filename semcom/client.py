@@ -157,6 +157,7 @@ def query(
     top_k: int = 0,
     stream_id: str = "",
     location_ids: Sequence[int] = (),
+    min_probability: float = 0.0,
     timeout_s: float = 10.0,
 ) -> receiver_pb2.QueryReply:
     request = receiver_pb2.QueryRequest(
@@ -171,6 +172,7 @@ def query(
         top_k=top_k,
         stream_id=stream_id,
         location_ids=list(location_ids),
+        min_probability=min_probability,
     )
     reply: receiver_pb2.QueryReply = stub.Query(request, timeout=timeout_s)
     return reply
@@ -192,10 +194,15 @@ def fetch_clip(
 def format_hit(hit: receiver_pb2.Hit) -> str:
     rec = Record.from_pb(hit.record)
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.time_s))
-    attrs = ", ".join(f"{k}={v}" for k, v in rec.fields.items())
+    attrs = ", ".join(
+        f"{k}={v} ({rec.confidence[k]:.2f})" if k in rec.confidence else f"{k}={v}"
+        for k, v in rec.fields.items()
+    )
     desc = f' "{hit.description}"' if hit.description else ""
+    why = "; ".join(f"{s.name} {s.probability:.2f}" for s in hit.slot_scores)
+    ranked = f"p {hit.probability:.3f}{' = ' + why if why else ''}"
     return (
-        f"[{hit.score:.3f}] {rec.stream_id}#{rec.record_id} track {rec.track_id} at {when} "
+        f"[{ranked} | sim {hit.score:.3f}] {rec.stream_id}#{rec.record_id} track {rec.track_id} at {when} "
         f"loc {rec.location_id}: "
         f"{attrs}{desc} | matched {', '.join(hit.matched_slots) or '-'} | clip {hit.clip.stream_id} "
         f"{hit.clip.t0_s:.1f}..{hit.clip.t1_s:.1f}"

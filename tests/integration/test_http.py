@@ -49,6 +49,15 @@ async def test_text_query_over_http(chain: Chain) -> None:
     assert sorted(h["record"]["record_id"] for h in first) == [1, 3]
     assert all(set(h["matched_slots"]) == {"gender", "upper_color", "lower_color"} for h in first)
     assert first[0]["description"] and first[0]["clip"]["stream_id"] == "web"
+    # person/1 carries no confidence: a record matching every slot is taken at its word.
+    assert first[0]["probability"] == 1.0 and first[0]["record"]["confidence"] == {}
+    assert [s["name"] for s in first[0]["slot_scores"]] == ["gender", "upper_color", "lower_color"]
+    assert first[0]["slot_scores"][0] == {
+        "name": "gender",
+        "value": "male",
+        "confidence": None,
+        "probability": 1.0,
+    }
     # A filter may list values (OR): as a JSON list, or joined by "|".
     for colours in (["white", "red"], "red|white"):
         body = {"text": "a man", "filters": {"upper_color": colours}, "top_k": 5}
@@ -65,6 +74,12 @@ async def test_text_query_over_http(chain: Chain) -> None:
             slots = {s.name: (list(s.values), s.value) for s in answer.parsed_slots}
             assert slots == {"gender": (["male"], "male"), "upper_color": (["red", "white"], "red|white")}
             assert {h.record.record_id for h in answer.hits[:2]} == {1, 3}
+            assert answer.hits[0].probability == 1.0
+            assert [s.name for s in answer.hits[0].slot_scores] == ["gender", "upper_color"]
+        sure = await asyncio.to_thread(
+            client.query, stub, text="a man", filters={"upper_color": "white"}, min_probability=0.99
+        )
+        assert {h.record.record_id for h in sure.hits} == {1, 3}, sure
     status, page = await call(f"{base(chain)}/")
     assert status == 200 and b'<form id="search"' in page
     status, stats = await call(f"{base(chain)}/api/stats")
@@ -84,6 +99,8 @@ async def test_text_query_over_http(chain: Chain) -> None:
         ({"text": "x", "filters": {"upper_color": []}}, 400, "one or more values"),
         ({"text": "x", "filters": {"upper_color": "red|mauve"}}, 400, "mauve"),
         ({"text": "x", "top_k": "many"}, 400, "bad query value"),
+        ({"text": "x", "min_probability": 1.5}, 400, "min_probability must be 0..1"),
+        ({"text": "x", "min_probability": "high"}, 400, "bad query value"),
     ],
 )
 async def test_http_errors_are_json(chain: Chain, body: dict[str, object], status: int, needle: str) -> None:

@@ -61,6 +61,7 @@ class QueryRequest(_message.Message):
     STREAM_ID_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     SCHEMA_ID_FIELD_NUMBER: _builtins.int
+    MIN_PROBABILITY_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """free text, parsed into schema slots"""
     stream_id: _builtins.str
@@ -69,6 +70,8 @@ class QueryRequest(_message.Message):
     """0 = the server's default"""
     schema_id: _builtins.str
     """empty = the receiver's task schema"""
+    min_probability: _builtins.float
+    """0..1: leave out hits less likely to satisfy every slot; 0 = keep all"""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]:
         """slots (each one or more values), over those parsed from text"""
@@ -89,14 +92,49 @@ class QueryRequest(_message.Message):
         stream_id: _builtins.str = ...,
         top_k: _builtins.int = ...,
         schema_id: _builtins.str = ...,
+        min_probability: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "location_ids", b"location_ids", "schema_id", b"schema_id", "stream_id", b"stream_id", "text", b"text", "time_range", b"time_range", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "location_ids", b"location_ids", "min_probability", b"min_probability", "schema_id", b"schema_id", "stream_id", b"stream_id", "text", b"text", "time_range", b"time_range", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
+
+@_typing.final
+class SlotScore(_message.Message):
+    """Why a hit scored what it did on one queried slot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """the field"""
+    value: _builtins.str
+    """the value the transmitter sent, "unknown" when not seen"""
+    confidence: _builtins.float
+    """the confidence carried with it, 0..1; 0 when none was stated (taken as certain)"""
+    probability: _builtins.float
+    """that the slot holds for this record"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        probability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "name", b"name", "probability", b"probability", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotScore: _TypeAlias = SlotScore  # noqa: Y015
 
 @_typing.final
 class Hit(_message.Message):
@@ -109,8 +147,12 @@ class Hit(_message.Message):
     CLIP_FIELD_NUMBER: _builtins.int
     UNKNOWN_SLOTS_FIELD_NUMBER: _builtins.int
     CONTRADICTED_SLOTS_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    SLOT_SCORES_FIELD_NUMBER: _builtins.int
     description: _builtins.str
     score: _builtins.float
+    probability: _builtins.float
+    """that the record satisfies every queried slot (hits' order)"""
     @_builtins.property
     def record(self) -> _common_pb2.Record: ...
     @_builtins.property
@@ -127,6 +169,10 @@ class Hit(_message.Message):
     def contradicted_slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """queried attributes this record has otherwise (ranked last)"""
 
+    @_builtins.property
+    def slot_scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlotScore]:
+        """the probability per queried slot, with what it came from"""
+
     def __init__(
         self,
         *,
@@ -137,10 +183,12 @@ class Hit(_message.Message):
         clip: _common_pb2.ClipRef | None = ...,
         unknown_slots: _abc.Iterable[_builtins.str] | None = ...,
         contradicted_slots: _abc.Iterable[_builtins.str] | None = ...,
+        probability: _builtins.float = ...,
+        slot_scores: _abc.Iterable[Global___SlotScore] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "contradicted_slots", b"contradicted_slots", "description", b"description", "matched_slots", b"matched_slots", "record", b"record", "score", b"score", "unknown_slots", b"unknown_slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "contradicted_slots", b"contradicted_slots", "description", b"description", "matched_slots", b"matched_slots", "probability", b"probability", "record", b"record", "score", b"score", "slot_scores", b"slot_scores", "unknown_slots", b"unknown_slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
