@@ -176,7 +176,7 @@ class TransmitterCore:
         start_time_s = upload.start_time_s or time.time()
         try:
             await self._spool(chunks, spool, state)
-            start_time_s, resume = await self._resume_point(stream_id, spool, start_time_s)
+            start_time_s, resume = await self.resume_point(stream_id, spool, start_time_s)
             info = await self._ingest_file(spool, upload.container, state, start_time_s, resume)
             self.clips.add(
                 stream_id,
@@ -209,11 +209,12 @@ class TransmitterCore:
             keyframes=times.keyframes if times else 0,
         )
 
-    async def _resume_point(self, stream_id: str, spool: Path, start_time_s: float) -> tuple[float, str]:
-        """An upload is known by its stream id and the SHA-256 of its bytes: sent again (after a crash, or
-        a reply that got lost) it keeps the start time it was first analysed with, and its analysis does
-        not submit again the records it emitted before (see analyse)."""
-        digest = await asyncio.get_running_loop().run_in_executor(self.executor, _sha256, spool)
+    async def resume_point(self, stream_id: str, video: Path, start_time_s: float) -> tuple[float, str]:
+        """An upload (or a file source) is known by its stream id and the SHA-256 of its bytes: analysed
+        again (sent again after a crash or a lost reply; a file source after a restart) it keeps the start
+        time it was first analysed with, and its analysis does not submit again the records it emitted
+        before (see analyse)."""
+        digest = await asyncio.get_running_loop().run_in_executor(self.executor, _sha256, video)
         key = f"{stream_id}/{digest}"
         return self.link.upload_start_s(key, start_time_s), key
 
@@ -291,7 +292,7 @@ class TransmitterCore:
         timed `start_time_s` + seconds from the video's first frame. `sink` gets the demuxed packets; a
         `live` source skips frames when analysis lags instead of slowing the source down.
 
-        `resume` names an upload (see _resume_point): each record is submitted with its place in the
+        `resume` names an upload (see resume_point): each record is submitted with its place in the
         analysis's output, in the same outbox transaction, and the records an earlier analysis of the same
         upload already submitted are not submitted again (analysis is deterministic for a file, so the
         n-th record is the same one), which makes a repeated upload exactly-once."""

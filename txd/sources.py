@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import av
 
@@ -111,6 +112,11 @@ class SourcePuller:
     async def _pass(self, start_time_s: float) -> StreamRun:
         """One connection: decode, analyse and record until the video ends; raises when it cannot be read."""
         self.state.state = "connecting"
+        resume = None
+        video = Path(self.cfg.target)
+        if self.cfg.kind == "file" and not (self.cfg.loop or self.cfg.is_live) and video.is_file():
+            # Analysed again after a restart, a file sends only the records it had not sent before.
+            start_time_s, resume = await self.core.resume_point(self.cfg.stream_id, video, start_time_s)
         recorder = (
             SegmentRecorder(
                 self.clips,
@@ -135,6 +141,7 @@ class SourcePuller:
                     timeout_s=timeout_s,
                     sink=tap,
                     live=self.cfg.is_live,
+                    resume=resume,
                 )
             return await self._record_only(tap, timeout_s)
         finally:

@@ -357,3 +357,33 @@ def test_forged_bursts_at_rxd_are_refused_counted_and_change_nothing(tmp_path: P
     assert stats.records_indexed == 3 and stats.records_failed == 4
     assert "fake-cam" not in {s.stream_id for s in stats.streams if s.records_indexed}
     assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="needs the shared tud_campus.mp4")
+def test_sigkill_txd_while_it_analyses_a_file_source_sends_each_record_once(tmp_path: Path) -> None:
+    rng = random.Random("kill-source")
+    source = [{"stream_id": "src", "url": str(VIDEO)}]
+    chain = Chain(tmp_path, txd_set=[f"sources={json.dumps(source)}"])
+    chain.start_all()  # txd starts analysing the file at once
+    try:
+        t0 = time.monotonic()
+        _ingest(chain.address("txd"), "clean")  # the same video as an upload, for comparison
+        clean_s = time.monotonic() - t0
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.05, clean_s))  # the kill point (fault timing, not synchronisation)
+            chain.kill("txd")
+            chain.start("txd")  # the source is analysed again from its start
+        wait_until(lambda: _state(chain, "src") == "done" and drained(chain), 120, "source not done")
+    finally:
+        codes = chain.stop_all()
+    assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
+
+    def relative(rows: list[tuple[int, int, float, str]]) -> list[tuple[int, float, str]]:
+        first = min(r[2] for r in rows)
+        return sorted((track, round(t - first, 1), fields) for _, track, t, fields in rows)
+
+    want = _records(tmp_path / "index.db", "clean")
+    got = _records(tmp_path / "index.db", "src")
+    print(f"file source, txd killed x{KILLS}: clean {len(want)} records, source {len(got)}")
+    assert len(want) >= 5 and [r[0] for r in got] == list(range(1, len(got) + 1))
+    assert relative(got) == relative(want)  # 0 lost, 0 duplicated, 0 changed
