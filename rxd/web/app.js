@@ -7,10 +7,13 @@ const TOP_K = 20;
 const AUTO_THUMBS = 5; // thumbnails loaded without asking, when the setting is on
 const MAX_ARRIVALS = 20;
 const PRESETS_S = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
+// Least probability that a hit satisfies every asked attribute: precision for recall.
+const MIN_PROBABILITIES = ["0.5", "0.7", "0.9"];
 const state = { schema: null, slots: [], clipBytes: 0, thumbBytes: 0, stats: null, sites: undefined };
 
 const fmtTime = (s) => new Date(s * 1000).toLocaleString();
 const kib = (n) => `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
+const pct = (p) => `${Math.round(p * 100)} %`;
 const bits = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} Mbit` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kbit` : `${n} bit`);
 
 function el(tag, props = {}, ...children) {
@@ -46,6 +49,13 @@ function slotSelect(field) {
   return el("label", { text: field.label || field.name }, select);
 }
 
+function minProbabilitySelect() {
+  const select = el("select", { id: "f-minp", name: "minp" });
+  select.append(el("option", { value: "", text: "any" }));
+  for (const v of MIN_PROBABILITIES) select.append(el("option", { value: v, text: `at least ${pct(Number(v))}` }));
+  return el("label", { text: "Sure " }, select);
+}
+
 function formToParams() {
   const p = new URLSearchParams();
   const put = (k, v) => { if (v) p.set(k, v); };
@@ -54,6 +64,7 @@ function formToParams() {
   put("location", $("f-location").value);
   put("time", $("f-time").value);
   if ($("f-time").value === "custom") { put("from", $("f-from").value); put("to", $("f-to").value); }
+  put("minp", $("f-minp").value);
   for (const f of state.slots) put(f.name, $(`slot-${f.name}`).value);
   return p;
 }
@@ -71,6 +82,8 @@ function paramsToForm(p) {
   $("f-time").value = p.get("time") || "";
   $("f-from").value = p.get("from") || "";
   $("f-to").value = p.get("to") || "";
+  ensureOption($("f-minp"), p.get("minp"));
+  $("f-minp").value = p.get("minp") || "";
   for (const f of state.slots) $(`slot-${f.name}`).value = p.get(f.name) || "";
   showCustomTime();
 }
@@ -84,6 +97,7 @@ function queryBody(p) {
   const body = { text: p.get("q") || "", top_k: TOP_K, filters: {} };
   if (p.get("stream")) body.stream_id = p.get("stream");
   if (p.get("location")) body.location_ids = [Number(p.get("location"))];
+  if (p.get("minp")) body.min_probability = Number(p.get("minp"));
   const preset = PRESETS_S[p.get("time")];
   if (preset) body.t0_s = Date.now() / 1000 - preset;
   if (p.get("time") === "custom") {
@@ -98,7 +112,8 @@ function queryBody(p) {
 
 function metaLine(hit) {
   const r = hit.record;
-  const parts = [fmtTime(r.time_s), `location ${r.location_id}`, `${r.stream_id} track ${r.track_id}`, `score ${hit.score.toFixed(3)}`];
+  const parts = [fmtTime(r.time_s), `location ${r.location_id}`, `${r.stream_id} track ${r.track_id}`,
+    `p ${pct(hit.probability)}`, `score ${hit.score.toFixed(3)}`];
   const meta = el("div", { class: "meta", text: parts.join(" · ") + " · " });
   const notes = [
     ["matched", hit.matched_slots, "matched "],
@@ -112,6 +127,20 @@ function metaLine(hit) {
   return meta;
 }
 
+// Each field as sent, with its confidence where the transmitter stated one, then why the hit scored p.
+function confidenceLine(hit) {
+  const conf = hit.record.confidence || {};
+  const fields = Object.entries(hit.record.fields).filter(([, v]) => v !== "unknown")
+    .map(([k, v]) => (k in conf ? `${k} ${v} (${pct(conf[k])})` : `${k} ${v}`));
+  const why = (hit.slot_scores || []).map((s) => {
+    const basis = s.value === "unknown" ? "not seen, prior" : s.confidence === null ? `sent ${s.value}` : `sent ${s.value} at ${pct(s.confidence)}`;
+    return `${s.name}: ${basis} → ${pct(s.probability)}`;
+  });
+  const line = el("div", { class: "confidence", text: fields.join(", ") || "nothing seen" });
+  if (why.length) line.append(el("span", { class: "why", text: ` · why p ${pct(hit.probability)}: ${why.join("; ")}` }));
+  return line;
+}
+
 function renderHit(hit) {
   const li = $("hit-template").content.firstElementChild.cloneNode(true);
   const r = hit.record;
@@ -119,6 +148,7 @@ function renderHit(hit) {
   li.dataset.recordId = String(r.record_id);
   li.querySelector(".desc").textContent = hit.description || Object.entries(r.fields).map(([k, v]) => `${k}=${v}`).join(", ");
   li.querySelector(".meta").replaceWith(metaLine(hit));
+  li.querySelector(".meta").after(confidenceLine(hit));
   li.setAttribute("aria-label", `${li.querySelector(".desc").textContent}, ${fmtTime(r.time_s)}`);
   const show = li.querySelector(".show-thumb");
   show.setAttribute("aria-label", `Show the keyframe of record ${r.record_id}`);
@@ -313,6 +343,7 @@ function connectLive() {
 // -- start ------------------------------------------------------------------------------------------------
 
 async function start() {
+  document.querySelector("#filters .grid").append(minProbabilitySelect());
   $("auto-thumbs").checked = localStorage.getItem("semcom.autoThumbs") === "1";
   $("auto-thumbs").onchange = () => localStorage.setItem("semcom.autoThumbs", $("auto-thumbs").checked ? "1" : "0");
   $("f-time").onchange = showCustomTime;

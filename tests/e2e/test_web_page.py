@@ -108,6 +108,9 @@ async def search_and_read(page: Any) -> None:
     first = page.locator("li.hit").first
     assert "red" in (await first.locator(".desc").inner_text())
     assert "matched gender, upper_color" in (await first.locator(".meta").inner_text())
+    assert "p 100 %" in (await first.locator(".meta").inner_text())
+    why = await first.locator(".confidence").inner_text()
+    assert "upper_color: sent red → 100 %" in why, why
     assert "hits" in (await page.inner_text("#status"))
     assert "upper_color: red" in (await page.inner_text("#slots"))
     last = page.locator("li.hit").last
@@ -117,6 +120,16 @@ async def search_and_read(page: Any) -> None:
     await first.focus()
     await page.keyboard.press("ArrowDown")
     assert await page.evaluate("document.activeElement === document.querySelectorAll('li.hit')[1]")
+    # The least probability is a filter kept in the URL like the others: contradicted hits go.
+    every = await page.locator("li.hit").count()
+    await page.select_option("#f-minp", "0.9")
+    await page.click("button[type=submit]")
+    await page.wait_for_function(f"document.querySelectorAll('li.hit').length < {every}")
+    assert query_of(page.url)["minp"] == ["0.9"]
+    assert all("p 100 %" in m for m in await page.locator("li.hit .meta").all_inner_texts())
+    await page.select_option("#f-minp", "")
+    await page.click("button[type=submit]")
+    await page.wait_for_function(f"document.querySelectorAll('li.hit').length === {every}")
 
 
 async def thumbnails(page: Any, analysed: int) -> None:
