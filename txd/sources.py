@@ -114,7 +114,8 @@ class SourcePuller:
         self.state.state = "connecting"
         resume = None
         video = Path(self.cfg.target)
-        if self.cfg.kind == "file" and not (self.cfg.loop or self.cfg.is_live) and video.is_file():
+        file = self.cfg.kind == "file" and not (self.cfg.loop or self.cfg.is_live)
+        if file and await asyncio.to_thread(video.is_file):
             # Analysed again after a restart, a file sends only the records it had not sent before.
             start_time_s, resume = await self.core.resume_point(self.cfg.stream_id, video, start_time_s)
         recorder = (
