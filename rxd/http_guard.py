@@ -96,7 +96,7 @@ class HttpGuard:
     @web.middleware
     async def authorise(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Bearer token (header, or the cookie set by GET /?token=...) with the path's scope."""
-        if request.path == "/" and "token" in request.query:
+        if request.path == "/" and "token" in request.query and self.tokens.enabled:
             return self._login(request)
         needed = path_scope(request.path)
         if needed is None or not self.tokens.enabled:
