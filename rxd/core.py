@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -17,6 +18,7 @@ from grpc import aio
 from rxd.config import RxdConfig
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Query, QueryResult, RetrievalEngine
+from rxd.retrieval.parse import ParsedQuery
 from rxd.retrieval.store import StoredRecord
 from semcom.errors import (
     InvalidInput,
@@ -138,27 +140,44 @@ class ReceiverCore:
         )
 
     async def query(self, q: Query) -> QueryResult:
-        """Run `q` within the time budget; RESOURCE_EXHAUSTED when too many queries are in hand already."""
+        """Run `q` within the time budget; RESOURCE_EXHAUSTED when too many queries are in hand already.
+
+        A query is in hand from its admission until its ranking thread is done, even when its caller was
+        answered DEADLINE_EXCEEDED before: the bound holds the threads' backlog, not only the callers."""
         limit = self.cfg.query.max_pending
         if self.queries_pending >= limit:
             self.queries_refused += 1
             raise Overloaded(f"{limit} queries in progress (query.max_pending); retry shortly")
         self.queries_pending += 1
+        handed = [False]  # set once a thread owns the query (and frees its place when done)
         try:
-            return await asyncio.wait_for(self._query(q), self.cfg.query.timeout_s)
+            return await asyncio.wait_for(self._query(q, handed), self.cfg.query.timeout_s)
         except TimeoutError as err:
-            # The thread finishes its ranking and is then free again; the caller hears at once.
+            # The caller hears at once; the thread finishes its ranking and then frees the place.
             self.queries_timed_out += 1
             raise TimedOut(f"query took longer than query.timeout_s ({self.cfg.query.timeout_s} s)") from err
         finally:
-            self.queries_pending -= 1
+            if not handed[0]:
+                self.queries_pending -= 1
 
-    async def _query(self, q: Query) -> QueryResult:
+    async def _query(self, q: Query, handed: list[bool]) -> QueryResult:
         """The engine checks `q`; the text is parsed here first, so a model parser is awaited on the loop."""
         text = q.text.strip()
         # Parsed here: a model parser's request holds no worker that ingest needs.
         parsed = await self.engine.parser.aparse(text, self.engine.schemas.get(q.schema_id)) if text else None
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.query, q, parsed)
+        loop = asyncio.get_running_loop()
+        handed[0] = True  # no await between this and the hand-over
+        return await loop.run_in_executor(self.executor, self._ranked, loop, q, parsed)
+
+    def _ranked(self, loop: asyncio.AbstractEventLoop, q: Query, parsed: ParsedQuery | None) -> QueryResult:
+        try:
+            return self.engine.query(q, parsed)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the daemon is stopping
+                loop.call_soon_threadsafe(self._release)
+
+    def _release(self) -> None:
+        self.queries_pending -= 1
 
     async def get(self, stream_id: str, record_id: int) -> StoredRecord:
         check_stream_id(stream_id)

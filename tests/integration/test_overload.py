@@ -108,8 +108,12 @@ async def test_a_stuck_query_neither_blocks_indexing_nor_its_caller(pair: Pair) 
             await stuck
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "query.timeout_s" in (late.value.details() or "")
+        # Its thread still works on it, so it still holds its place: the backlog stays bounded.
+        with pytest.raises(aio.AioRpcError) as still:
+            await stub.Query(receiver_pb2.QueryRequest(text="a woman in red"), timeout=10)
+        assert still.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         stats = pair.rxd.core.stats()
-        assert stats["queries_refused"] == 1 and stats["queries_timed_out"] == 1
+        assert stats["queries_refused"] == 2 and stats["queries_timed_out"] == 1
         # Once the thread is free again, queries are answered as before.
         pair.encoder.gate.set()
         await eventually(lambda: pair.rxd.core.queries_pending == 0)
