@@ -16,8 +16,8 @@ from rxd.receiver import BurstReceiver, site_keys
 from rxd.retrieval.describe import DESCRIBERS, Describer, DescriberBackend, FallbackDescriber
 from rxd.retrieval.embed import EMBEDDERS, EmbedderBackend, TextEncoder
 from rxd.retrieval.engine import RetrievalEngine
+from rxd.retrieval.index import describe_index, open_index
 from rxd.retrieval.parse import QUERY_PARSERS, QueryParser, parse_query
-from rxd.retrieval.store import RecordStore
 from rxd.service import LinkService, ReceiverService
 from semcom.auth import TokenSet, bearer_interceptors, client_token
 from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
@@ -81,7 +81,7 @@ class Rxd:
         self.cfg = cfg
         self.schemas = schemas or SchemaRegistry.builtin()
         self.schemas.get(cfg.task.schema_id)
-        self.store = RecordStore(cfg.index.path, self.schemas)
+        self.store = open_index(cfg.index, self.schemas)
         # Backends built here from the config are this daemon's to close; injected ones are the caller's.
         self._parser = build_query_parser(cfg.query.parser) if query_parser is None else None
         self._describer = build_describer(cfg.generate) if describer is None else None
@@ -155,7 +155,7 @@ class Rxd:
             "rxd serving on port %d%s, index %s (%d records)",
             self.port,
             web,
-            self.cfg.index.path,
+            describe_index(self.cfg.index),
             self.engine.count(),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from rxd.generate.llm import LlmDescriberConfig
 from rxd.generate.local import TransformersDescriberConfig
@@ -29,9 +29,32 @@ class TaskConfig(Frozen):
 
 
 class IndexConfig(Frozen):
-    """Where received records, their descriptions and embeddings are kept."""
+    """Where received records, their descriptions and embeddings are kept: one SQLite file (the default), or
+    a PostgreSQL database that several rxd replicas share (rxd.retrieval.pg_store)."""
 
+    kind: Literal["sqlite", "postgres"] = Field("sqlite", description="the index backend")
     path: Path = Field(Path("var/rxd/index.db"), description="SQLite file of the index; ':memory:' for none")
+    dsn: SecretStr = Field(
+        SecretStr(""),
+        description="postgres: libpq connection string ('host=db dbname=semcom user=rxd'); best given in the "
+        "environment (SEMCOM_RXD__INDEX__DSN); libpq's PG* variables (PGPASSWORD, ...) apply too",
+    )
+    retention_days: float = Field(
+        0.0, ge=0, description="postgres: records older than this many days are dropped (0: kept forever)"
+    )
+    partition_s: float = Field(
+        86_400.0, gt=0, description="postgres: records are partitioned by time_s in tables of this span"
+    )
+    refresh_s: float = Field(
+        1.0, gt=0, description="postgres: how often a replica reads descriptions other replicas stored"
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="postgres: connection timeout")
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> IndexConfig:
+        if self.kind == "postgres" and not self.dsn.get_secret_value().strip():
+            raise ValueError("index.kind = 'postgres' needs index.dsn (or SEMCOM_RXD__INDEX__DSN)")
+        return self
 
 
 class TemplateConfig(Frozen):

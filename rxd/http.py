@@ -128,7 +128,7 @@ class HttpApi:
         )
         self._runner = self.guard.runner(self.app)
         self.port = 0
-        self.tail = IndexTail(core.cfg.index.path, core.engine.schemas)
+        self.tail = IndexTail.for_index(core.cfg.index.kind, core.cfg.index.path, core.engine.schemas)
         self.hub = EventHub(max_listeners=max_listeners)
         self._follow: asyncio.Task[None] | None = None
 

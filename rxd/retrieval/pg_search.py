@@ -1,0 +1,146 @@
+"""Search on the PostgreSQL index: descriptions ranked in memory, the best records fetched per description."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from psycopg import sql
+
+from .engine import Query
+from .probability import SlotFactors, effective
+
+# One row per record fetched: desc_id, stream_id, record_id, track_id, time_s, location_id, conf.
+FetchedRow = tuple[int, str, int, int, float, int, list[float | None] | None]
+Fetch = Callable[[sql.Composed, dict[str, Any]], list[FetchedRow]]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """What the replica computed per description for one query (arrays indexed by description id)."""
+
+    order: NDArray[np.int64]  # descriptions to visit, best first
+    group: NDArray[np.int64]  # equal keys share a group, never split
+    bound: NDArray[np.float64]  # the greatest probability any of its records can have
+    counts: NDArray[np.int64]  # records per description
+    uniform: NDArray[np.bool_]  # whether all its records have one probability (order by recency is exact)
+    factors: SlotFactors
+    width: int
+
+
+def _filters(q: Query) -> tuple[list[sql.Composable], dict[str, Any]]:
+    where: list[sql.Composable] = [sql.SQL("r.desc_id = d.desc_id")]
+    params: dict[str, Any] = {}
+    if q.stream_id:
+        where.append(sql.SQL("r.stream_id = %(stream)s"))
+        params["stream"] = q.stream_id
+    if q.location_ids:
+        where.append(sql.SQL("r.location_id = ANY(%(locs)s)"))
+        params["locs"] = list(q.location_ids)
+    if q.t0_s:
+        where.append(sql.SQL("r.time_s >= %(t0)s"))
+        params["t0"] = q.t0_s
+    if q.t1_s:
+        where.append(sql.SQL("r.time_s <= %(t1)s"))
+        params["t1"] = q.t1_s
+    return where, params
+
+
+def _statement(
+    q: Query, ranked: Ranked, descs: NDArray[np.int64], *, uniform: bool
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The q.top_k best records of each of `descs` passing q's filters: by recency where each description's
+    records share one probability (an index scan of (desc_id, time_s DESC)), else by probability."""
+    where, params = _filters(q)
+    params["descs"] = descs.tolist()
+    params["k"] = q.top_k
+    args: list[sql.Composable] = [sql.SQL("%(descs)s::int[]")]
+    names = ["desc_id"]
+    order: sql.Composable = sql.SQL("r.time_s DESC, r.record_id DESC")
+    if not uniform and ranked.factors.columns:
+        terms = []
+        for j, column in enumerate(ranked.factors.columns):
+            params[f"a{j}"] = ranked.factors.a[descs, j].tolist()
+            params[f"b{j}"] = ranked.factors.b[descs, j].tolist()
+            args += [sql.SQL(f"%(a{j})s::float8[]"), sql.SQL(f"%(b{j})s::float8[]")]
+            names += [f"a{j}", f"b{j}"]
+            # As probability.SlotFactors.rows computes it (a confidence not stated counts as certain).
+            terms.append(
+                sql.SQL("greatest(0, least(1, d.{a} + d.{b} * coalesce(r.conf[{c}], 1)))").format(
+                    a=sql.Identifier(f"a{j}"), b=sql.Identifier(f"b{j}"), c=sql.Literal(column + 1)
+                )
+            )
+        order = sql.SQL("{} DESC, r.time_s DESC, r.record_id DESC").format(sql.SQL(" * ").join(terms))
+    unnest = sql.SQL("unnest({args}) AS d({names})").format(
+        args=sql.SQL(", ").join(args), names=sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    )
+    stmt = sql.SQL(
+        "SELECT r.desc_id, r.stream_id, r.record_id, r.track_id, r.time_s, r.location_id, r.conf "
+        "FROM {unnest} CROSS JOIN LATERAL "
+        "(SELECT * FROM records r WHERE {where} ORDER BY {order} LIMIT %(k)s) r"
+    ).format(unnest=unnest, where=sql.SQL(" AND ").join(where), order=order)
+    return stmt, params
+
+
+def _conf_matrix(rows: Sequence[FetchedRow], width: int) -> NDArray[np.float32]:
+    out = np.full((len(rows), width), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows):
+        if row[6]:
+            for j, c in enumerate(row[6][:width]):
+                if c is not None:
+                    out[i, j] = c
+    return out
+
+
+def top_rows(
+    q: Query, ranked: Ranked, fetch: Fetch
+) -> tuple[list[FetchedRow], NDArray[np.float64], NDArray[np.float64]]:
+    """The q.top_k most probable records passing the filters, their probabilities and per-slot probabilities;
+    ties by the description's bound, its rank, then the most recent (then highest id), as RecordStore does.
+
+    Descriptions are visited best first, a few at a time, until top_k records are at least as probable as
+    the next description's bound; each visit fetches at most top_k records per description.
+    """
+    order, group = ranked.order, ranked.group
+    cum = np.cumsum(ranked.counts[order])
+    rows: list[FetchedRow] = []
+    probs: list[NDArray[np.float64]] = []
+    pos, factor = 0, 1
+    while pos < len(order):
+        p = np.concatenate(probs) if probs else np.zeros(0)
+        kept = p[p >= q.min_probability]
+        if len(kept) >= q.top_k:
+            kth = -np.partition(-kept, q.top_k - 1)[q.top_k - 1]
+            if kth >= ranked.bound[order[pos]]:
+                break
+        want = (cum[pos - 1] if pos else 0) + max(q.top_k - len(kept), 1) * factor
+        end = min(int(np.searchsorted(cum, want)) + 1, len(order))
+        end = int(np.searchsorted(group, group[end - 1], side="right"))
+        descs = order[pos:end]
+        for uniform in (True, False):
+            part = descs[ranked.uniform[descs] == uniform]
+            if len(part):
+                got = fetch(*_statement(q, ranked, part, uniform=uniform))
+                rows += got
+                probs.append(_probability(got, ranked))
+        pos, factor = end, factor * 4
+    p = np.concatenate(probs) if probs else np.zeros(0)
+    rank = np.empty(len(ranked.bound), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    keep = np.flatnonzero(p >= q.min_probability)
+    key = sorted(keep, key=lambda i: (-p[i], rank[rows[i][0]], -rows[i][4], -rows[i][2]))[: q.top_k]
+    chosen = [rows[i] for i in key]
+    return chosen, p[key], _per_slot(chosen, ranked)
+
+
+def _per_slot(rows: Sequence[FetchedRow], ranked: Ranked) -> NDArray[np.float64]:
+    descs = np.asarray([r[0] for r in rows], dtype=np.int64)
+    return ranked.factors.rows(descs, effective(_conf_matrix(rows, ranked.width)))
+
+
+def _probability(rows: Sequence[FetchedRow], ranked: Ranked) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = np.prod(_per_slot(rows, ranked), axis=1)
+    return out
