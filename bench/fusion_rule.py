@@ -90,8 +90,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for subset in models.weights:
             fold = Fold.load(args.work / f"{subset}.predictions.npz")
             people = identities(subset)
-            scores = fused_scores(fold, people, models.settings[subset], k, args.seed)
             n = sum(1 for c in _counts(people).values() if c >= k)
+            if n == 0:
+                print(f"k={k} {subset:<12}    0 identities seen in {k} crops: left out")
+                continue
+            scores = fused_scores(fold, people, models.settings[subset], k, args.seed)
             means = {rule: np.nanmean(list(s.values()), axis=0) for rule, s in scores.items()}
             row = "  ".join(f"{rule} {m[0]:.3f} ({m[1]:.0%})" for rule, m in means.items())
             print(f"k={k} {subset:<12} {n:>4} identities: {row}")
