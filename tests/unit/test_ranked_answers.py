@@ -139,3 +139,22 @@ def test_confidences_survive_a_restart_and_an_old_index_opens(tmp_path: Path) ->
     old.ingest([rec(9, {"upper_color": 0.6}, upper_color="red")])
     assert old.store.count() == 6
     old.store.close()
+
+
+def test_cli_prints_the_probability_per_slot_and_each_fields_confidence() -> None:
+    from semcom import client
+    from semcom.cli import build_parser
+    from semcom.pb.v1 import receiver_pb2
+
+    record = rec(1, {"upper_color": 0.85}, upper_color="red").to_pb()
+    hit = receiver_pb2.Hit(
+        record=record,
+        probability=0.85,
+        slot_scores=[
+            receiver_pb2.SlotScore(name="upper_color", value="red", confidence=0.85, probability=0.85)
+        ],
+    )
+    line = client.format_hit(hit)
+    assert line.startswith("[p 0.850 = upper_color 0.85 | sim 0.000]") and "upper_color=red (0.85)" in line
+    args = build_parser().parse_args(["query", "red shirt", "--min-probability", "0.7"])
+    assert args.min_probability == 0.7
