@@ -20,19 +20,11 @@ from rxd.http_guard import HttpGuard
 from rxd.live import EventHub, IndexTail
 from rxd.retrieval.engine import Hit
 from semcom.config import split_hostport
-from semcom.errors import InvalidInput, SemcomError
+from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN
 
 log = logging.getLogger(__name__)
 
-_HTTP_STATUS = {
-    "INVALID_ARGUMENT": 400,
-    "NOT_FOUND": 404,
-    "RESOURCE_EXHAUSTED": 429,
-    "UNIMPLEMENTED": 501,
-    "UNAVAILABLE": 503,
-}
-MAX_BODY_BYTES = 64 * 1024
 # The page loads nothing from elsewhere and runs no inline script or style; clips play from blob: URLs.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; "
@@ -82,20 +74,6 @@ def _finite(value: float) -> float | None:
 def _is_values(value: object) -> bool:
     """A filter's values: one string ("red", or "red|blue") or a list of strings."""
     return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-
-
-def _error(err: SemcomError) -> web.Response:
-    status = _HTTP_STATUS.get(err.code.name, 500)
-    return web.json_response({"error": str(err), "code": err.code.name}, status=status)
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except SemcomError as err:
-        return _error(err)
 
 
 class HttpApi:
