@@ -45,9 +45,10 @@ class SlotFactors:
         return out
 
     def rows(self, descs: NDArray[np.int64], conf: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Per record (its description in `descs`, its effective confidences in `conf`, schema columns),
-        the probability of each slot (records x slots)."""
-        out: NDArray[np.float64] = self.a[descs] + self.b[descs] * conf[:, list(self.columns)]
+        """Per record (its description in `descs`, its confidences in `conf`: the queried schema columns
+        only, NaN where none was stated), the probability of each slot (records x slots)."""
+        stated = np.where(np.isnan(conf), np.float32(1.0), conf)
+        out: NDArray[np.float64] = self.a[descs] + self.b[descs] * stated
         return np.clip(out, 0.0, 1.0)
 
 

@@ -527,11 +527,15 @@ class RecordStore:
             bound = np.clip(factors.bound(self._desc_cmin, self._desc_cmax), 0.0, 1.0)
             self._groups.refresh(self._cols, len(self._desc_schema))
             desc_of, conf = self._cols.data["desc_id"], self._cols.data["conf"]
+            columns = np.asarray(factors.columns, dtype=np.int64)
 
             def per_slot(rows: NDArray[np.int64]) -> NDArray[np.float64]:
-                return factors.rows(desc_of[rows].astype(np.int64), effective(conf[rows]))
+                # Only the queried columns are gathered: the tail can hold 10^5 rows.
+                return factors.rows(desc_of[rows], conf[rows[:, None], columns[None, :]])
 
             def probability(rows: NDArray[np.int64]) -> NDArray[np.float64]:
+                if not len(columns):  # nothing asked: every record satisfies the empty conjunction
+                    return np.ones(len(rows), dtype=np.float64)
                 out: NDArray[np.float64] = np.prod(per_slot(rows), axis=1)
                 return out
 
