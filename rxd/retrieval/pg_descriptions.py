@@ -21,8 +21,10 @@ _INSERT = (
     "ON CONFLICT (schema_id, fields) DO NOTHING RETURNING desc_id"
 )
 _SELECT = "SELECT desc_id, schema_id, fields, text, embedding FROM descriptions"
+# One statement per batch: the bounds travel as array literals, since unnest would flatten 2-d arrays.
 _COUNT = (
-    "INSERT INTO desc_stats AS s VALUES (%s, %s, %s, %s, nextval('desc_stats_seq')) "
+    "INSERT INTO desc_stats AS s SELECT d, n, lo::real[], hi::real[], nextval('desc_stats_seq') "
+    "FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::text[]) AS t(d, n, lo, hi) ORDER BY d "
     "ON CONFLICT (desc_id) DO UPDATE SET n = s.n + EXCLUDED.n, "
     "conf_min = semcom_least(s.conf_min, EXCLUDED.conf_min), "
     "conf_max = semcom_greatest(s.conf_max, EXCLUDED.conf_max), seq = EXCLUDED.seq"
@@ -106,13 +108,18 @@ class Descriptions:
         if not fresh:
             return
         descs = np.asarray([d for _, d in fresh], dtype=np.int64)
-        rows = []
-        for desc_id in np.unique(descs):
-            mine = conf[descs == desc_id]
-            rows.append((int(desc_id), len(mine), mine.min(axis=0).tolist(), mine.max(axis=0).tolist()))
-        with conn.cursor() as cur:
-            cur.executemany(_COUNT, rows)
-        got = conn.execute(f"{_STATS} WHERE desc_id = ANY(%s)", ([r[0] for r in rows],)).fetchall()
+        order = np.argsort(descs, kind="stable")
+        ids, starts, counts = np.unique(descs[order], return_index=True, return_counts=True)
+        lo = np.minimum.reduceat(conf[order], starts, axis=0)
+        hi = np.maximum.reduceat(conf[order], starts, axis=0)
+
+        def literal(row: NDArray[np.float32]) -> str:
+            return "{" + ",".join(f"{x:.9g}" for x in row) + "}"
+
+        conn.execute(
+            _COUNT, (ids.tolist(), counts.tolist(), [literal(r) for r in lo], [literal(r) for r in hi])
+        )
+        got = conn.execute(f"{_STATS} WHERE desc_id = ANY(%s)", (ids.tolist(),)).fetchall()
         self._put_stats(got)
 
     def poll(self, conn: _Conn) -> None:

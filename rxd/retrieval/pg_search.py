@@ -11,8 +11,11 @@ from numpy.typing import NDArray
 from psycopg import sql
 
 from .engine import Query
-from .probability import SlotFactors, effective
+from .probability import SlotFactors
 
+# A query for one stream reads all its records that pass the filters when they are at most this many.
+STREAM_FIRST_MAX = 20_000
+_COLUMNS = "r.desc_id, r.stream_id, r.record_id, r.track_id, r.time_s, r.location_id, r.conf"
 # One row per record fetched: desc_id, stream_id, record_id, track_id, time_s, location_id, conf.
 FetchedRow = tuple[int, str, int, int, float, int, list[float | None] | None]
 Fetch = Callable[[sql.Composed, dict[str, Any]], list[FetchedRow]]
@@ -32,7 +35,7 @@ class Ranked:
 
 
 def _filters(q: Query) -> tuple[list[sql.Composable], dict[str, Any]]:
-    where: list[sql.Composable] = [sql.SQL("r.desc_id = d.desc_id")]
+    where: list[sql.Composable] = [sql.SQL("TRUE")]
     params: dict[str, Any] = {}
     if q.stream_id:
         where.append(sql.SQL("r.stream_id = %(stream)s"))
@@ -55,6 +58,7 @@ def _statement(
     """The q.top_k best records of each of `descs` passing q's filters: by recency where each description's
     records share one probability (an index scan of (desc_id, time_s DESC)), else by probability."""
     where, params = _filters(q)
+    where.append(sql.SQL("r.desc_id = d.desc_id"))
     params["descs"] = descs.tolist()
     params["k"] = q.top_k
     args: list[sql.Composable] = [sql.SQL("%(descs)s::int[]")]
@@ -78,10 +82,9 @@ def _statement(
         args=sql.SQL(", ").join(args), names=sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
     stmt = sql.SQL(
-        "SELECT r.desc_id, r.stream_id, r.record_id, r.track_id, r.time_s, r.location_id, r.conf "
-        "FROM {unnest} CROSS JOIN LATERAL "
+        "SELECT {columns} FROM {unnest} CROSS JOIN LATERAL "
         "(SELECT * FROM records r WHERE {where} ORDER BY {order} LIMIT %(k)s) r"
-    ).format(unnest=unnest, where=sql.SQL(" AND ").join(where), order=order)
+    ).format(columns=sql.SQL(_COLUMNS), unnest=unnest, where=sql.SQL(" AND ").join(where), order=order)
     return stmt, params
 
 
@@ -105,6 +108,18 @@ def top_rows(
     the next description's bound; each visit fetches at most top_k records per description.
     """
     order, group = ranked.order, ranked.group
+    if q.stream_id:
+        where, params = _filters(q)
+        params["cap"] = STREAM_FIRST_MAX + 1
+        stmt = sql.SQL("SELECT {} FROM records r WHERE {} LIMIT %(cap)s").format(
+            sql.SQL(_COLUMNS), sql.SQL(" AND ").join(where)
+        )
+        got = fetch(stmt, params)
+        if len(got) <= STREAM_FIRST_MAX:  # all of them: rank them here
+            wanted = np.zeros(len(ranked.bound), dtype=np.bool_)
+            wanted[order] = True
+            got = [r for r in got if r[0] < len(wanted) and wanted[r[0]]]
+            return _best(q, ranked, got, [_probability(got, ranked)])
     cum = np.cumsum(ranked.counts[order])
     rows: list[FetchedRow] = []
     probs: list[NDArray[np.float64]] = []
@@ -127,9 +142,17 @@ def top_rows(
                 rows += got
                 probs.append(_probability(got, ranked))
         pos, factor = end, factor * 4
+    return _best(q, ranked, rows, probs)
+
+
+def _best(
+    q: Query, ranked: Ranked, rows: list[FetchedRow], probs: list[NDArray[np.float64]]
+) -> tuple[list[FetchedRow], NDArray[np.float64], NDArray[np.float64]]:
+    """The top_k of `rows` (their probabilities in `probs`, in order) by probability, the description's
+    place in the visit order, recency, id."""
     p = np.concatenate(probs) if probs else np.zeros(0)
     rank = np.empty(len(ranked.bound), dtype=np.int64)
-    rank[order] = np.arange(len(order))
+    rank[ranked.order] = np.arange(len(ranked.order))
     keep = np.flatnonzero(p >= q.min_probability)
     key = sorted(keep, key=lambda i: (-p[i], rank[rows[i][0]], -rows[i][4], -rows[i][2]))[: q.top_k]
     chosen = [rows[i] for i in key]
@@ -138,7 +161,8 @@ def top_rows(
 
 def _per_slot(rows: Sequence[FetchedRow], ranked: Ranked) -> NDArray[np.float64]:
     descs = np.asarray([r[0] for r in rows], dtype=np.int64)
-    return ranked.factors.rows(descs, effective(_conf_matrix(rows, ranked.width)))
+    conf = _conf_matrix(rows, ranked.width)[:, list(ranked.factors.columns)]
+    return ranked.factors.rows(descs, conf)
 
 
 def _probability(rows: Sequence[FetchedRow], ranked: Ranked) -> NDArray[np.float64]:

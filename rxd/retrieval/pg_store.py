@@ -48,6 +48,12 @@ _EXISTING = (
     "SELECT record_id, desc_id, track_id, time_s, location_id FROM records "
     "WHERE stream_id = %s AND record_id = ANY(%s)"
 )
+_LOCK_STREAMS = "SELECT pg_advisory_xact_lock(hashtextextended(s, 1)) FROM unnest(%s::text[]) AS s"
+_HEADS = "SELECT stream_id, max_record_id FROM stream_heads WHERE stream_id = ANY(%s)"
+_PUT_HEADS = (
+    "INSERT INTO stream_heads AS h SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+    "ON CONFLICT (stream_id) DO UPDATE SET max_record_id = greatest(h.max_record_id, EXCLUDED.max_record_id)"
+)
 _GET = (
     "SELECT desc_id, stream_id, record_id, track_id, time_s, location_id, conf FROM records "
     "WHERE stream_id = %s AND record_id = %s"
@@ -89,6 +95,7 @@ class PgStore:
         self._clock = clock
         self._schemas = schemas
         self._checker = RecordChecker(schemas)
+        self._names = {s.id: s.field_names for s in schemas}
         self._desc = Descriptions(schemas)
         self._lock = threading.Lock()
         self._conn: _Conn | None = None
@@ -207,36 +214,42 @@ class PgStore:
     def _new_rows(
         self, conn: _Conn, latest: dict[tuple[str, int], tuple[Record, int]]
     ) -> tuple[int, list[tuple[Record, int]]]:
-        """(refused, to store): under a lock per stream, so that replicas never store one id twice."""
+        """(refused, to store), under a lock per stream so that replicas never store one id twice. Only ids
+        at or below their stream's highest stored id are looked up: a stream's new records need no lookup."""
         by_stream: dict[str, list[int]] = {}
         for stream_id, record_id in latest:
             by_stream.setdefault(stream_id, []).append(record_id)
+        streams = sorted(by_stream)  # one lock order for every replica: no deadlock
+        conn.execute(_LOCK_STREAMS, (streams,))
+        heads: dict[str, int] = dict(conn.execute(_HEADS, (streams,)).fetchall())
         stored: dict[tuple[str, int], tuple[Any, ...]] = {}
-        for stream_id in sorted(by_stream):  # one lock order for every replica: no deadlock
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (stream_id,))
-            for row in conn.execute(_EXISTING, (stream_id, by_stream[stream_id])):
-                stored[(stream_id, int(row[0]))] = row[1:]
+        for stream_id, ids in by_stream.items():
+            old = [i for i in ids if i <= heads.get(stream_id, -1)]
+            if old:
+                for row in conn.execute(_EXISTING, (stream_id, old)):
+                    stored[(stream_id, int(row[0]))] = row[1:]
+        conn.execute(_PUT_HEADS, (streams, [max(by_stream[s]) for s in streams]))
         conflicts, fresh = 0, []
         for key, (rec, desc_id) in latest.items():
-            old = stored.get(key)
-            if old is None:
+            found = stored.get(key)
+            if found is None:
                 fresh.append((rec, desc_id))
-            elif tuple(old) != (desc_id, rec.track_id, rec.time_s, rec.location_id):
+            elif tuple(found) != (desc_id, rec.track_id, rec.time_s, rec.location_id):
                 conflicts += 1  # a different record under a stored id: the stored one is kept
         return conflicts, fresh
 
     def _row(self, rec: Record, desc_id: int) -> tuple[Any, ...]:
-        names = self._schemas.get(rec.schema_id).field_names
-        conf = [rec.confidence.get(n) for n in names] if rec.confidence else None
+        conf = [rec.confidence.get(n) for n in self._names[rec.schema_id]] if rec.confidence else None
         return (rec.stream_id, rec.record_id, rec.track_id, rec.time_s, rec.location_id, desc_id, conf)
 
     def _confidences(self, records: Sequence[Record]) -> NDArray[np.float32]:
         """Effective confidences (records x schema columns of the widest schema; not stated: certain)."""
-        out = np.full((len(records), self._desc.width), np.nan, dtype=np.float32)
+        out = np.ones((len(records), self._desc.width), dtype=np.float32)
         for i, rec in enumerate(records):
-            for j, name in enumerate(self._schemas.get(rec.schema_id).field_names):
-                if name in rec.confidence:
-                    out[i, j] = rec.confidence[name]
+            if rec.confidence:
+                for j, name in enumerate(self._names[rec.schema_id]):
+                    if name in rec.confidence:
+                        out[i, j] = rec.confidence[name]
         return effective(out)
 
     def _validate(self, rec: Record, desc_id: int) -> None:
@@ -257,7 +270,7 @@ class PgStore:
     def _stored(self, row: FetchedRow) -> StoredRecord:
         desc_id, stream_id, record_id, track_id, time_s, location_id, conf = row
         entry = self._desc.entries[int(desc_id)]
-        names = self._schemas.get(entry.schema_id).field_names
+        names = self._names[entry.schema_id]
         rec = Record(
             schema_id=entry.schema_id,
             stream_id=stream_id,

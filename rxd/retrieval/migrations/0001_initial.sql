@@ -34,6 +34,10 @@ CREATE TABLE records (
 ) PARTITION BY RANGE (time_s);
 CREATE INDEX records_desc_time ON records (desc_id, time_s DESC) INCLUDE (location_id, stream_id, record_id);
 CREATE INDEX records_key ON records (stream_id, record_id);
+-- A query for one camera in a time window reads its records directly (rxd.retrieval.pg_search).
+CREATE INDEX records_stream_time ON records (stream_id, time_s DESC);
+-- Per stream, the highest record id stored: a burst of higher ids (the usual case) needs no lookup.
+CREATE TABLE stream_heads (stream_id text PRIMARY KEY, max_record_id bigint NOT NULL);
 CREATE FUNCTION semcom_least(a real[], b real[]) RETURNS real[] LANGUAGE sql IMMUTABLE AS
 $$ SELECT array_agg(least(x, y) ORDER BY i) FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i) $$;
 CREATE FUNCTION semcom_greatest(a real[], b real[]) RETURNS real[] LANGUAGE sql IMMUTABLE AS
