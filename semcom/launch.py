@@ -152,6 +152,9 @@ def loopback_stack(
                 str(workdir / "index.db"),
                 "--transmitter",
                 f"127.0.0.1:{txd_port}",
+                # Any free port for the page unless the caller names one (a later --set wins).
+                "--set",
+                "http.listen=127.0.0.1:0",
                 *rxd_args,
             ],
             workdir,

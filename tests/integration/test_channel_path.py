@@ -81,14 +81,14 @@ async def test_crc_failures_without_arq_are_counted_not_hidden(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
-async def test_airtime_is_reported_not_slept(tmp_path: Path) -> None:
+async def test_a_rate_limited_link_reports_each_burst_airtime(tmp_path: Path) -> None:
     models = [{"kind": "awgn", "snr_db": 20.0}, {"kind": "rate_limit", "bps": 1000.0}]
     chain = await start_chain(tmp_path, mcs="qpsk/ldpc_r12", models=models)
     try:
         await announce_all(chain.txd_address, "slow", PEOPLE)
         stats = await wait_indexed(chain.rxd_address, 3)
         (stream,) = stats.streams
-        # 2 channel bits per QPSK symbol at 1 kbit/s: seconds of airtime, reported in well under a second.
+        # 2 channel bits per QPSK symbol at 1 kbit/s; channel-sim also holds each burst for its airtime.
         assert stream.airtime_s == pytest.approx(2 * stream.channel_symbols / 1000.0)
         assert stream.airtime_s > 0.5
     finally:
