@@ -1,10 +1,12 @@
-"""The persistent index: reopening without re-embedding, idempotent re-adds, get, and bad input."""
+"""The persistent index: reopening without re-embedding, idempotent re-adds, get, and bad input; the
+contract tests run on SQLite and on PostgreSQL (a throwaway cluster, tests/fixtures/postgres.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,12 @@ import pytest
 
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import Query, RetrievalEngine
+from rxd.retrieval.pg_store import PgStore
 from rxd.retrieval.store import DescriptionEntry, RecordStore
 from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN, Record
 from semcom.schema import SchemaRegistry
+from tests.fixtures.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures)
 from tests.fixtures.records import BagOfWordsEncoder, person
 
 REGISTRY = SchemaRegistry.builtin()
@@ -28,6 +32,23 @@ RECORDS = [
     person(4, stream_id="cam2", gender="male", upper_color="blue", lower_length="short"),
     person(5),
 ]
+
+
+Opener = Callable[[], RecordStore | PgStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the index of this test (again and again: the same file or database), on each backend."""
+    if request.param == "sqlite":
+        return lambda: RecordStore(tmp_path / "index.db", REGISTRY)
+    dsn = request.getfixturevalue("pg_dsn")
+    return lambda: PgStore(dsn, REGISTRY, refresh_s=0.0)
+
+
+def _on(opener: Opener, encoder: BagOfWordsEncoder) -> tuple[RecordStore | PgStore, RetrievalEngine]:
+    store = opener()
+    return store, RetrievalEngine(REGISTRY, store, TemplateDescriber(), encoder)
 
 
 def _engine(path: Path, encoder: BagOfWordsEncoder) -> tuple[RecordStore, RetrievalEngine]:
@@ -68,9 +89,9 @@ def test_reopen_restores_everything_without_re_embedding(tmp_path: Path) -> None
     store2.close()
 
 
-def test_re_adding_is_idempotent_and_a_different_record_under_a_stored_id_is_refused(tmp_path: Path) -> None:
+def test_re_adding_is_idempotent_and_a_different_record_under_a_stored_id_is_refused(opener: Opener) -> None:
     encoder = BagOfWordsEncoder()
-    store, engine = _engine(tmp_path / "index.db", encoder)
+    store, engine = _on(opener, encoder)
     assert engine.ingest(RECORDS) == 0
     assert engine.ingest(RECORDS) == 0  # retransmissions of identical records: taken, stored once
     assert engine.ingest(RECORDS[:2] + RECORDS[:2]) == 0  # duplicates inside one burst too
@@ -82,16 +103,17 @@ def test_re_adding_is_idempotent_and_a_different_record_under_a_stored_id_is_ref
     got = store.get("cam1", 2)
     assert got is not None and got.record.fields["upper_color"] == RECORDS[1].fields["upper_color"] != "green"
     store.close()
-    reopened = RecordStore(tmp_path / "index.db", REGISTRY)
+    reopened = opener()
     again = reopened.get("cam1", 2)
     assert reopened.count() == 6 and again is not None and again.record == got.record
-    (rows,) = sqlite3.connect(tmp_path / "index.db").execute("SELECT COUNT(*) FROM records").fetchone()
-    assert rows == 6
+    if isinstance(reopened, RecordStore):
+        (rows,) = sqlite3.connect(reopened.path).execute("SELECT COUNT(*) FROM records").fetchone()
+        assert rows == 6
     reopened.close()
 
 
-def test_get(tmp_path: Path) -> None:
-    store, engine = _engine(tmp_path / "index.db", BagOfWordsEncoder())
+def test_get(opener: Opener) -> None:
+    store, engine = _on(opener, BagOfWordsEncoder())
     engine.ingest(RECORDS)
     got = store.get("cam2", 4)
     assert got is not None
@@ -114,6 +136,7 @@ def test_get(tmp_path: Path) -> None:
     assert got.description == "A male wearing a blue shirt and short pants."
     assert store.get("cam1", 4) is None and store.get("nowhere", 1) is None
     assert engine.get("cam2", 4) == got and engine.count() == 5
+    store.close()
 
 
 def test_in_memory_store_and_empty_search() -> None:
@@ -123,8 +146,8 @@ def test_in_memory_store_and_empty_search() -> None:
     store.close()
 
 
-def test_bad_records_reject_the_whole_batch(tmp_path: Path) -> None:
-    store, engine = _engine(tmp_path / "index.db", BagOfWordsEncoder())
+def test_bad_records_reject_the_whole_batch(opener: Opener) -> None:
+    store, engine = _on(opener, BagOfWordsEncoder())
     bad = [
         person(10, gender="male"),
         Record(PERSON.id, "cam1", 1, 11, 1.0, 999, {}),  # location outside 8 bits
@@ -138,10 +161,11 @@ def test_bad_records_reject_the_whole_batch(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="finite"):
         engine.ingest([person(14, time_s=float("nan"))])
     assert store.count() == 0
+    store.close()
 
 
-def test_store_checks_description_ids_and_dimensions(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "index.db", REGISTRY)
+def test_store_checks_description_ids_and_dimensions(opener: Opener) -> None:
+    store = opener()
     with pytest.raises(ValueError, match="never added"):
         store.add([person(1)], [0])
     entry = DescriptionEntry(0, PERSON.id, (UNKNOWN,) * 6, "A person.")
