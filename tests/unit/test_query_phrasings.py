@@ -85,7 +85,8 @@ def test_share_parsed_exactly_on_held_out_phrasings(capsys: pytest.CaptureFixtur
     share = 1 - len(misses) / len(HELD_OUT)
     with capsys.disabled():
         print(
-            f"\nheld-out phrasings parsed exactly: {len(HELD_OUT) - len(misses)}/{len(HELD_OUT)} = {share:.1%}"
+            f"\nheld-out phrasings parsed exactly: {len(HELD_OUT) - len(misses)}/{len(HELD_OUT)} "
+            f"= {share:.1%}"
         )
         for p in misses:
             parsed = parse_query(p.text, PERSON)
