@@ -217,14 +217,12 @@ def _top_rows(
 
     Descriptions are visited in `visit` order, a few at a time, until top_k records are at least as
     probable as the next description's bound: a query touches the records it returns (and those filtered
-    out on the way), not all of them. Records not yet grouped (the tail) are all scored.
+    out on the way), not all of them. Records not yet grouped (the tail) are scored after the walk, only
+    those whose description's bound reaches the walk's k-th probability (no other can enter the top k).
     """
     order, group = visit
-    wanted = np.zeros(len(bound), dtype=np.bool_)
-    wanted[order] = True
-    tail = _passing(c, np.arange(groups.built, c.n, dtype=np.int64), spec, stream)
-    tail = tail[wanted[c.data["desc_id"][tail]]]
-    pool, probs = [tail], [probability(tail)]
+    empty = np.zeros(0, dtype=np.int64)
+    pool, probs = [empty], [np.zeros(0, dtype=np.float64)]
     cum = np.cumsum(groups.counts(order))
     pos, factor = 0, 1
     while True:
@@ -243,6 +241,15 @@ def _top_rows(
         pool.append(rows)
         probs.append(probability(rows))
         pos, factor = end, factor * 4
+    wanted = np.zeros(len(bound), dtype=np.bool_)
+    wanted[order] = True
+    floor = -np.partition(-kept, spec.top_k - 1)[spec.top_k - 1] if len(kept) >= spec.top_k else 0.0
+    tail = np.arange(groups.built, c.n, dtype=np.int64)
+    tail_desc = c.data["desc_id"][tail]
+    tail = tail[wanted[tail_desc] & (bound[tail_desc] >= floor)]
+    tail = _passing(c, tail, spec, stream)
+    pool.append(tail)
+    probs.append(probability(tail))
     cand, p = np.concatenate(pool), np.concatenate(probs)
     keep = p >= spec.min_probability
     cand, p = cand[keep], p[keep]
