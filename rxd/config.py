@@ -39,6 +39,11 @@ class IndexConfig(Frozen):
         description="postgres: libpq connection string ('host=db dbname=semcom user=rxd'); best given in the "
         "environment (SEMCOM_RXD__INDEX__DSN); libpq's PG* variables (PGPASSWORD, ...) apply too",
     )
+    dsn_file: Path | None = Field(
+        None,
+        description="postgres: a file holding the DSN (a container secret); read when rxd opens the index, "
+        "and used when `dsn` is empty",
+    )
     retention_days: float = Field(
         0.0, ge=0, description="postgres: records older than this many days are dropped (0: kept forever)"
     )
@@ -52,8 +57,8 @@ class IndexConfig(Frozen):
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> IndexConfig:
-        if self.kind == "postgres" and not self.dsn.get_secret_value().strip():
-            raise ValueError("index.kind = 'postgres' needs index.dsn (or SEMCOM_RXD__INDEX__DSN)")
+        if self.kind == "postgres" and not self.dsn.get_secret_value().strip() and self.dsn_file is None:
+            raise ValueError("index.kind = 'postgres' needs index.dsn or index.dsn_file")
         return self
 
 

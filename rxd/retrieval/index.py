@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from semcom.errors import InvalidInput
 from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 
@@ -26,13 +27,24 @@ def open_postgres(cfg: IndexConfig, schemas: SchemaRegistry) -> IndexStore:
     from .pg_store import PgStore
 
     return PgStore(
-        cfg.dsn.get_secret_value(),
+        dsn_of(cfg),
         schemas,
         retention_days=cfg.retention_days,
         partition_s=cfg.partition_s,
         refresh_s=cfg.refresh_s,
         connect_timeout_s=cfg.connect_timeout_s,
     )
+
+
+def dsn_of(cfg: IndexConfig) -> str:
+    """The DSN: `dsn`, else the first line of `dsn_file`; InvalidInput names a file that cannot be read."""
+    dsn = cfg.dsn.get_secret_value().strip()
+    if dsn or cfg.dsn_file is None:
+        return dsn
+    try:
+        return cfg.dsn_file.read_text().strip()
+    except OSError as err:
+        raise InvalidInput(f"index.dsn_file {cfg.dsn_file}: {err.strerror or err}") from err
 
 
 # Lazy: an rxd on SQLite never imports psycopg.
@@ -56,4 +68,4 @@ def describe_index(cfg: IndexConfig) -> str:
         return str(cfg.path)
     from .pg_schema import redacted
 
-    return f"postgres {redacted(cfg.dsn.get_secret_value())}"
+    return f"postgres {redacted(dsn_of(cfg))}"

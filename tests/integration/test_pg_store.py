@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from rxd.config import IndexConfig, RxdConfig
@@ -17,11 +18,13 @@ from rxd.retrieval.index import open_index
 from rxd.retrieval.pg_schema import SCHEMA_VERSION, IndexUnavailable, SchemaMismatch
 from rxd.retrieval.pg_store import PgStore
 from rxd.retrieval.store import RecordStore
+from semcom.config import load_config
 from semcom.errors import BackendFailed, SemcomError
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
 from tests.fixtures.postgres import PgServer, pg_dsn, pg_server  # noqa: F401  (fixtures)
 from tests.fixtures.records import BagOfWordsEncoder, person
+from tests.unit.test_deploy_manifests import interpolate
 
 REGISTRY = SchemaRegistry.builtin()
 PERSON, PERSON2 = REGISTRY.get("person/1"), REGISTRY.get("person/2")
@@ -175,7 +178,7 @@ def test_wrong_dsn_is_a_clear_error(pg_server: PgServer) -> None:  # noqa: F811
     assert "nowhere" in str(err.value) and "hunter2" not in str(err.value)
     with pytest.raises(IndexUnavailable, match="not valid"):
         PgStore("host=127.0.0.1 port", REGISTRY)
-    with pytest.raises(ValidationError, match=r"needs index\.dsn"):
+    with pytest.raises(ValidationError, match=r"needs index\.dsn or index\.dsn_file"):
         RxdConfig.model_validate({"index": {"kind": "postgres"}})
     cfg = IndexConfig.model_validate({"kind": "postgres", "dsn": "host=127.0.0.1 port=1 dbname=x"})
     with pytest.raises(IndexUnavailable, match="port=1"):
@@ -211,4 +214,28 @@ def test_a_database_that_goes_away_loses_nothing(pg_server: PgServer, pg_dsn: st
     assert engine.ingest(records[150:]) == 0  # and a retransmission of a part of it: stored once
     assert store.count() == 200
     assert all(store.get(r.stream_id, r.record_id) is not None for r in records)
+    store.close()
+
+
+def test_compose_postgres_file_gives_rxd_the_database(pg_dsn: str, tmp_path: Path) -> None:  # noqa: F811
+    """ops-centre.yaml + ops-centre.postgres.yaml: rxd's merged environment (the DSN where compose mounts
+    the index_dsn secret) loads a config that opens the PostgreSQL index."""
+    compose = Path(__file__).parents[2] / "deploy" / "compose"
+    env_in = {"TXD_ADDRESS": "camera.example.com:50051"}
+    base, over = (
+        yaml.safe_load(interpolate((compose / name).read_text(), env_in))
+        for name in ("ops-centre.yaml", "ops-centre.postgres.yaml")
+    )
+    rxd = over["services"]["rxd"]
+    env = {**base["services"]["rxd"]["environment"], **rxd["environment"]}
+    assert env["SEMCOM_RXD__INDEX__DSN_FILE"] == "/run/secrets/index_dsn" and rxd["secrets"] == ["index_dsn"]
+    assert rxd["depends_on"]["postgres"]["condition"] == "service_healthy" and "index_dsn" in over["secrets"]
+    (tmp_path / "index_dsn").write_text(pg_dsn + "\n")
+    env["SEMCOM_RXD__INDEX__DSN_FILE"] = str(tmp_path / "index_dsn")
+    cfg = load_config(
+        RxdConfig, path=compose.parent / "configs" / "rxd.toml", environ=env, env_prefix="SEMCOM_RXD"
+    )
+    assert cfg.index.kind == "postgres" and cfg.index.retention_days == 0
+    store = open_index(cfg.index, REGISTRY)
+    assert isinstance(store, PgStore) and store.count() == 0
     store.close()
