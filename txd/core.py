@@ -186,6 +186,9 @@ class TransmitterCore:
                 codec=info.codec,
                 container=info.container,
             )
+            # Complete: its records are all in the outbox. Uploaded again, it is a new upload (as a user who
+            # runs the same upload twice expects); only an upload a crash cut short is resumed.
+            self.link.forget_upload(resume)
         except (Exception, asyncio.CancelledError) as err:
             # CancelledError too: an uploader that hangs up mid-stream must not leave the stream "receiving"
             # (its id refused as busy) until a restart; the stream id is free again at once.
@@ -211,9 +214,9 @@ class TransmitterCore:
 
     async def resume_point(self, stream_id: str, video: Path, start_time_s: float) -> tuple[float, str]:
         """An upload (or a file source) is known by its stream id and the SHA-256 of its bytes: analysed
-        again (sent again after a crash or a lost reply; a file source after a restart) it keeps the start
-        time it was first analysed with, and its analysis does not submit again the records it emitted
-        before (see analyse)."""
+        again before it completed (sent again after a crash cut it short; a file source after a restart)
+        it keeps the start time it was first analysed with, and its analysis does not submit again the
+        records it emitted before (see analyse)."""
         digest = await asyncio.get_running_loop().run_in_executor(self.executor, _sha256, video)
         key = f"{stream_id}/{digest}"
         return self.link.upload_start_s(key, start_time_s), key
@@ -295,7 +298,7 @@ class TransmitterCore:
         `resume` names an upload (see resume_point): each record is submitted with its place in the
         analysis's output, in the same outbox transaction, and the records an earlier analysis of the same
         upload already submitted are not submitted again (analysis is deterministic for a file, so the
-        n-th record is the same one), which makes a repeated upload exactly-once."""
+        n-th record is the same one), which makes an upload sent again after a crash exactly-once."""
         assert self.cfg.perception is not None
         spec = StreamSpec(state.stream_id, state.location_id, start_time_s)
         done = self.link.emitted(resume) if resume is not None else []

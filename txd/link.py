@@ -149,6 +149,10 @@ class LinkSender:
         """The start time this upload was first analysed with."""
         return self.outbox.upload_start_s(upload_key, start_time_s)
 
+    def forget_upload(self, upload_key: str) -> None:
+        """The upload completed: the same video uploaded again is analysed and sent as a new one."""
+        self.outbox.forget_upload(upload_key)
+
     def submit(self, record: Record, mark: Mark | None = None) -> None:
         """Queue one record for the link; Overloaded when too many are already waiting. `mark`: which
         record of which upload it is, kept with it (see Outbox.emitted)."""

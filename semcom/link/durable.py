@@ -103,6 +103,15 @@ class SqliteOutbox:
             ).fetchone()
         return float(first)
 
+    def forget_upload(self, upload_key: str) -> None:
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._db.execute("DELETE FROM uploads WHERE upload_key = ?", (upload_key,))
+                    self._db.execute("DELETE FROM emitted WHERE upload_key = ?", (upload_key,))
+            except sqlite3.Error as err:  # then a later upload of the same bytes resumes this one instead
+                log.error("outbox %s: could not forget upload %s: %s", self.path, upload_key, err)
+
     def add(self, record: Record, mark: Mark | None = None) -> None:
         key = record_key(record)
         with self._lock:

