@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -12,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from rxd.config import IndexConfig, RxdConfig
+from rxd.receiver import BurstReceiver
 from rxd.retrieval.describe import TemplateDescriber
 from rxd.retrieval.engine import Query, QueryResult, RetrievalEngine
 from rxd.retrieval.index import open_index
@@ -20,11 +22,14 @@ from rxd.retrieval.pg_store import PgStore
 from rxd.retrieval.store import RecordStore
 from semcom.config import load_config
 from semcom.errors import BackendFailed, SemcomError
+from semcom.pb.v1 import link_pb2
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
+from tests.fixtures.link_sim import person as link_person
 from tests.fixtures.postgres import PgServer, pg_dsn, pg_server  # noqa: F401  (fixtures)
 from tests.fixtures.records import BagOfWordsEncoder, person
 from tests.unit.test_deploy_manifests import interpolate
+from tests.unit.test_link_receiver import burst
 
 REGISTRY = SchemaRegistry.builtin()
 PERSON, PERSON2 = REGISTRY.get("person/1"), REGISTRY.get("person/2")
@@ -238,4 +243,32 @@ def test_compose_postgres_file_gives_rxd_the_database(pg_dsn: str, tmp_path: Pat
     assert cfg.index.kind == "postgres" and cfg.index.retention_days == 0
     store = open_index(cfg.index, REGISTRY)
     assert isinstance(store, PgStore) and store.count() == 0
+    store.close()
+
+
+@pytest.mark.asyncio
+async def test_rxd_acknowledges_nothing_while_the_database_is_away(
+    pg_server: PgServer,  # noqa: F811
+    pg_dsn: str,  # noqa: F811
+) -> None:
+    """Through rxd's BurstReceiver: a burst that arrives while the database is down gets no answer at all
+    (the Link call fails, txd keeps it and sends it again); sent again once the database is back, it is
+    acknowledged and indexed, and nothing is lost."""
+    store = PgStore(pg_dsn, REGISTRY, refresh_s=0.0)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        receiver = BurstReceiver(REGISTRY, _engine(store), executor)
+        first = [link_person("cam", i) for i in range(1, 4)]
+        second = [link_person("cam", i) for i in range(4, 7)]
+        assert (await receiver.handle(burst(1, first))).status == link_pb2.ACK_STATUS_OK
+        pg_server.stop()
+        try:
+            with pytest.raises(IndexUnavailable):
+                await receiver.handle(burst(2, second))
+            assert receiver.streams["cam"].bursts_ok == 1
+        finally:
+            pg_server.start()
+        again = await receiver.handle(burst(2, second))
+        assert again.status == link_pb2.ACK_STATUS_OK and again.records_accepted == 3
+    assert store.count() == 6
+    assert [store.get("cam", r.record_id) is not None for r in first + second] == [True] * 6
     store.close()
