@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge
 from rxd.retrieval.engine import RetrievalEngine
 from semcom.burst import ReceivedFrame, open_burst
 from semcom.codec import AuthError, SealCheck, SiteKey, decode_records, read_key
-from semcom.errors import CrcError, DecodeError, SemcomError
+from semcom.errors import CrcError, DecodeError, InvalidInput, SemcomError
 from semcom.link.messages import AckStatus
 from semcom.link.receiver import BurstArrival, Decoded, LinkReceiver, StreamStats
 from semcom.pb.v1 import link_pb2
@@ -103,8 +103,10 @@ class BurstReceiver:
             if not duplicate:
                 try:
                     conflicts = await loop.run_in_executor(self.executor, self._index, records)
-                except SemcomError as err:
+                except InvalidInput as err:  # the records themselves are wrong: sending again cannot help
                     return self._fail(arrival, AckStatus.REJECTED, str(err))
+                except SemcomError as err:  # a backend failed: the records are good, kept by txd for later
+                    return self._fail(arrival, AckStatus.UNAVAILABLE, str(err))
             if conflicts:
                 self.state.streams[arrival.stream_id].records_conflicting += conflicts
                 RECORDS.labels("conflicting").inc(conflicts)

@@ -16,6 +16,7 @@ class AckStatus(enum.Enum):
     CRC_FAILED = "crc_failed"  # decoded, but the frame's CRC did not match
     REJECTED = "rejected"  # malformed header or payload: sending it again will not help
     LOST = "lost"  # the channel dropped the burst
+    UNAVAILABLE = "unavailable"  # rxd could not index it now (a backend failed): send it again later
     UNAUTHENTICATED = (
         "unauthenticated"  # the AEAD tag did not match, or the site holds no key at the receiver
     )
@@ -27,6 +28,7 @@ _TO_PB: dict[AckStatus, link_pb2.AckStatus.ValueType] = {
     AckStatus.REJECTED: link_pb2.ACK_STATUS_REJECTED,
     AckStatus.LOST: link_pb2.ACK_STATUS_LOST,
     AckStatus.UNAUTHENTICATED: link_pb2.ACK_STATUS_UNAUTHENTICATED,
+    AckStatus.UNAVAILABLE: link_pb2.ACK_STATUS_UNAVAILABLE,
 }
 _FROM_PB = {v: k for k, v in _TO_PB.items()}
 

@@ -108,6 +108,8 @@ class _AckStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AckStatus.V
     """the channel dropped the burst"""
     ACK_STATUS_UNAUTHENTICATED: _AckStatus.ValueType  # 5
     """the frame's AEAD tag did not match, or its site holds no key here"""
+    ACK_STATUS_UNAVAILABLE: _AckStatus.ValueType  # 6
+    """decoded, but the receiver could not index it now: send it again later"""
 
 class AckStatus(_AckStatus, metaclass=_AckStatusEnumTypeWrapper): ...
 
@@ -121,6 +123,8 @@ ACK_STATUS_LOST: AckStatus.ValueType  # 4
 """the channel dropped the burst"""
 ACK_STATUS_UNAUTHENTICATED: AckStatus.ValueType  # 5
 """the frame's AEAD tag did not match, or its site holds no key here"""
+ACK_STATUS_UNAVAILABLE: AckStatus.ValueType  # 6
+"""decoded, but the receiver could not index it now: send it again later"""
 Global___AckStatus: _TypeAlias = AckStatus  # noqa: Y015
 
 @_typing.final
