@@ -47,6 +47,7 @@ class Descriptions:
         big = max(len(f.values) for s in schemas for f in s.fields) > 256
         self._dtype = np.uint16 if big else np.uint8
         self.entries: dict[int, DescriptionEntry] = {}
+        self.size = 0  # one past the highest id in use (the arrays have room beyond it)
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.fields = np.zeros((0, self.width), dtype=self._dtype)
         self.schema_codes = np.zeros(0, dtype=np.int16)
@@ -154,6 +155,7 @@ class Descriptions:
         self.fields[entry.desc_id, : len(idx)] = idx
         self.schema_codes[entry.desc_id] = self._codes[entry.schema_id]
         self.entries[entry.desc_id] = entry
+        self.size = max(self.size, entry.desc_id + 1)
 
     def _put_stats(self, rows: Sequence[tuple[Any, ...]]) -> None:
         for desc_id, n, cmin, cmax, _ in rows:

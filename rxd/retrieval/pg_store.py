@@ -308,16 +308,20 @@ class PgStore:
                 d = self._desc
                 if d.record_count() == 0:
                     return []
-                sims = np.einsum("ij,j->i", d.vectors, np.asarray(vector, dtype=np.float32))
-                usable = d.schema_codes == d.code(q.schema_id)
-                ranks = rank_descriptions(d.fields, usable, tests, sims)
-                factors = slot_factors(schema, tests, d.fields, d.counts, usable)
-                bound = np.clip(factors.bound(d.cmin, d.cmax), 0.0, 1.0)
+                n = d.size  # the arrays have room to grow: rank only the ids in use
+                fields, counts, cmin, cmax = d.fields[:n], d.counts[:n], d.cmin[:n], d.cmax[:n]
+                sims = np.einsum("ij,j->i", d.vectors[:n], np.asarray(vector, dtype=np.float32))
+                usable = d.schema_codes[:n] == d.code(q.schema_id)
+                ranks = rank_descriptions(fields, usable, tests, sims)
+                factors = slot_factors(schema, tests, fields, counts, usable)
+                bound = np.clip(factors.bound(cmin, cmax), 0.0, 1.0)
                 order, group = _visit_order(ranks, bound, q)
-                has_rows = d.counts[order] > 0
+                has_rows = counts[order] > 0
                 cols = list(factors.columns)
-                uniform = np.all((factors.b[:, :] == 0) | (d.cmin[:, cols] == d.cmax[:, cols]), axis=1)
-                ranked = Ranked(order[has_rows], group[has_rows], bound, d.counts, uniform, factors, d.width)
+                # Records of one description share one probability when no queried column's confidence
+                # varies among them: then recency orders them, and an index scan finds the newest.
+                uniform = np.all((factors.b == 0) | (cmin[:, cols] == cmax[:, cols]), axis=1)
+                ranked = Ranked(order[has_rows], group[has_rows], bound, counts, uniform, factors, d.width)
 
                 def fetch(stmt: Any, params: dict[str, Any]) -> list[FetchedRow]:
                     return conn.execute(stmt, params).fetchall()
