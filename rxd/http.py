@@ -129,14 +129,14 @@ class HttpApi:
             await asyncio.gather(self._follow, return_exceptions=True)
         self.hub.close()
         await self._runner.cleanup()
-        self.tail.close()
+        await asyncio.to_thread(self.tail.close)  # waits for a scan still running on its thread
 
     async def _scan(self) -> list[dict[str, Any]]:
         try:
             return await asyncio.to_thread(self.tail.scan)
         except (sqlite3.Error, ValueError) as err:  # the live view is lost, never the daemon
             log.warning("live view: reading the index %s failed: %s", self.tail.path, err)
-            self.tail.close()
+            await asyncio.to_thread(self.tail.close)
             return []
 
     async def _follow_index(self) -> None:

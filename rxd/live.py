@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,18 @@ class IndexTail:
         self.streams: dict[str, StreamTotals] = {}
         self._last_row = -1
         self._db: sqlite3.Connection | None = None
+        # Held by a scan for its whole run and by close: a scan whose awaiting task was cancelled (rxd
+        # stopping) still runs on its thread, and closing the connection under it would crash sqlite3.
+        self._lock = threading.Lock()
 
     def scan(self) -> list[dict[str, Any]]:
         """New records since the last scan, oldest first (at most `batch`); blocking, run it in a thread."""
         if not self.enabled:
             return []
+        with self._lock:
+            return self._scan()
+
+    def _scan(self) -> list[dict[str, Any]]:
         if self._db is None:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             for sid, n, t0, t1, last, locs in self._db.execute(_TOTALS):
@@ -102,9 +110,11 @@ class IndexTail:
         return [asdict(s) for _, s in sorted(self.streams.items())]
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Close the connection once no scan uses it (blocking: waits for a scan in flight)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 class EventHub:

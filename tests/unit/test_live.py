@@ -4,12 +4,16 @@ rxd's keyframe cache bounded by bytes."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rxd.core import KeyframeCache, KeyframeImage
-from rxd.live import EventHub, StreamTotals
+from rxd.live import EventHub, IndexTail, StreamTotals
 from semcom.errors import Overloaded
+from semcom.schema import SchemaRegistry
 
 
 @pytest.mark.asyncio
@@ -62,3 +66,32 @@ def test_keyframe_cache_keeps_recent_within_its_bytes() -> None:
     assert cache.get(("cam", 2)) is not None  # now the most recent: 3 goes first
     cache.put(("cam", 4), KeyframeImage("image/jpeg", 8, 8, bytes(100)))
     assert cache.get(("cam", 3)) is None and cache.get(("cam", 2)) is not None
+
+
+def test_closing_the_tail_waits_for_a_scan_still_running(tmp_path: Path) -> None:
+    """rxd stopping cancels the task that awaits a scan, but the scan runs on: close must wait for it."""
+    started, release = threading.Event(), threading.Event()
+    closed = threading.Event()
+
+    class SlowTail(IndexTail):
+        def _scan(self) -> list[dict[str, Any]]:
+            started.set()
+            release.wait(10)
+            return []
+
+    tail = SlowTail(tmp_path / "index.db", SchemaRegistry.builtin())
+    scanning = threading.Thread(target=tail.scan)
+    scanning.start()
+    assert started.wait(10)
+
+    def close() -> None:
+        tail.close()
+        closed.set()
+
+    closing = threading.Thread(target=close)
+    closing.start()
+    assert not closed.wait(0.2)  # held back while the scan runs
+    release.set()
+    scanning.join(10)
+    closing.join(10)
+    assert closed.is_set()
