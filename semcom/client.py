@@ -158,6 +158,7 @@ def query(
     stream_id: str = "",
     location_ids: Sequence[int] = (),
     min_probability: float = 0.0,
+    schema_id: str = "",
     timeout_s: float = 10.0,
 ) -> receiver_pb2.QueryReply:
     request = receiver_pb2.QueryRequest(
@@ -173,6 +174,7 @@ def query(
         stream_id=stream_id,
         location_ids=list(location_ids),
         min_probability=min_probability,
+        schema_id=schema_id,
     )
     reply: receiver_pb2.QueryReply = stub.Query(request, timeout=timeout_s)
     return reply
