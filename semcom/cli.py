@@ -126,7 +126,12 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise SystemExit(f"expected NAME=VALUE, got {item!r}")
         filters.setdefault(name.strip(), []).extend(v.strip() for v in values.split("|") if v.strip())
     reply = client.query(
-        stub, text=args.text, filters=filters, top_k=args.top_k, min_probability=args.min_probability
+        stub,
+        text=args.text,
+        filters=filters,
+        top_k=args.top_k,
+        min_probability=args.min_probability,
+        schema_id=args.schema_id,
     )
     if reply.parsed_slots:
         print("slots: " + ", ".join(f"{s.name}={'|'.join(s.values) or s.value}" for s in reply.parsed_slots))
@@ -265,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="leave out hits less likely than P (0..1) to satisfy every slot: precision for recall",
     )
+    p.add_argument("--schema-id", default="", help="schema to search (default: rxd's task schema)")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("status", help="print the status of running daemons", parents=[conn])

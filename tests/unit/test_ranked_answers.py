@@ -156,5 +156,6 @@ def test_cli_prints_the_probability_per_slot_and_each_fields_confidence() -> Non
     )
     line = client.format_hit(hit)
     assert line.startswith("[p 0.850 = upper_color 0.85 | sim 0.000]") and "upper_color=red (0.85)" in line
-    args = build_parser().parse_args(["query", "red shirt", "--min-probability", "0.7"])
-    assert args.min_probability == 0.7
+    argv = ["query", "red shirt", "--min-probability", "0.7", "--schema-id", "person/2"]
+    args = build_parser().parse_args(argv)
+    assert args.min_probability == 0.7 and args.schema_id == "person/2"
