@@ -16,6 +16,8 @@ import math
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 
+from semcom.errors import InvalidInput
+from semcom.ids import check_stream_id
 from semcom.link.messages import AckStatus, Feedback
 from semcom.pb.v1 import link_pb2
 
@@ -93,14 +95,23 @@ class LinkReceiver:
     def __init__(self, *, dedup_window: int = DEDUP_WINDOW) -> None:
         self.dedup_window = dedup_window
         self.streams: dict[str, StreamStats] = defaultdict(StreamStats)
+        self.rejected_ids = 0  # bursts refused for a stream id outside the id rules (counted nowhere else)
         self._accepted: dict[str, OrderedDict[tuple[int, bytes], None]] = defaultdict(OrderedDict)
 
     def arrive(self, burst: BurstArrival) -> Feedback | None:
-        """Count a burst in; its answer when it needs no decoding (bad header, dropped), else None."""
+        """Count a burst in; its answer when it needs no decoding (bad header, dropped), else None.
+
+        A stream id that breaks the id rules (semcom.ids) is refused before anything is counted under it:
+        the per-stream counts must not grow with every id a sender makes up, nor carry one to the page."""
+        try:
+            check_stream_id(burst.stream_id)
+        except InvalidInput as err:
+            self.rejected_ids += 1
+            return self._answer(burst, StreamStats(), AckStatus.REJECTED, str(err), 0, math.nan, math.nan)
         stats = self.streams[burst.stream_id]
         stats.payload_bytes += burst.payload_bytes
         stats.airtime_s += burst.airtime_s
-        if not burst.stream_id or burst.sequence == 0:
+        if burst.sequence == 0:
             return self.fail(burst, AckStatus.REJECTED, "header needs stream_id and sequence > 0")
         if burst.dropped:
             return self.fail(burst, AckStatus.LOST, "the channel dropped the burst")

@@ -41,6 +41,15 @@ def test_bad_header_and_dropped_burst_are_answered_without_decoding() -> None:
     assert (s.bursts_failed, s.records_failed, s.payload_bytes) == (2, 4, 30)
 
 
+def test_a_stream_id_outside_the_rules_is_refused_and_counted_under_no_stream() -> None:
+    rx = LinkReceiver()
+    for bad in ("", "..", "../clips", "<img src=x onerror=alert(1)>", "x" * 65):
+        answer = rx.arrive(arrival(1, stream_id=bad))
+        assert answer is not None and answer.status is AckStatus.REJECTED and "stream_id" in answer.detail
+    assert rx.rejected_ids == 5 and dict(rx.streams) == {}  # nothing grows with made-up ids
+    assert rx.arrive(arrival(1, stream_id="cam-1.a_b")) is None
+
+
 def test_a_duplicate_is_acknowledged_again_but_counted_once() -> None:
     rx = LinkReceiver()
     first = rx.accept(arrival(1), decoded(b"frame-1", snr_db=12.0))
