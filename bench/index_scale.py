@@ -124,7 +124,6 @@ def bench_backend(
     engine = RetrievalEngine(registry, store, TemplateDescriber(), HashEncoder())
     rate = load(engine, schema, size, seed)
     store.close()
-    rss0 = rss_mib()[0]
     t0 = time.perf_counter()
     store = opener()
     open_s = time.perf_counter() - t0
@@ -138,7 +137,8 @@ def bench_backend(
         f"{name:8s} {size:>10d} records: ingest {rate:,.0f} records/s; open {open_s:.2f} s; "
         f"query p50 {p50:.1f} / p99 {p99:.1f} ms ({len(times)}), "
         f"camera + 6 h window p50 {f50:.1f} / p99 {f99:.1f} ms; "
-        f"RSS +{rss_mib()[0] - rss0:.0f} MiB after open and queries; {disk / size:.0f} bytes/record on disk "
+        f"process RSS {rss_mib()[0]:.0f} MiB after open and queries (the bench's own included); "
+        f"{disk / size:.0f} bytes/record on disk "
         f"({store.description_count()} descriptions)",
         flush=True,
     )
