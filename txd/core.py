@@ -209,7 +209,7 @@ class TransmitterCore:
             duration_s=state.duration_s,
             records_sent=times.records if times else 0,
             frames_analysed=times.frames_analysed if times else 0,
-            keyframes=times.keyframes if times else 0,
+            keyframes=times.views_understood if times else 0,
         )
 
     async def resume_point(self, stream_id: str, video: Path, start_time_s: float) -> tuple[float, str]:
