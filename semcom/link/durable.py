@@ -6,12 +6,11 @@ import json
 import logging
 import sqlite3
 import threading
-from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
 from semcom.errors import InvalidInput, Overloaded
-from semcom.link.outbox import Mark, RecordKey, record_key
+from semcom.link.outbox import Mark, RecordKey, RecordQueue, record_key
 from semcom.record import Record
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def _load(body: str) -> Record:
     return Record(schema_id, stream_id, track_id, record_id, time_s, location_id, fields)
 
 
-class SqliteOutbox:
+class SqliteOutbox(RecordQueue):
     """An Outbox in one SQLite file; the records of its table are exactly those accepted and not settled.
 
     Durability: WAL mode with synchronous=FULL fsyncs the write-ahead log at every commit, so `add` returns
@@ -57,6 +56,7 @@ class SqliteOutbox:
     """
 
     def __init__(self, path: Path | str) -> None:
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -69,13 +69,8 @@ class SqliteOutbox:
             self._epoch = (int(row[0]) if row else 0) + 1
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (self._epoch,))
         self._next_ids = {s: int(n) for s, n in self._db.execute("SELECT * FROM streams")}
-        self._waiting: OrderedDict[str, list[Record]] = OrderedDict()
-        self._in_flight: Counter[RecordKey] = Counter()
-        self._count = 0
         for (body,) in self._db.execute("SELECT body FROM records ORDER BY seq"):
-            rec = _load(body)
-            self._waiting.setdefault(rec.stream_id, []).append(rec)
-            self._count += 1
+            self._enqueue(_load(body))
         log.info("outbox %s: epoch %d, %d records unsettled", self.path, self._epoch, self._count)
 
     def _transaction(self) -> _Txn:
@@ -129,29 +124,10 @@ class SqliteOutbox:
             self._next_ids[record.stream_id] = max(
                 self.next_record_id(record.stream_id), record.record_id + 1
             )
-            self._waiting.setdefault(record.stream_id, []).append(record)
-            self._count += 1
-
-    def waiting_streams(self) -> list[str]:
-        return list(self._waiting)
-
-    def take(self, stream_id: str) -> list[Record]:
-        records = self._waiting.pop(stream_id, [])
-        self._in_flight.update(record_key(r) for r in records)
-        return records
+            self._enqueue(record)
 
     def settle(self, keys: Iterable[RecordKey]) -> None:
-        settled = []
-        for key in keys:
-            held = self._in_flight.get(key, 0)
-            if held == 0:
-                continue
-            if held == 1:
-                del self._in_flight[key]
-            else:
-                self._in_flight[key] = held - 1
-            self._count -= 1
-            settled.append(key)
+        settled = self._release(keys)
         if not settled:
             return
         with self._lock:
@@ -162,9 +138,6 @@ class SqliteOutbox:
                 # Harmless but worth a line: after a restart these records go out again, and the receiver
                 # acknowledges an identical record without storing it twice.
                 log.error("outbox %s: could not delete %d settled records: %s", self.path, len(settled), err)
-
-    def __len__(self) -> int:
-        return self._count
 
     def close(self) -> None:
         with self._lock:

@@ -65,17 +65,54 @@ class Outbox(Protocol):
         """Records accepted and not yet settled (waiting or in flight)."""
 
 
-class MemoryOutbox:
-    """An outbox in memory: what a restart loses, the durable outbox will keep."""
+class RecordQueue:
+    """The waiting and in-flight bookkeeping every outbox shares: `take` moves a stream's waiting records in
+    flight, `_release` settles keys that are in flight and returns those it settled."""
 
     def __init__(self) -> None:
-        self._next_ids: dict[str, int] = {}
-        self._emitted: dict[str, list[int]] = {}
-        self._starts: dict[str, float] = {}
         self._waiting: OrderedDict[str, list[Record]] = OrderedDict()
         # A multiset: nothing here relies on callers never reusing a record id.
         self._in_flight: Counter[RecordKey] = Counter()
         self._count = 0
+
+    def _enqueue(self, record: Record) -> None:
+        self._waiting.setdefault(record.stream_id, []).append(record)
+        self._count += 1
+
+    def waiting_streams(self) -> list[str]:
+        return list(self._waiting)
+
+    def take(self, stream_id: str) -> list[Record]:
+        records = self._waiting.pop(stream_id, [])
+        self._in_flight.update(record_key(r) for r in records)
+        return records
+
+    def _release(self, keys: Iterable[RecordKey]) -> list[RecordKey]:
+        settled = []
+        for key in keys:
+            held = self._in_flight.get(key, 0)
+            if held == 0:
+                continue
+            if held == 1:
+                del self._in_flight[key]
+            else:
+                self._in_flight[key] = held - 1
+            self._count -= 1
+            settled.append(key)
+        return settled
+
+    def __len__(self) -> int:
+        return self._count
+
+
+class MemoryOutbox(RecordQueue):
+    """An outbox in memory: what a restart loses, the durable outbox will keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_ids: dict[str, int] = {}
+        self._emitted: dict[str, list[int]] = {}
+        self._starts: dict[str, float] = {}
 
     @property
     def epoch(self) -> int:
@@ -99,27 +136,7 @@ class MemoryOutbox:
             self._emitted.setdefault(mark[0], []).append(record.record_id)
         sid = record.stream_id
         self._next_ids[sid] = max(self._next_ids.get(sid, 1), record.record_id + 1)
-        self._waiting.setdefault(record.stream_id, []).append(record)
-        self._count += 1
-
-    def waiting_streams(self) -> list[str]:
-        return list(self._waiting)
-
-    def take(self, stream_id: str) -> list[Record]:
-        records = self._waiting.pop(stream_id, [])
-        self._in_flight.update(record_key(r) for r in records)
-        return records
+        self._enqueue(record)
 
     def settle(self, keys: Iterable[RecordKey]) -> None:
-        for key in keys:
-            held = self._in_flight.get(key, 0)
-            if held == 0:
-                continue
-            if held == 1:
-                del self._in_flight[key]
-            else:
-                self._in_flight[key] = held - 1
-            self._count -= 1
-
-    def __len__(self) -> int:
-        return self._count
+        self._release(keys)
