@@ -35,13 +35,24 @@ ON CONFLICT (stream_id) DO UPDATE SET next_record_id = max(next_record_id, exclu
 
 def _dump(rec: Record) -> str:
     return json.dumps(
-        [rec.schema_id, rec.stream_id, rec.track_id, rec.record_id, rec.time_s, rec.location_id, rec.fields]
+        [
+            rec.schema_id,
+            rec.stream_id,
+            rec.track_id,
+            rec.record_id,
+            rec.time_s,
+            rec.location_id,
+            rec.fields,
+            rec.confidence,
+        ]
     )
 
 
 def _load(body: str) -> Record:
-    schema_id, stream_id, track_id, record_id, time_s, location_id, fields = json.loads(body)
-    return Record(schema_id, stream_id, track_id, record_id, time_s, location_id, fields)
+    # Rows written before confidences were kept have seven items.
+    schema_id, stream_id, track_id, record_id, time_s, location_id, fields, *rest = json.loads(body)
+    confidence = rest[0] if rest else {}
+    return Record(schema_id, stream_id, track_id, record_id, time_s, location_id, fields, confidence)
 
 
 class SqliteOutbox(RecordQueue):

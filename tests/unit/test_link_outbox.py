@@ -15,6 +15,7 @@ from semcom.link.durable import SqliteOutbox
 from semcom.link.messages import AckStatus, Feedback
 from semcom.link.outbox import MemoryOutbox
 from semcom.link.sender import SenderConfig, SendState
+from semcom.record import Record
 from tests.fixtures.link_sim import SCHEMAS, person
 
 
@@ -147,3 +148,12 @@ def test_marks_of_an_upload_are_kept_with_their_records_across_a_reopen(tmp_path
     memory = MemoryOutbox()
     memory.add(person("cam", 5), ("k", 0))
     assert memory.emitted("k") == [5] and memory.upload_start_s("k", 1.0) == memory.upload_start_s("k", 2.0)
+
+
+def test_a_reopened_outbox_keeps_each_fields_confidence(tmp_path: Path) -> None:
+    box = SqliteOutbox(tmp_path / "o.db")
+    sent = Record("person/2", "cam", 3, 1, 1_700_000_000.0, 2, {"gender": "female"}, {"gender": 0.81})
+    box.add(sent)
+    box.close()
+    (back,) = SqliteOutbox(tmp_path / "o.db").take("cam")
+    assert back == sent  # confidence included: person/2 carries it on the wire
