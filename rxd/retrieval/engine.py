@@ -177,6 +177,35 @@ def slot_outcome(
     return matched, unknown, tuple(t.name for t in tests if t.name not in matched and t.name not in unknown)
 
 
+def ranked_hit(
+    stored: StoredRecord,
+    similarity: float,
+    desc_values: NDArray[Any],
+    tests: Sequence[SlotTest],
+    probability: float,
+    slot_probabilities: NDArray[np.floating],
+) -> Hit:
+    """A store's hit: the record, its description's similarity, its slot outcome, the probability that it
+    satisfies every queried slot and that probability slot by slot (`slot_probabilities`, one per test)."""
+    scores = tuple(
+        SlotScore(
+            t.name,
+            stored.record.fields[t.name],
+            stored.record.confidence.get(t.name),
+            round(float(slot_probabilities[j]), 4),
+        )
+        for j, t in enumerate(tests)
+    )
+    return Hit(
+        stored.record,
+        stored.description,
+        similarity,
+        *slot_outcome(desc_values, tests),
+        probability=round(probability, 4),
+        slot_scores=scores,
+    )
+
+
 class RetrievalEngine:
     """Generating agent, functional head and index behind one synchronous API (run on a worker thread).
 

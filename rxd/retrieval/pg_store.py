@@ -25,10 +25,9 @@ from .engine import (
     DescriptionEntry,
     Hit,
     Query,
-    SlotScore,
     StoredRecord,
     rank_descriptions,
-    slot_outcome,
+    ranked_hit,
     slot_tests,
 )
 from .parse import SlotSets
@@ -332,24 +331,15 @@ class PgStore:
         out = []
         for i, row in enumerate(rows):
             stored = self._stored(row)
-            scores = tuple(
-                SlotScore(
-                    t.name,
-                    stored.record.fields[t.name],
-                    stored.record.confidence.get(t.name),
-                    round(float(slot_p[i, j]), 4),
-                )
-                for j, t in enumerate(tests)
-            )
             desc_id = int(row[0])
             out.append(
-                Hit(
-                    stored.record,
-                    stored.description,
+                ranked_hit(
+                    stored,
                     float(sims[desc_id]),
-                    *slot_outcome(self._desc.fields[desc_id], tests),
-                    probability=round(float(probs[i]), 4),
-                    slot_scores=scores,
+                    self._desc.fields[desc_id],
+                    tests,
+                    float(probs[i]),
+                    slot_p[i],
                 )
             )
         return out

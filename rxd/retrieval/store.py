@@ -21,10 +21,9 @@ from .engine import (
     Hit,
     IndexStore,
     Query,
-    SlotScore,
     StoredRecord,
     rank_descriptions,
-    slot_outcome,
+    ranked_hit,
     slot_tests,
 )
 from .parse import SlotSets
@@ -553,24 +552,14 @@ class RecordStore:
             for i, row in enumerate(rows):
                 desc_id = int(desc_of[row])
                 stored = self._stored(int(row))
-                outcome = slot_outcome(self._desc_fields[desc_id], tests)
-                scores = tuple(
-                    SlotScore(
-                        t.name,
-                        stored.record.fields[t.name],
-                        stored.record.confidence.get(t.name),
-                        round(float(slot_p[i, j]), 4),
-                    )
-                    for j, t in enumerate(tests)
-                )
                 out.append(
-                    Hit(
-                        stored.record,
-                        stored.description,
+                    ranked_hit(
+                        stored,
                         float(sims[desc_id]),
-                        *outcome,
-                        probability=round(float(probs[i]), 4),
-                        slot_scores=scores,
+                        self._desc_fields[desc_id],
+                        tests,
+                        float(probs[i]),
+                        slot_p[i],
                     )
                 )
             return out
