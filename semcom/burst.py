@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,11 @@ import numpy as np
 from semcom import phy
 from semcom.errors import DecodeError, InvalidInput
 from semcom.pb.v1 import common_pb2, link_pb2
+from semcom.phy.learned import LearnedModel, ModelMismatch, learned_name
+from semcom.phy.learned_link import HEADER_MCS, receive_learned, transmit_learned
 from semcom.phy.mcs import Mcs
+from semcom.record import Record
+from semcom.schema import Schema, SchemaRegistry
 
 _MODULATIONS: dict[str, int] = {
     "bpsk": link_pb2.MODULATION_BPSK,
@@ -37,6 +42,24 @@ def parse_mcs(text: str) -> Mcs | None:
             f"{sorted(_MODULATIONS)} and coding in {sorted(_CODINGS)}"
         )
     return Mcs(modulation=modulation, coding=coding or "none")  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LinkPhy:
+    """What a link's `mcs` setting names: a digital MCS (None: bytes), or a learned model (its name or
+    JSON path) whose bursts carry a digital header on `mcs`."""
+
+    mcs: Mcs | None
+    learned: str | None = None
+
+
+def parse_phy(text: str) -> LinkPhy:
+    """ "qpsk/ldpc_r12", "bytes", or "learned/<model>" (header on qpsk/ldpc_r12); InvalidInput otherwise.
+    The model itself is loaded (and checked against a schema) by semcom.phy.learned.load_model."""
+    name = learned_name(text)
+    if name is None:
+        return LinkPhy(parse_mcs(text))
+    return LinkPhy(HEADER_MCS, name)
 
 
 def mcs_name(mcs: Mcs | None) -> str:
@@ -148,3 +171,101 @@ def open_burst(burst: link_pb2.Burst, *, max_iter: int = 20) -> ReceivedFrame:
         # receiver failure; found by tests/unit/test_fuzz_decoders.py.
         raise DecodeError(f"burst cannot be demodulated: {err}") from err
     return ReceivedFrame(rx.frame, rx.snr_db, rx.pre_fec_ber, rx.blocks_failed, symbols.size)
+
+
+def build_learned_burst(
+    frame: bytes,
+    model: LearnedModel,
+    schema: Schema,
+    *,
+    stream_id: str,
+    sequence: int,
+    record_count: int,
+    header_mcs: Mcs = HEADER_MCS,
+    pilot_count: int = 16,
+    attempt: int = 0,
+) -> link_pb2.Burst:
+    """An unsealed codec frame as a learned-mode burst: its header digital on `header_mcs`, its field values
+    through the model; the header names the model and its weights' digest."""
+    tx = transmit_learned(frame, model, schema, header_mcs=header_mcs, pilot_count=pilot_count)
+    if tx.record_count != record_count:
+        raise InvalidInput(f"frame holds {tx.record_count} records, the burst says {record_count}")
+    header = link_pb2.BurstHeader(
+        stream_id=stream_id,
+        sequence=sequence,
+        schema_id=schema.id,
+        kind=link_pb2.PAYLOAD_KIND_RECORDS,
+        modulation=_MODULATIONS[header_mcs.modulation],  # type: ignore[arg-type]
+        coding=_CODINGS[header_mcs.coding],  # type: ignore[arg-type]
+        info_bits=tx.header_info_bits,
+        coded_bits=tx.header_coded_bits,
+        pilot_symbols=tx.pilot_symbols,
+        record_count=record_count,
+        tx_time_s=time.time(),
+        attempt=attempt,
+        learned_model=model.name,
+        learned_digest=model.digest,
+    )
+    payload = common_pb2.Tensor(
+        dtype=common_pb2.DTYPE_COMPLEX64, shape=[tx.symbols.size], data=tx.symbols.tobytes()
+    )
+    return link_pb2.Burst(header=header, payload=payload)
+
+
+@dataclass(frozen=True)
+class LearnedFrame:
+    """A learned burst opened: `received.frame` is the digital header frame (its CRC held: the burst is
+    delivered, and the same header is the same burst), `records` carry each field's confidence."""
+
+    received: ReceivedFrame
+    records: list[Record]
+    model: str
+
+
+def open_learned_burst(
+    burst: link_pb2.Burst,
+    models: Mapping[str, LearnedModel],
+    registry: SchemaRegistry,
+    *,
+    max_iter: int = 20,
+) -> LearnedFrame:
+    """Decode a learned burst with the model its header names. ModelMismatch when no model of that name
+    is held here or its weights differ; CrcError when the header frame was lost; DecodeError when the
+    header's numbers do not fit the payload."""
+    h = burst.header
+    model = models.get(h.learned_model)
+    if model is None:
+        raise ModelMismatch(
+            f"burst was made with learned phy model {h.learned_model[:64]!r}; this receiver holds "
+            f"{', '.join(sorted(models)) or 'none'}"
+        )
+    model.check_digest(h.learned_digest[:64])
+    if h.schema_id != model.schema_id:
+        raise DecodeError(
+            f"burst of schema {h.schema_id[:64]!r} names model {model.name!r} of {model.schema_id}"
+        )
+    schema = registry.get(model.schema_id)
+    mcs = burst_mcs(h)
+    if mcs is None:
+        raise DecodeError("a learned burst needs a digital header (modulation and coding), not bytes")
+    symbols = payload_symbols(burst.payload)
+    try:
+        rx = receive_learned(
+            symbols,
+            model,
+            schema,
+            header_info_bits=h.info_bits,
+            header_coded_bits=h.coded_bits,
+            pilot_count=h.pilot_symbols,
+            record_count=h.record_count,
+            header_mcs=mcs,
+            max_iter=max_iter,
+        )
+    except (ValueError, ArithmeticError) as err:
+        raise DecodeError(f"burst cannot be demodulated: {err}") from err
+    records = rx.records(h.stream_id)  # CrcError when the header's CRC fails
+    header = rx.header
+    received = ReceivedFrame(
+        rx.header_frame, header.snr_db, header.pre_fec_ber, header.blocks_failed, symbols.size
+    )
+    return LearnedFrame(received, records, model.name)

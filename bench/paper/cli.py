@@ -55,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--analysis-fps", type=float, help=d["analysis_fps"].description)
     link = p.add_argument_group("links")
     link.add_argument("--semantic-mcs", help=d["semantic_mcs"].description)
+    link.add_argument("--learned-model", help=f"{d['learned_model'].description} (default person-s2)")
     link.add_argument("--traditional-mcs", default="qam16/ldpc_r12", help=d["traditional_mcs"].description)
     link.add_argument("--burst-bytes", type=int, default=12032, help=d["burst_bytes"].description)
     link.add_argument(

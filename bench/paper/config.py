@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from semcom.burst import parse_mcs
 from semcom.config import Frozen
 from semcom.errors import InvalidInput
+from semcom.phy.learned import load_model_any
+from semcom.schema import SchemaRegistry
 
 from .schemes import DEFAULT_SCHEMES, SCHEMES
 
@@ -74,6 +76,11 @@ class PaperConfig(Frozen):
         None, gt=0, description="frames analysed per second of video; null: txd's configured rate"
     )
     semantic_mcs: str | None = Field(None, description="MCS of the semantic link; null: txd's link.mcs")
+    learned_model: str = Field(
+        "person-s2",
+        description="the semantic-learned scheme's model: a shipped name (semcom/phy/weights/) or a JSON "
+        "file; its headers go on the semantic link's MCS",
+    )
     traditional_mcs: str = Field("qam16/ldpc_r12", description="MCS of the traditional link (the paper's)")
     burst_bytes: int = Field(12032, ge=16, description="bytes of the traditional stream per burst")
     sampling: Literal["auto", "full", "sampled"] = Field(
@@ -109,6 +116,15 @@ class PaperConfig(Frozen):
                     raise ValueError("the benchmark needs a physical layer, not 'bytes'")
             except InvalidInput as err:
                 raise ValueError(str(err)) from err
+        return value
+
+    @field_validator("learned_model")
+    @classmethod
+    def _learned_model_named(cls, value: str) -> str:
+        try:
+            load_model_any(value, SchemaRegistry.builtin())
+        except InvalidInput as err:
+            raise ValueError(str(err)) from err
         return value
 
     @model_validator(mode="after")

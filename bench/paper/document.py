@@ -96,6 +96,23 @@ def results(state: RunState) -> dict[str, Any]:
     return out
 
 
+def _below_above(per_snr: dict[float, list[PointResult]]) -> dict[str, float]:
+    """One records scheme's channel symbols per record sent, and its mean precision and mAP below the
+    digital link's cliff (9 dB) and from it."""
+    first = next(iter(per_snr.values()))[0].received
+    out = {"symbols_per_record": first.tally.channel_symbols / max(first.records_sent, 1)}
+    for part, below in (("below_9db", True), ("from_9db", False)):
+        rows = [
+            summarise([s for p in pts for s in p.scores])
+            for snr, pts in per_snr.items()
+            if (snr < CLIFF_DB) == below
+        ]
+        for metric in ("precision", "average_precision"):
+            values = [r[metric].mean for r in rows if not math.isnan(r[metric].mean)]
+            out[f"{metric}_{part}"] = float(np.mean(values)) if values else math.nan
+    return out
+
+
 def _nobody(point: PointResult) -> int:
     """Received records whose keyframe shows no labelled target."""
     return sum(1 for r in point.received.records if point.received.shows.get(r.record_id) is None)
@@ -158,7 +175,9 @@ DEFINITIONS = {
     "robustness": "population standard deviation across the SNR points of the mean precision",
     "error_bars": "one standard error of the mean over queries x seeds",
     "info_bits": "frame bits handed to the physical layer (codec headers and CRC included)",
-    "channel_bits": "coded bits on the air: symbols x bits per symbol, pilots included",
+    "channel_bits": "coded bits on the air: symbols x bits per symbol, pilots included (the learned "
+    "mode's field symbols are analog and carry none: they count in channel_symbols and learned_symbols)",
+    "symbols_per_record": "channel symbols (pilots, headers and field symbols) / records sent",
     "airtime_s": "channel symbols / symbol_rate",
 }
 
@@ -217,6 +236,10 @@ def targets_check(state: RunState) -> dict[str, Any]:
         text = _tally(next(iter(by["semantic-text"].values()))).info_bits
         out["semantic_over_text_info_bits"] = bits / text if text else math.nan
         out["overhead_met"] = bool(text) and bits <= text / 6
+    if "semantic" in by and "semantic-learned" in by:
+        out["learned_vs_digital"] = {
+            name: _below_above(by[name]) for name in ("semantic", "semantic-learned")
+        }
     if "traditional" in by:
         below = [
             summarise([s for p in pts for s in p.scores])["precision"].mean

@@ -12,7 +12,7 @@ import numpy as np
 from channel_sim.config import ChannelConfig
 from channel_sim.models import ChannelChain
 from channel_sim.proxy import ChannelState, LinkProxy
-from semcom.burst import build_burst, burst_mcs, open_burst
+from semcom.burst import build_burst, build_learned_burst, burst_mcs, open_burst, open_learned_burst
 from semcom.codec import (
     decode_records,
     decode_text_entries,
@@ -23,6 +23,7 @@ from semcom.codec import (
 from semcom.errors import DecodeError, InvalidInput
 from semcom.pb.v1 import link_pb2
 from semcom.phy.chain import codeword_info_bits
+from semcom.phy.learned import LearnedModel
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
@@ -37,6 +38,7 @@ class Tally:
     info_bits: int = 0  # frame bits handed to the phy (headers and CRC of the codec included)
     channel_bits: int = 0  # coded bits on the air: symbols x bits per symbol, pilots included
     channel_symbols: int = 0
+    learned_symbols: int = 0  # of channel_symbols, the learned mode's field symbols (analog: no bits)
     blocks: int = 0
     blocks_failed: int = 0
 
@@ -82,6 +84,37 @@ class Air:
 
     def carry(self, burst: link_pb2.Burst, tally: Tally) -> bytes | None:
         """Count the burst, impair it, decode it at the receiver; None when the channel dropped it."""
+        if not self._impair(burst, tally):
+            return None
+        received = open_burst(burst, max_iter=self.ldpc_iterations)
+        tally.blocks_failed += received.blocks_failed
+        return received.frame
+
+    def carry_learned(
+        self,
+        burst: link_pb2.Burst,
+        tally: Tally,
+        model: LearnedModel,
+        registry: SchemaRegistry,
+        *,
+        learned_symbols: int,
+    ) -> list[Record] | None:
+        """A learned-mode burst counted, impaired and opened as rxd opens it (its records with each
+        field's confidence); None when the channel dropped it or its header's CRC failed."""
+        tally.learned_symbols += learned_symbols
+        if not self._impair(burst, tally, analog_symbols=learned_symbols):
+            return None
+        try:
+            opened = open_learned_burst(burst, {model.name: model}, registry, max_iter=self.ldpc_iterations)
+        except DecodeError:  # the header's CRC failed (CrcError): rxd answers CRC_FAILED, indexes nothing
+            tally.bursts_lost += 1
+            return None
+        tally.blocks_failed += opened.received.blocks_failed
+        return opened.records
+
+    def _impair(self, burst: link_pb2.Burst, tally: Tally, *, analog_symbols: int = 0) -> bool:
+        """Count the burst (bits on the air: its digital symbols' only) and send it through channel-sim's
+        proxy; False when the channel dropped it."""
         h = burst.header
         mcs = burst_mcs(h)
         tally.bursts += 1
@@ -91,15 +124,13 @@ class Air:
         else:
             symbols = len(burst.payload.data) // 8  # complex64
             tally.channel_symbols += symbols
-            tally.channel_bits += symbols * mcs.bits_per_symbol
+            tally.channel_bits += (symbols - analog_symbols) * mcs.bits_per_symbol
             tally.blocks += len(codeword_info_bits(h.info_bits)) if mcs.coding != "none" else 0
         self.proxy.impair(burst)
         if burst.trace.dropped:
             tally.bursts_lost += 1
-            return None
-        received = open_burst(burst, max_iter=self.ldpc_iterations)
-        tally.blocks_failed += received.blocks_failed
-        return received.frame
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -110,6 +141,7 @@ class LinkSettings:
     pilot_symbols: int
     max_records_per_burst: int
     ldpc_iterations: int
+    learned_model: str = "person-s2"  # the semantic-learned scheme's model (semcom/phy/weights/)
 
 
 def send_records(
@@ -156,6 +188,40 @@ def send_records(
             tally.bursts_lost += 1  # rxd answers CRC_FAILED / REJECTED and indexes nothing
             continue
         received += got
+    return received, tally
+
+
+def send_learned_records(
+    records: Sequence[Record],
+    schema: Schema,
+    registry: SchemaRegistry,
+    link: LinkSettings,
+    air: Air,
+    model: LearnedModel,
+    *,
+    stream_id: str = "bench",
+) -> tuple[list[Record], Tally]:
+    """As `send_records`, in the learned mode txd sends with `link.mcs = "learned/<model>"`: each frame's
+    header digital on `link.mcs`, its field values through the model; rxd keeps the records of every burst
+    whose header CRC holds, each field the decoder's most probable value with its probability."""
+    tally = Tally()
+    received: list[Record] = []
+    for sequence, chunk in enumerate(
+        split_frames(records, schema, max_records=link.max_records_per_burst), 1
+    ):
+        burst = build_learned_burst(
+            encode_records(chunk, schema),
+            model,
+            schema,
+            stream_id=stream_id,
+            sequence=sequence,
+            record_count=len(chunk),
+            header_mcs=link.mcs,
+            pilot_count=link.pilot_symbols,
+        )
+        analog = len(chunk) * model.symbols_per_record
+        got = air.carry_learned(burst, tally, model, registry, learned_symbols=analog)
+        received += got or []
     return received, tally
 
 

@@ -16,6 +16,10 @@ from .plots import plot_accuracy, plot_overhead, plot_pr
 from .state import RunState, by_scheme
 
 
+def _pct_or_dash(v: float) -> str:
+    return "-" if math.isnan(v) else f"{100 * v:.1f}"
+
+
 def _pct(s: Summary) -> str:
     return "n/a" if math.isnan(s.mean) else f"{100 * s.mean:.1f} ± {100 * s.sem:.1f}"
 
@@ -163,15 +167,17 @@ def _attributes(doc: dict[str, Any]) -> list[str]:
 def _overhead(state: RunState, doc: dict[str, Any]) -> list[str]:
     lines = [f"## Overhead (Table II; airtime at {state.config.symbol_rate:g} symbols/s)", ""]
     lines += [
-        "| scheme | payload | bursts | info bits | channel bits | airtime s |",
-        "|---|---|---|---|---|---|",
+        "| scheme | payload | bursts | info bits | channel bits | channel symbols | symbols/record "
+        "| airtime s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n, scheme in doc["schemes"].items():
         b = scheme["bits"]
         what = _payload(doc) if n.startswith("traditional") else f"{scheme['records_sent']} records"
+        per = f"{b['channel_symbols'] / scheme['records_sent']:.1f}" if scheme["records_sent"] else "-"
         lines.append(
             f"| {n} | {what} | {b['bursts']} | {_bits(b['info_bits'])} | {_bits(b['channel_bits'])} "
-            f"| {b['airtime_s']:.3f} |"
+            f"| {b['channel_symbols']} | {per} | {b['airtime_s']:.3f} |"
         )
     return lines
 
@@ -189,6 +195,14 @@ def _targets(doc: dict[str, Any]) -> list[str]:
         lines.append(
             f"- semantic / text-entry information bits = {t['semantic_over_text_info_bits']:.3f} "
             f"(target <= 1/6 = 0.167): {'met' if t['overhead_met'] else 'not met'}"
+        )
+    for name, v in t.get("learned_vs_digital", {}).items():
+        lines.append(
+            f"- {name}: {v['symbols_per_record']:.1f} channel symbols per record; precision "
+            f"{_pct_or_dash(v['precision_below_9db'])} % below 9 dB, "
+            f"{_pct_or_dash(v['precision_from_9db'])} % from 9 dB; mAP "
+            f"{_pct_or_dash(v['average_precision_below_9db'])} / "
+            f"{_pct_or_dash(v['average_precision_from_9db'])} %"
         )
     if "traditional_precision_below_9db" in t:
         lines.append(

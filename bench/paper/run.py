@@ -80,7 +80,7 @@ def _folds(cfg: PaperConfig, model_kind: str, given: bool) -> tuple[FoldModels |
         return None, "understander given by the caller (its training data unknown to the bench)"
     if model_kind != "attributes":
         return None, f"out of sample: the {model_kind} understanding backend did not train on these crops"
-    if not any(s in cfg.schemes for s in ("semantic", "semantic-text", "traditional")):
+    if not any(s in cfg.schemes for s in ("semantic", "semantic-learned", "semantic-text", "traditional")):
         return None, "labels only (no scheme runs the attribute model)"
     if cfg.in_sample:
         return None, "IN-SAMPLE: the configured attribute model trained on these crops (--in-sample)"
@@ -144,6 +144,7 @@ def build(
             txd_cfg.link.pilot_symbols,
             txd_cfg.link.max_records_per_burst,
             rxd_cfg.link.ldpc_iterations,
+            cfg.learned_model,
         ),
         traditional=TraditionalSettings(
             traditional_mcs,
@@ -238,6 +239,11 @@ def _run(
         f"{link.ldpc_iterations} LDPC iterations, no retransmission, sampling {trad.sampling} "
         f"({trad.probe_bursts} probe bursts)",
     }
+    if "semantic-learned" in cfg.schemes:
+        state.extra["links"]["semantic-learned"] = (
+            f"headers as the semantic link's, field values through learned/{link.learned_model}; a burst "
+            "is delivered when its header's CRC holds, no retransmission"
+        )
     state.wall_s = time.perf_counter() - started
     state.load = os.getloadavg()
     if "perceiver" in bench.__dict__:  # cached_property: present once perception ran

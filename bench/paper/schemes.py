@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from semcom.errors import InvalidInput
+from semcom.phy.learned import LearnedModel, load_model
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
@@ -26,15 +27,23 @@ from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.base import Understander, Understanding
 
 from .datasets import AnyDataset, BoxVideoDataset, CropDataset, VideoDataset
-from .links import Air, LinkSettings, Tally, send_bytes, send_bytes_sampled, send_records
+from .links import (
+    Air,
+    LinkSettings,
+    Tally,
+    send_bytes,
+    send_bytes_sampled,
+    send_learned_records,
+    send_records,
+)
 from .media import EncodedVideo, Perceiver, content_digest, decode_robust, encode_h264, source_frames
 
 log = logging.getLogger(__name__)
 
 # Records carry wall-clock times (the codec's base is whole Unix seconds); the video starts here.
 EPOCH_S = 1_767_225_600  # 2026-01-01 00:00:00 UTC
-SCHEMES = ("semantic", "semantic-text", "oracle", "traditional", "traditional-oracle")
-DEFAULT_SCHEMES = ("semantic", "semantic-text", "oracle", "traditional")
+SCHEMES = ("semantic", "semantic-learned", "semantic-text", "oracle", "traditional", "traditional-oracle")
+DEFAULT_SCHEMES = ("semantic", "semantic-learned", "semantic-text", "oracle", "traditional")
 
 
 @dataclass(frozen=True)
@@ -297,6 +306,29 @@ class SemanticScheme:
 
 
 @dataclass
+class LearnedScheme:
+    """The semantic scheme's records in the learned mode (the paper's channel adaptation module): headers
+    digital on the semantic link's MCS, field values through the trained model `link.learned_model`."""
+
+    name: str
+    _model: LearnedModel | None = None
+
+    def prepare(self, bench: Workbench) -> None:
+        self._model = load_model(bench.link.learned_model, bench.schema)
+        bench.source_records(oracle=False)
+
+    def run(self, bench: Workbench, air: Air) -> Received:
+        if self._model is None:
+            self.prepare(bench)
+        assert self._model is not None
+        sent = bench.source_records(oracle=False)
+        got, tally = send_learned_records(
+            sent.records, bench.schema, bench.registry, bench.link, air, self._model
+        )
+        return Received(got, tally, len(sent.records), sent=sent.records, shows=sent.shows)
+
+
+@dataclass
 class TraditionalScheme:
     """Pixels over the air (H.264 video or JPEG crops, fixed MCS, no ARQ); the receiver runs perception and
     understanding on whatever decodes."""
@@ -359,6 +391,7 @@ def build_scheme(name: str) -> Scheme:
     """The scheme called `name`; InvalidInput listing the known ones otherwise."""
     schemes: dict[str, Scheme] = {
         "semantic": SemanticScheme("semantic"),
+        "semantic-learned": LearnedScheme("semantic-learned"),
         "semantic-text": SemanticScheme("semantic-text", text=True),
         "oracle": SemanticScheme("oracle", oracle=True),
         "traditional": TraditionalScheme("traditional"),

@@ -105,6 +105,7 @@ def summarise_input(doc: dict[str, Any]) -> dict[str, Any]:
             name: {
                 **{m: scheme["overall"][m]["mean"] for m in COLUMNS},
                 "info_bits": scheme["bits"]["info_bits"],
+                "symbols_per_record": scheme["bits"]["channel_symbols"] / max(scheme["records_sent"], 1),
             }
             for name, scheme in doc["schemes"].items()
         },
@@ -119,8 +120,8 @@ def suite_markdown(env: dict[str, Any], rows: dict[str, Any], wall_s: float) -> 
     """suite.md: the conditions, a table per input, and the summary over inputs."""
     lines = ["# Paper bench suite", "", f"- conditions at the start: {json.dumps(env)}"]
     lines += [f"- wall time {wall_s:.0f} s; load average at the end {os.getloadavg()}", ""]
-    head = "| scheme | " + " | ".join(COLUMNS) + " | info bits |"
-    sep = "|---" * (len(COLUMNS) + 2) + "|"
+    head = "| scheme | " + " | ".join(COLUMNS) + " | info bits | symbols/record |"
+    sep = "|---" * (len(COLUMNS) + 3) + "|"
     schemes: list[str] = []
     for name, row in rows.items():
         lines += [f"## {name}", ""]
@@ -131,7 +132,8 @@ def suite_markdown(env: dict[str, Any], rows: dict[str, Any], wall_s: float) -> 
         for scheme, m in row["schemes"].items():
             schemes += [] if scheme in schemes else [scheme]
             cells = " | ".join(_pct(m[c]) for c in COLUMNS)
-            lines.append(f"| {scheme} | {cells} | {m['info_bits']:.0f} |")
+            per = m.get("symbols_per_record", math.nan)
+            lines.append(f"| {scheme} | {cells} | {m['info_bits']:.0f} | {per:.1f} |")
         lines.append("")
     lines += ["## Summary: mean over the inputs that ran (each input weighted equally)", "", head, sep]
     for scheme in schemes:
@@ -140,7 +142,7 @@ def suite_markdown(env: dict[str, Any], rows: dict[str, Any], wall_s: float) -> 
         for c in COLUMNS:
             vals = [v[c] for v in have if v[c] is not None and not math.isnan(v[c])]
             summary.append(_pct(sum(vals) / len(vals)) if vals else "-")
-        lines.append(f"| {scheme} | {' | '.join(summary)} | - |")
+        lines.append(f"| {scheme} | {' | '.join(summary)} | - | - |")
     return "\n".join([*lines, ""])
 
 

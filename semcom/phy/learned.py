@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from semcom.errors import InvalidInput
-from semcom.schema import Schema
+from semcom.schema import Schema, SchemaRegistry
 
 MODEL_FORMAT = "semcom-learned-phy/1"
 LEARNED_PREFIX = "learned/"
@@ -46,6 +46,10 @@ _ENERGY_TOLERANCE = 1e-4
 
 FloatArray = NDArray[np.float64]
 ComplexArray = NDArray[np.complex64]
+
+
+class ModelMismatch(InvalidInput):
+    """A learned burst names a model this side does not hold, or other weights under the same name."""
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,9 @@ class LearnedModel:
         return h.hexdigest()
 
     def check_digest(self, digest: str) -> None:
-        """InvalidInput unless `digest` (from a burst) names these weights."""
+        """ModelMismatch (an InvalidInput) unless `digest` (from a burst) names these weights."""
         if digest != self.digest:
-            raise InvalidInput(
+            raise ModelMismatch(
                 f"burst was made with learned phy weights {digest!r}; this receiver's {self.name!r} are "
                 f"{self.digest!r}: load the same model file on both sides"
             )
@@ -298,6 +302,21 @@ def learned_name(text: str) -> str | None:
 def load_model(name_or_path: str | Path, schema: Schema) -> LearnedModel:
     """A shipped model by name ("person-s2", or "learned/person-s2") or a JSON file by path, checked
     against `schema`; InvalidInput when it is missing, unreadable, untrained or made for another schema."""
+    doc, source = _read_model(name_or_path)
+    return LearnedModel.from_dict(doc, schema, source=source)
+
+
+def load_model_any(name_or_path: str | Path, registry: SchemaRegistry) -> LearnedModel:
+    """As `load_model`, checked against the registry's schema that the model names (a receiver holding
+    models for several schemas); InvalidInput when that schema is unknown."""
+    doc, source = _read_model(name_or_path)
+    schema_id = doc.get("schema_id") if isinstance(doc, Mapping) else None
+    if not isinstance(schema_id, str) or schema_id not in registry.ids():
+        raise InvalidInput(f"learned phy {source}: schema {schema_id!r} is not one this side knows")
+    return LearnedModel.from_dict(doc, registry.get(schema_id), source=source)
+
+
+def _read_model(name_or_path: str | Path) -> tuple[Any, str]:
     text = str(name_or_path)
     name = learned_name(text) or text
     path = Path(name)
@@ -316,4 +335,4 @@ def load_model(name_or_path: str | Path, schema: Schema) -> LearnedModel:
         doc = json.loads(raw)
     except json.JSONDecodeError as err:
         raise InvalidInput(f"learned phy model {source}: not valid JSON: {err}") from err
-    return LearnedModel.from_dict(doc, schema, source=source)
+    return doc, source

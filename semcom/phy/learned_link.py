@@ -163,13 +163,17 @@ class LearnedRxResult:
         return join_frame(self.header_frame, self.indices(), self.schema)
 
     def records(self, stream_id: str) -> list[Record]:
-        """The burst's records, each field's confidence set from the decoder (CrcError when lost)."""
+        """The burst's records, each known field's confidence set from the decoder (an unknown value
+        states none, as in the codec's person/2 records); CrcError when the header was lost."""
         records = decode_records(self.frame(), SchemaRegistry([self.schema]), stream_id=stream_id)
         confidence = self.confidence()
         names = self.schema.field_names
         return [
-            replace(r, confidence={n: float(c) for n, c in zip(names, row, strict=True)})
-            for r, row in zip(records, confidence, strict=True)
+            replace(
+                r,
+                confidence={n: float(c) for n, c, i in zip(names, row, picks, strict=True) if i > 0},
+            )
+            for r, row, picks in zip(records, confidence, self.indices(), strict=True)
         ]
 
 

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from semcom.pb.v1 import common_pb2 as semcom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14semcom/v1/link.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\"\xd1\x02\n\x0b\x42urstHeader\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tschema_id\x18\x03 \x01(\t\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.semcom.v1.PayloadKind\x12)\n\nmodulation\x18\x05 \x01(\x0e\x32\x15.semcom.v1.Modulation\x12!\n\x06\x63oding\x18\x06 \x01(\x0e\x32\x11.semcom.v1.Coding\x12\x11\n\tinfo_bits\x18\x07 \x01(\r\x12\x12\n\ncoded_bits\x18\x08 \x01(\r\x12\x15\n\rpilot_symbols\x18\t \x01(\r\x12\x14\n\x0crecord_count\x18\n \x01(\r\x12\x11\n\ttx_time_s\x18\x0b \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\r\x12\x0f\n\x07site_id\x18\r \x01(\t\x12\r\n\x05\x65poch\x18\x0e \x01(\r\"y\n\x0c\x43hannelTrace\x12\x11\n\tairtime_s\x18\x01 \x01(\x01\x12\x0f\n\x07\x64\x65lay_s\x18\x02 \x01(\x01\x12\x16\n\x0e\x65rased_symbols\x18\x03 \x01(\r\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x08\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12\r\n\x05gains\x18\x06 \x03(\x02\"{\n\x05\x42urst\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.semcom.v1.BurstHeader\x12\"\n\x07payload\x18\x02 \x01(\x0b\x32\x11.semcom.v1.Tensor\x12&\n\x05trace\x18\x03 \x01(\x0b\x32\x17.semcom.v1.ChannelTrace\"_\n\x0bLinkQuality\x12\x0e\n\x06snr_db\x18\x01 \x01(\x01\x12\x16\n\x0e\x62it_error_rate\x18\x02 \x01(\x01\x12\x11\n\tbursts_ok\x18\x03 \x01(\x04\x12\x15\n\rbursts_failed\x18\x04 \x01(\x04\"4\n\x0fTaskRequirement\x12\x11\n\tschema_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\"Z\n\nMcsRequest\x12)\n\nmodulation\x18\x01 \x01(\x0e\x32\x15.semcom.v1.Modulation\x12!\n\x06\x63oding\x18\x02 \x01(\x0e\x32\x11.semcom.v1.Coding\"\xf6\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.semcom.v1.AckStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x18\n\x10records_accepted\x18\x05 \x01(\r\x12\'\n\x07quality\x18\x06 \x01(\x0b\x32\x16.semcom.v1.LinkQuality\x12(\n\x04task\x18\x07 \x01(\x0b\x32\x1a.semcom.v1.TaskRequirement\x12\"\n\x03mcs\x18\x08 \x01(\x0b\x32\x15.semcom.v1.McsRequest*\x93\x01\n\nModulation\x12\x1a\n\x16MODULATION_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODULATION_NONE\x10\x01\x12\x13\n\x0fMODULATION_BPSK\x10\x02\x12\x13\n\x0fMODULATION_QPSK\x10\x03\x12\x14\n\x10MODULATION_QAM16\x10\x04\x12\x14\n\x10MODULATION_QAM64\x10\x05*F\n\x06\x43oding\x12\x16\n\x12\x43ODING_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43ODING_NONE\x10\x01\x12\x13\n\x0f\x43ODING_LDPC_R12\x10\x02*|\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PAYLOAD_KIND_RECORDS\x10\x01\x12\x1d\n\x19PAYLOAD_KIND_TEXT_ENTRIES\x10\x02\x12\x16\n\x12PAYLOAD_KIND_PROBE\x10\x03*\xbf\x01\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rACK_STATUS_OK\x10\x01\x12\x19\n\x15\x41\x43K_STATUS_CRC_FAILED\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x12\x13\n\x0f\x41\x43K_STATUS_LOST\x10\x04\x12\x1e\n\x1a\x41\x43K_STATUS_UNAUTHENTICATED\x10\x05\x12\x1a\n\x16\x41\x43K_STATUS_UNAVAILABLE\x10\x06\x32=\n\x04Link\x12\x35\n\x08Transmit\x12\x10.semcom.v1.Burst\x1a\x13.semcom.v1.Feedback(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14semcom/v1/link.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\"\x80\x03\n\x0b\x42urstHeader\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x11\n\tschema_id\x18\x03 \x01(\t\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.semcom.v1.PayloadKind\x12)\n\nmodulation\x18\x05 \x01(\x0e\x32\x15.semcom.v1.Modulation\x12!\n\x06\x63oding\x18\x06 \x01(\x0e\x32\x11.semcom.v1.Coding\x12\x11\n\tinfo_bits\x18\x07 \x01(\r\x12\x12\n\ncoded_bits\x18\x08 \x01(\r\x12\x15\n\rpilot_symbols\x18\t \x01(\r\x12\x14\n\x0crecord_count\x18\n \x01(\r\x12\x11\n\ttx_time_s\x18\x0b \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\r\x12\x0f\n\x07site_id\x18\r \x01(\t\x12\r\n\x05\x65poch\x18\x0e \x01(\r\x12\x15\n\rlearned_model\x18\x0f \x01(\t\x12\x16\n\x0elearned_digest\x18\x10 \x01(\t\"y\n\x0c\x43hannelTrace\x12\x11\n\tairtime_s\x18\x01 \x01(\x01\x12\x0f\n\x07\x64\x65lay_s\x18\x02 \x01(\x01\x12\x16\n\x0e\x65rased_symbols\x18\x03 \x01(\r\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x08\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12\r\n\x05gains\x18\x06 \x03(\x02\"{\n\x05\x42urst\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.semcom.v1.BurstHeader\x12\"\n\x07payload\x18\x02 \x01(\x0b\x32\x11.semcom.v1.Tensor\x12&\n\x05trace\x18\x03 \x01(\x0b\x32\x17.semcom.v1.ChannelTrace\"_\n\x0bLinkQuality\x12\x0e\n\x06snr_db\x18\x01 \x01(\x01\x12\x16\n\x0e\x62it_error_rate\x18\x02 \x01(\x01\x12\x11\n\tbursts_ok\x18\x03 \x01(\x04\x12\x15\n\rbursts_failed\x18\x04 \x01(\x04\"4\n\x0fTaskRequirement\x12\x11\n\tschema_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\"Z\n\nMcsRequest\x12)\n\nmodulation\x18\x01 \x01(\x0e\x32\x15.semcom.v1.Modulation\x12!\n\x06\x63oding\x18\x02 \x01(\x0e\x32\x11.semcom.v1.Coding\"\xf6\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.semcom.v1.AckStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x18\n\x10records_accepted\x18\x05 \x01(\r\x12\'\n\x07quality\x18\x06 \x01(\x0b\x32\x16.semcom.v1.LinkQuality\x12(\n\x04task\x18\x07 \x01(\x0b\x32\x1a.semcom.v1.TaskRequirement\x12\"\n\x03mcs\x18\x08 \x01(\x0b\x32\x15.semcom.v1.McsRequest*\x93\x01\n\nModulation\x12\x1a\n\x16MODULATION_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODULATION_NONE\x10\x01\x12\x13\n\x0fMODULATION_BPSK\x10\x02\x12\x13\n\x0fMODULATION_QPSK\x10\x03\x12\x14\n\x10MODULATION_QAM16\x10\x04\x12\x14\n\x10MODULATION_QAM64\x10\x05*F\n\x06\x43oding\x12\x16\n\x12\x43ODING_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43ODING_NONE\x10\x01\x12\x13\n\x0f\x43ODING_LDPC_R12\x10\x02*|\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PAYLOAD_KIND_RECORDS\x10\x01\x12\x1d\n\x19PAYLOAD_KIND_TEXT_ENTRIES\x10\x02\x12\x16\n\x12PAYLOAD_KIND_PROBE\x10\x03*\xbf\x01\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rACK_STATUS_OK\x10\x01\x12\x19\n\x15\x41\x43K_STATUS_CRC_FAILED\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x12\x13\n\x0f\x41\x43K_STATUS_LOST\x10\x04\x12\x1e\n\x1a\x41\x43K_STATUS_UNAUTHENTICATED\x10\x05\x12\x1a\n\x16\x41\x43K_STATUS_UNAVAILABLE\x10\x06\x32=\n\x04Link\x12\x35\n\x08Transmit\x12\x10.semcom.v1.Burst\x1a\x13.semcom.v1.Feedback(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semcom.v1.link_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODULATION']._serialized_start=1140
-  _globals['_MODULATION']._serialized_end=1287
-  _globals['_CODING']._serialized_start=1289
-  _globals['_CODING']._serialized_end=1359
-  _globals['_PAYLOADKIND']._serialized_start=1361
-  _globals['_PAYLOADKIND']._serialized_end=1485
-  _globals['_ACKSTATUS']._serialized_start=1488
-  _globals['_ACKSTATUS']._serialized_end=1679
+  _globals['_MODULATION']._serialized_start=1187
+  _globals['_MODULATION']._serialized_end=1334
+  _globals['_CODING']._serialized_start=1336
+  _globals['_CODING']._serialized_end=1406
+  _globals['_PAYLOADKIND']._serialized_start=1408
+  _globals['_PAYLOADKIND']._serialized_end=1532
+  _globals['_ACKSTATUS']._serialized_start=1535
+  _globals['_ACKSTATUS']._serialized_end=1726
   _globals['_BURSTHEADER']._serialized_start=60
-  _globals['_BURSTHEADER']._serialized_end=397
-  _globals['_CHANNELTRACE']._serialized_start=399
-  _globals['_CHANNELTRACE']._serialized_end=520
-  _globals['_BURST']._serialized_start=522
-  _globals['_BURST']._serialized_end=645
-  _globals['_LINKQUALITY']._serialized_start=647
-  _globals['_LINKQUALITY']._serialized_end=742
-  _globals['_TASKREQUIREMENT']._serialized_start=744
-  _globals['_TASKREQUIREMENT']._serialized_end=796
-  _globals['_MCSREQUEST']._serialized_start=798
-  _globals['_MCSREQUEST']._serialized_end=888
-  _globals['_FEEDBACK']._serialized_start=891
-  _globals['_FEEDBACK']._serialized_end=1137
-  _globals['_LINK']._serialized_start=1681
-  _globals['_LINK']._serialized_end=1742
+  _globals['_BURSTHEADER']._serialized_end=444
+  _globals['_CHANNELTRACE']._serialized_start=446
+  _globals['_CHANNELTRACE']._serialized_end=567
+  _globals['_BURST']._serialized_start=569
+  _globals['_BURST']._serialized_end=692
+  _globals['_LINKQUALITY']._serialized_start=694
+  _globals['_LINKQUALITY']._serialized_end=789
+  _globals['_TASKREQUIREMENT']._serialized_start=791
+  _globals['_TASKREQUIREMENT']._serialized_end=843
+  _globals['_MCSREQUEST']._serialized_start=845
+  _globals['_MCSREQUEST']._serialized_end=935
+  _globals['_FEEDBACK']._serialized_start=938
+  _globals['_FEEDBACK']._serialized_end=1184
+  _globals['_LINK']._serialized_start=1728
+  _globals['_LINK']._serialized_end=1789
 # @@protoc_insertion_point(module_scope)

@@ -145,6 +145,8 @@ class BurstHeader(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     SITE_ID_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    LEARNED_MODEL_FIELD_NUMBER: _builtins.int
+    LEARNED_DIGEST_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     sequence: _builtins.int
     """per stream, starting at 1; retransmissions repeat it"""
@@ -167,6 +169,13 @@ class BurstHeader(_message.Message):
     """the sending site: selects the key a sealed frame is opened with"""
     epoch: _builtins.int
     """the sender's lifetime (outbox epoch, from 1); with sequence, the frame's nonce"""
+    learned_model: _builtins.str
+    """Learned mode (semcom/phy/learned_link.py): modulation/coding/info_bits/coded_bits describe the digital
+    header frame (its CRC is the burst's); record_count x the model's symbols per record follow it.
+    the model's name ("person-s2"); empty: a digital burst
+    """
+    learned_digest: _builtins.str
+    """16 hex digits naming the weights; a receiver holding others refuses it"""
     def __init__(
         self,
         *,
@@ -184,10 +193,12 @@ class BurstHeader(_message.Message):
         attempt: _builtins.int = ...,
         site_id: _builtins.str = ...,
         epoch: _builtins.int = ...,
+        learned_model: _builtins.str = ...,
+        learned_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coded_bits", b"coded_bits", "coding", b"coding", "epoch", b"epoch", "info_bits", b"info_bits", "kind", b"kind", "modulation", b"modulation", "pilot_symbols", b"pilot_symbols", "record_count", b"record_count", "schema_id", b"schema_id", "sequence", b"sequence", "site_id", b"site_id", "stream_id", b"stream_id", "tx_time_s", b"tx_time_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "coded_bits", b"coded_bits", "coding", b"coding", "epoch", b"epoch", "info_bits", b"info_bits", "kind", b"kind", "learned_digest", b"learned_digest", "learned_model", b"learned_model", "modulation", b"modulation", "pilot_symbols", b"pilot_symbols", "record_count", b"record_count", "schema_id", b"schema_id", "sequence", b"sequence", "site_id", b"site_id", "stream_id", b"stream_id", "tx_time_s", b"tx_time_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

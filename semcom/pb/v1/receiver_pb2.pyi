@@ -275,6 +275,8 @@ class StreamStats(_message.Message):
     PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     SNR_DB_FIELD_NUMBER: _builtins.int
     AIRTIME_S_FIELD_NUMBER: _builtins.int
+    BURSTS_LEARNED_FIELD_NUMBER: _builtins.int
+    BURSTS_MODEL_REFUSED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     bursts_ok: _builtins.int
     bursts_failed: _builtins.int
@@ -287,6 +289,10 @@ class StreamStats(_message.Message):
     snr_db: _builtins.float
     """last estimate"""
     airtime_s: _builtins.float
+    bursts_learned: _builtins.int
+    """accepted bursts sent in the learned mode"""
+    bursts_model_refused: _builtins.int
+    """learned bursts refused: model unknown here, or other weights"""
     def __init__(
         self,
         *,
@@ -300,10 +306,12 @@ class StreamStats(_message.Message):
         payload_bytes: _builtins.int = ...,
         snr_db: _builtins.float = ...,
         airtime_s: _builtins.float = ...,
+        bursts_learned: _builtins.int = ...,
+        bursts_model_refused: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["airtime_s", b"airtime_s", "bursts_failed", b"bursts_failed", "bursts_ok", b"bursts_ok", "channel_symbols", b"channel_symbols", "info_bits", b"info_bits", "payload_bytes", b"payload_bytes", "records_failed", b"records_failed", "records_indexed", b"records_indexed", "snr_db", b"snr_db", "stream_id", b"stream_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["airtime_s", b"airtime_s", "bursts_failed", b"bursts_failed", "bursts_learned", b"bursts_learned", "bursts_model_refused", b"bursts_model_refused", "bursts_ok", b"bursts_ok", "channel_symbols", b"channel_symbols", "info_bits", b"info_bits", "payload_bytes", b"payload_bytes", "records_failed", b"records_failed", "records_indexed", b"records_indexed", "snr_db", b"snr_db", "stream_id", b"stream_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
