@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,21 +59,32 @@ def _with_article(noun_phrase: str) -> str:
 
 
 def generate_queries(
-    targets: Sequence[Target], schema: Schema, *, max_combinations: int, seed: int
+    targets: Sequence[Target],
+    schema: Schema,
+    *,
+    max_combinations: int,
+    seed: int,
+    observed: Collection[int] | None = None,
 ) -> list[PaperQuery]:
-    """Every single attribute value that some target carries, then the full known-attribute combination
-    of each target (distinct, at least two attributes, a seeded sample of at most `max_combinations`).
+    """Every attribute value that some target carries as its main (first listed) value, then the full
+    known-attribute combination of each target (main values; distinct, at least two attributes, a seeded
+    sample of at most `max_combinations`).
 
-    Each query gets a natural-language phrasing; the receiver parses that text, as a user's query would be.
+    `observed` (indices into `targets`) limits the queries to targets the input shows: on video, the people
+    that perception keyframed in the source, which is the same for every scheme. A query is still scored
+    against every target that satisfies it (any listed value counts), so people never keyframed count
+    against recall. Each query gets a natural-language phrasing; the receiver parses that text, as a user's
+    query would be.
     """
     rng = random.Random(seed)
     order = {name: i for i, name in enumerate(schema.field_names)}
+    about = [t for i, t in enumerate(targets) if observed is None or i in observed]
     singles: list[dict[str, str]] = []
     for spec in schema.fields:
-        present = {v for t in targets for v in t.labels.get(spec.name, ())}
+        present = {values[0] for t in about if (values := t.labels.get(spec.name, ()))}
         singles += [{spec.name: value} for value in spec.values[1:] if value in present]
     combos: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-    for target in targets:
+    for target in about:
         known = {name: values[0] for name, values in target.labels.items() if values}
         if len(known) >= 2:
             slots = dict(sorted(known.items(), key=lambda kv: order[kv[0]]))

@@ -68,6 +68,12 @@ def _header(state: RunState, doc: dict[str, Any]) -> list[str]:
             f"- perception: {p['frames_analysed']} frames analysed over all videos, {p['detector_calls']} "
             "detector calls (identical frames share one)"
         )
+        if "targets_keyframed" in p:
+            never = ", ".join(p["targets_never_keyframed"]) or "none"
+            lines.append(
+                f"- queries are about the {p['targets_keyframed']} labelled people perception keyframed; "
+                f"never keyframed (they still count against recall): {never}"
+            )
     lines += [
         f"- wall time {state.wall_s:.0f} s; load average at the end "
         f"{', '.join(f'{x:.2f}' for x in state.load)}; "

@@ -100,6 +100,16 @@ def _point_seed(seed: int, snr_index: int, repeat: int) -> int:
     return int(np.random.SeedSequence([seed, snr_index, repeat]).generate_state(1)[0])
 
 
+def keyframed_targets(bench: Workbench) -> set[int] | None:
+    """The targets a video's source keyframes show (its perception, shared by every scheme); None for a
+    crop set, where every crop is a keyframe."""
+    if isinstance(bench.dataset, CropDataset):
+        return None
+    dataset = bench.dataset
+    shown = (dataset.keyframe_target(k.time_s, k.box) for k in bench.video_keyframes(b"source"))
+    return {t for t in shown if t is not None}
+
+
 def build(
     cfg: PaperConfig, understander: Callable[[], Understander] | None = None
 ) -> tuple[Workbench, list[PaperQuery], Receiver]:
@@ -124,12 +134,6 @@ def build(
     understanding = txd_cfg.understanding
     folds, sample = _folds(cfg, understanding.kind, understander is not None)
     dataset = _dataset(cfg, schema, folds)
-    if cfg.queries is not None:
-        queries = load_queries(cfg.queries, schema)
-    else:
-        queries = generate_queries(
-            dataset.targets, schema, max_combinations=cfg.max_combinations, seed=cfg.seed
-        )
     semantic_mcs = parse_mcs(cfg.semantic_mcs or txd_cfg.link.mcs)
     traditional_mcs = parse_mcs(cfg.traditional_mcs)
     if semantic_mcs is None or traditional_mcs is None:
@@ -164,6 +168,16 @@ def build(
         else partial(folds.understander, base=understanding),
         sample=sample,
     )
+    if cfg.queries is not None:
+        queries = load_queries(cfg.queries, schema)
+    else:
+        queries = generate_queries(
+            dataset.targets,
+            schema,
+            max_combinations=cfg.max_combinations,
+            seed=cfg.seed,
+            observed=keyframed_targets(bench),
+        )
     receiver = Receiver(
         describer=build_describer(rxd_cfg.generate),
         encoder=MemoEncoder(
@@ -248,9 +262,15 @@ def _run(
     state.load = os.getloadavg()
     if "perceiver" in bench.__dict__:  # cached_property: present once perception ran
         perceiver = bench.perceiver
+        keyframed = keyframed_targets(bench) or set()
         state.extra["perception"] = {
             "frames_analysed": perceiver.frames_analysed,
             "detector_calls": perceiver.detector.calls,
+            # queries are about these; the others satisfy queries too and count against recall
+            "targets_keyframed": len(keyframed),
+            "targets_never_keyframed": [
+                t.key for i, t in enumerate(bench.dataset.targets) if i not in keyframed
+            ],
         }
     if "encoded_video" in bench.__dict__:
         enc = bench.encoded_video

@@ -139,6 +139,23 @@ def test_queries_cover_values_and_combinations_and_parse_back() -> None:
     assert len(generate_queries(targets(), PERSON, max_combinations=1, seed=1)) == 9
 
 
+def test_queries_ask_for_main_values_of_observed_targets_only() -> None:
+    people = [
+        Target("1", {"gender": ("male",), "upper_color": ("red", "blue")}),  # red first: blue is second
+        Target("2", {"gender": ("female",), "upper_color": ("green",)}),
+    ]
+    asked = generate_queries(people, PERSON, max_combinations=10, seed=1)
+    singles = [q.slots for q in asked if q.kind == "single"]
+    assert {"upper_color": "red"} in singles and {"upper_color": "blue"} not in singles
+    seen_one = generate_queries(people, PERSON, max_combinations=10, seed=1, observed={0})
+    assert [q.slots for q in seen_one] == [
+        {"gender": "male"},
+        {"upper_color": "red"},
+        {"gender": "male", "upper_color": "red"},
+    ]
+    assert generate_queries(people, PERSON, max_combinations=10, seed=1, observed=set()) == []
+
+
 def test_phrase_reads_like_the_paper() -> None:
     slots = {"gender": "male", "upper_color": "white", "sleeve": "long", "lower_color": "black",
              "shoe_color": "black"}  # fmt: skip
