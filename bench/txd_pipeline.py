@@ -144,6 +144,7 @@ def report_stream(r: Result, cfg: TxdConfig) -> None:
         ("detect", t.frames_analysed, f"analysed frames; {t.detections} detections"),
         ("embed", t.frames_analysed, "analysed frames (appearance for tracking)"),
         ("track", t.frames_analysed, "analysed frames"),
+        ("colour", t.frames_analysed, "analysed frames (person masks, site white balance)"),
         ("keyframes", t.frames_analysed, f"analysed frames; {t.keyframes} keyframes"),
         (
             "understand",

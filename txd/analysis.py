@@ -19,7 +19,7 @@ from semcom.record import Record
 from semcom.schema import Schema
 from txd.batching import Batcher
 from txd.perception.detect import Box, Detection
-from txd.perception.keyframes import Keyframe
+from txd.perception.keyframes import Keyframe, understanding_inputs
 from txd.perception.pipeline import PerceptionConfig, PerceptionModels, PerceptionPipeline
 from txd.timing import StageTimes
 from txd.understanding.base import Understander, Understanding
@@ -277,7 +277,8 @@ class StreamAnalysis:
         ]
         t0 = time.perf_counter()
         if fresh:
-            results = await understander.understand([view.crop for view in fresh], self.schema)
+            crops, masks = understanding_inputs(fresh)
+            results = await understander.understand(crops, self.schema, masks)
             for view, seen in zip(fresh, results, strict=True):
                 self._views[(view.track_id, view.frame_index)] = seen
         self.times.add("understand", time.perf_counter() - t0)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The stages in pipeline order. "submit" is the time spent handing records to the link (waiting for room
-# included); a benchmark that frames records itself adds "codec" and "phy".
-STAGES = ("decode", "detect", "embed", "track", "keyframes", "understand", "submit")
+# The stages in pipeline order. "colour" is the person masks and the white-balance estimate; "submit" is
+# the time spent handing records to the link (waiting for room included); a benchmark that frames records
+# itself adds "codec" and "phy".
+STAGES = ("decode", "detect", "embed", "track", "colour", "keyframes", "understand", "submit")
 
 
 @dataclass

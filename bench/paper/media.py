@@ -17,9 +17,8 @@ from numpy.typing import NDArray
 from semcom.errors import InvalidInput
 from txd.perception.appearance import Embedder
 from txd.perception.detect import Box, Detection, Detector
-from txd.perception.keyframes import Keyframe, KeyframeSelector
-from txd.perception.pipeline import PerceptionConfig, PerceptionPipeline
-from txd.perception.track import Tracker
+from txd.perception.keyframes import Keyframe
+from txd.perception.pipeline import PerceptionConfig, PerceptionModels
 from txd.video import RateGrid, VideoFrame, iter_frames
 
 log = logging.getLogger(__name__)
@@ -204,6 +203,9 @@ class _MemoEmbedder:
         await self.inner.aclose()
 
 
+_MODELS: dict[str, tuple[_MemoDetector, _MemoEmbedder | None]] = {}
+
+
 class Perceiver:
     """txd's perception stage (detector, tracker, keyframe selector from a PerceptionConfig), run once per
     video with a fresh tracker; detector and embedder results are shared between videos by frame content,
@@ -211,17 +213,18 @@ class Perceiver:
 
     def __init__(self, config: PerceptionConfig) -> None:
         self.config = config
-        self.detector = _MemoDetector(config.detector.build())
-        self.embedder = _MemoEmbedder(config.appearance.build()) if config.appearance is not None else None
+        # Runs in one process with the same models (an ablation) share their memos and the loaded models.
+        appearance = config.appearance
+        key = config.detector.model_dump_json() + (appearance.model_dump_json() if appearance else "")
+        if key not in _MODELS:
+            embedder = _MemoEmbedder(appearance.build()) if appearance is not None else None
+            _MODELS[key] = (_MemoDetector(config.detector.build()), embedder)
+        self.detector, self.embedder = _MODELS[key]
         self.frames_analysed = 0
 
     def run(self, frames: Iterable[VideoFrame]) -> list[Keyframe]:
         """Keyframes of every track, in emission order (the frames are already at the analysis rate)."""
-        pipeline = PerceptionPipeline(
-            self.detector,
-            Tracker(self.config.tracker, self.embedder),
-            KeyframeSelector(self.config.keyframes),
-        )
+        pipeline = self.config.pipeline(PerceptionModels(self.detector, self.embedder))
         keyframes: list[Keyframe] = []
         for frame in frames:
             keyframes += pipeline.process(frame.image, frame.index, frame.time_s)

@@ -22,7 +22,7 @@ from semcom.phy.learned import LearnedModel, load_model
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
-from txd.perception.keyframes import Keyframe
+from txd.perception.keyframes import Keyframe, understanding_inputs
 from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.base import Understander, Understanding
 
@@ -124,22 +124,42 @@ class Workbench:
 
     # -- understanding ------------------------------------------------------------------------------------
     def understand(
-        self, crops: Sequence[NDArray[np.uint8]], subset: str | None = None
+        self,
+        crops: Sequence[NDArray[np.uint8]],
+        subset: str | None = None,
+        masks: Sequence[NDArray[np.bool_] | None] | None = None,
     ) -> list[Understanding]:
-        """The configured understander (or the fold model that did not train on `subset`) on each crop,
-        remembered by crop content and model."""
+        """The configured understander (or the fold model that did not train on `subset`) on each crop
+        (with its person mask, if any), remembered by crop and mask content and model."""
         model = self.understander
         if subset is not None and self.fold_understander is not None:
             if subset not in self._folds:
                 self._folds[subset] = self.fold_understander(subset)
             model = self._folds[subset]
         salt = (subset or "").encode() if self.fold_understander is not None else b""
-        keys = [salt + content_digest(c) for c in crops]
-        todo = {k: c for k, c in zip(keys, crops, strict=True) if k not in self._understood}
+        given = list(masks) if masks is not None else [None] * len(crops)
+        keys = [
+            salt + content_digest(c) + (content_digest(m.view(np.uint8)) if m is not None else b"")
+            for c, m in zip(crops, given, strict=True)
+        ]
+        todo = {k: (c, m) for k, c, m in zip(keys, crops, given, strict=True) if k not in self._understood}
         if todo:
-            results = asyncio.run(model.understand(list(todo.values()), self.schema))
-            self._understood.update(zip(todo, results, strict=True))
+            work = model.understand([c for c, _ in todo.values()], self.schema, [m for _, m in todo.values()])
+            self._understood.update(zip(todo, asyncio.run(work), strict=True))
         return [self._understood[k] for k in keys]
+
+    def understand_keyframes(self, keyframes: Sequence[Keyframe]) -> list[Understanding]:
+        """Each emission as txd's analysis understands it: every kept view (its crop under the stream's white
+        balance, with its mask), fused per track when there are several (perception.keyframes
+        .views_per_track = 1 keeps the best view only: one crop per track)."""
+        views = [view for kf in keyframes for view in kf.all_views]
+        crops, masks = understanding_inputs(views)
+        seen = iter(self.understand(crops, masks=masks))
+        out = []
+        for kf in keyframes:
+            mine = [next(seen) for _ in kf.all_views]
+            out.append(self.understander.fuse(mine, self.schema) if len(mine) > 1 else mine[0])
+        return out
 
     def records_from_keyframes(self, keyframes: Sequence[Keyframe], *, oracle: bool) -> RecordSet:
         """Records as txd publishes them: per track, a record only when what is understood changes; each
@@ -155,7 +175,7 @@ class Workbench:
             seen = [self.dataset.targets[t].record_fields(self.schema) for _, t in labelled]
             kept = list(labelled)
         else:
-            seen = [u.fields for u in self.understand([k.crop for k, _ in kept])]
+            seen = [u.fields for u in self.understand_keyframes([k for k, _ in kept])]
         last: dict[int, dict[str, str]] = {}
         out = RecordSet([], {})
         for (kf, target), fields in zip(kept, seen, strict=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,7 +61,9 @@ class Keyframe:
     """The chosen view of one track: the crop (BGR, a copy) and where and when it was taken.
 
     `views` are the track's kept views, best first (this one among them), understood together; `final`
-    marks the track's last emission (it ended, or the stream did)."""
+    marks the track's last emission (it ended, or the stream did). `mask` (the crop's height x width, True
+    on the person) comes from the stream's background model, `gains` (B, G, R) from its white-balance
+    estimate, when those are on; see `understanding_inputs`."""
 
     track_id: int
     frame_index: int
@@ -71,6 +73,8 @@ class Keyframe:
     quality: float
     views: tuple[Keyframe, ...] = ()
     final: bool = False
+    mask: NDArray[np.bool_] | None = None
+    gains: tuple[float, float, float] | None = None
 
     @property
     def all_views(self) -> tuple[Keyframe, ...]:
@@ -108,6 +112,19 @@ class _TrackViews:
 
     def keep(self, seen_at: int, view: Keyframe, replaced: list[int]) -> None:
         self.kept = [k for i, k in enumerate(self.kept) if i not in replaced] + [(seen_at, view)]
+
+
+# Given a view's box and the shape of its crop: the person mask at the crop's size, or None.
+Masker = Callable[[Box, tuple[int, ...]], NDArray[np.bool_] | None]
+
+
+def understanding_inputs(
+    views: Sequence[Keyframe],
+) -> tuple[list[NDArray[np.uint8]], list[NDArray[np.bool_] | None]]:
+    """What the understander reads of each view: its crop under the stream's white balance, and its mask."""
+    from txd.perception.site_colour import apply_gains
+
+    return [apply_gains(v.crop, v.gains) for v in views], [v.mask for v in views]
 
 
 def crop_box(frame_bgr: NDArray[np.uint8], box: Box) -> NDArray[np.uint8]:
@@ -163,9 +180,17 @@ class KeyframeSelector:
         self._frames = 0
 
     def observe(
-        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, tracks: Sequence[TrackState]
+        self,
+        frame_bgr: NDArray[np.uint8],
+        frame_index: int,
+        time_s: float,
+        tracks: Sequence[TrackState],
+        *,
+        masker: Masker | None = None,
+        gains: tuple[float, float, float] | None = None,
     ) -> list[Keyframe]:
-        """Score this frame's view of each track; returns keyframes that became due."""
+        """Score this frame's view of each track; returns keyframes that became due. Views kept from this
+        frame carry the mask `masker` cuts for them and the stream's white-balance `gains`."""
         check_frame(frame_bgr)
         self._frames += 1
         due: list[Keyframe] = []
@@ -175,7 +200,7 @@ class KeyframeSelector:
                 raise InvalidInput(f"track {track.track_id} has a zero-size box {track.box}")
             if not _overlaps(track.box, frame_bgr.shape):
                 continue  # nothing of the person is inside the frame: no view to judge
-            views = self._see(frame_bgr, frame_index, time_s, track)
+            views = self._see(frame_bgr, frame_index, time_s, track, masker, gains)
             settled = views.since_better >= self.config.settle_frames and views.best.quality > 0
             if views.confirmed and not views.emitted and settled:
                 due.append(views.emission(self.config.views_per_track, final=False))
@@ -196,7 +221,13 @@ class KeyframeSelector:
         return out
 
     def _see(
-        self, frame_bgr: NDArray[np.uint8], frame_index: int, time_s: float, track: TrackState
+        self,
+        frame_bgr: NDArray[np.uint8],
+        frame_index: int,
+        time_s: float,
+        track: TrackState,
+        masker: Masker | None,
+        gains: tuple[float, float, float] | None,
     ) -> _TrackViews:
         cfg = self.config
         quality = view_quality(frame_bgr, track.box, cfg)
@@ -211,13 +242,16 @@ class KeyframeSelector:
             )
         keyframe = None
         if better or replaced is not None:
+            crop = crop_box(frame_bgr, track.box).copy()
             keyframe = Keyframe(
                 track_id=track.track_id,
                 frame_index=frame_index,
                 time_s=time_s,
                 box=track.box,
-                crop=crop_box(frame_bgr, track.box).copy(),
+                crop=crop,
                 quality=quality,
+                mask=masker(track.box, crop.shape) if masker is not None else None,
+                gains=gains,
             )
         if views is None:
             assert keyframe is not None

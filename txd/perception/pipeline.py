@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -20,7 +21,9 @@ from txd.perception.detect import (
     DetectorFactory,
     SsdLiteConfig,
 )
+from txd.perception.foreground import ForegroundConfig, ForegroundModel
 from txd.perception.keyframes import Keyframe, KeyframeConfig, KeyframeSelector
+from txd.perception.site_colour import SiteBalance, SiteBalanceConfig
 from txd.perception.track import Tracker, TrackerConfig, TrackState
 from txd.timing import StageTimes
 
@@ -35,6 +38,12 @@ class PerceptionConfig(Frozen):
     )
     tracker: TrackerConfig = Field(TrackerConfig(), description="track life cycle and matching")
     keyframes: KeyframeConfig = Field(KeyframeConfig(), description="keyframe scoring and emission")
+    foreground: ForegroundConfig = Field(
+        ForegroundConfig(), description="person masks by background subtraction (static cameras)"
+    )
+    site_balance: SiteBalanceConfig = Field(
+        SiteBalanceConfig(), description="per-site colour calibration: white balance estimated online"
+    )
     analysis_fps: float | None = Field(
         None,
         gt=0,
@@ -58,6 +67,8 @@ class PerceptionConfig(Frozen):
             Tracker(self.tracker, models.embedder),
             KeyframeSelector(self.keyframes),
             times=times,
+            foreground=ForegroundModel(self.foreground) if self.foreground.enabled else None,
+            balance=SiteBalance(self.site_balance) if self.site_balance.enabled else None,
         )
 
 
@@ -89,10 +100,14 @@ class PerceptionPipeline:
         keyframes: KeyframeSelector,
         *,
         times: StageTimes | None = None,
+        foreground: ForegroundModel | None = None,
+        balance: SiteBalance | None = None,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
         self.keyframes = keyframes
+        self.foreground = foreground
+        self.balance = balance
         self.times = times if times is not None else StageTimes()
         self.last_detections: list[Detection] = []
         self.last_tracks: list[TrackState] = []
@@ -120,9 +135,19 @@ class PerceptionPipeline:
         self.last_detections = detections
         self.last_tracks = self.tracker.update(frame_bgr, detections, features)
         tracked = time.perf_counter()
-        out = self.keyframes.observe(frame_bgr, frame_index, time_s, self.last_tracks)
+        masker = gains = None
+        if self.foreground is not None:
+            model, found = self.foreground, self.foreground.apply(frame_bgr)
+            masker = functools.partial(model.box_mask, found) if found is not None else None
+        if self.balance is not None:
+            gains = self.balance.update(frame_bgr)
+        coloured = time.perf_counter()
+        out = self.keyframes.observe(
+            frame_bgr, frame_index, time_s, self.last_tracks, masker=masker, gains=gains
+        )
         self.times.add("track", tracked - start)
-        self.times.add("keyframes", time.perf_counter() - tracked)
+        self.times.add("colour", coloured - tracked)
+        self.times.add("keyframes", time.perf_counter() - coloured)
         self.times.keyframes += len(out)
         return out
 

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from semcom.errors import InvalidInput
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
-from txd.understanding.base import Understanding, check_crop
+from txd.understanding.base import Mask, Understanding, check_crop, check_masks
+from txd.understanding.colour_names import combine, naming_shares
 from txd.understanding.fusion import FusionRule, fuse_with_evidence, vote
 
 if TYPE_CHECKING:
@@ -120,6 +121,21 @@ class AttributesConfig(BaseModel):
         "confident), product, log_mean (normalised geometric mean) or mean; chosen by "
         "`python -m bench.fusion_rule` on PETA's leave-one-subset-out folds",
     )
+    mask_min_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="a body region's colour is read from the person's pixels only when the view's mask "
+        "covers at least this share of the region; below (or without a mask) from its central columns",
+    )
+    colour_naming_weight: float = Field(
+        0.0,
+        ge=0,
+        le=4,
+        description="weight of the pixels' colour names (nearest xkcd survey colour in CIELAB, "
+        "txd.understanding.colour_names) pooled log-linearly with each colour head's distribution and "
+        "evidence; 0: the heads alone",
+    )
 
 
 def mobilenet_weights_path() -> Path:
@@ -169,27 +185,73 @@ def _region_hist(hsv: NDArray[np.uint8]) -> NDArray[np.float32]:
     return out
 
 
-def colour_histograms(img: NDArray[np.uint8], balanced: NDArray[np.uint8]) -> NDArray[np.float32]:
-    """HSV histograms of the central columns of each body region, before and after white balance."""
+def region_pixels(
+    img: NDArray[np.uint8], mask: NDArray[np.bool_] | None, min_share: float
+) -> list[NDArray[np.uint8]]:
+    """Per colour region of a resized crop, its pixels (N x channels): the person's pixels in the region's
+    rows where the mask covers at least `min_share` of them, else the region's central columns (a mask
+    that covers nothing or too little falls back; no mask reads the central columns as before)."""
+    c0, c1 = int(INPUT_W * 0.2), int(INPUT_W * 0.8)
+    out: list[NDArray[np.uint8]] = []
+    for (top, bottom), _ in REGIONS.values():
+        r0, r1 = int(INPUT_H * top), max(int(INPUT_H * bottom), int(INPUT_H * top) + 1)
+        rows = img[r0:r1]
+        if mask is not None:
+            part = mask[r0:r1]
+            if part.size and float(part.mean()) >= min_share and part.any():
+                out.append(rows[part])
+                continue
+        out.append(rows[:, c0:c1].reshape(-1, img.shape[2]))
+    return out
+
+
+def colour_histograms(
+    img: NDArray[np.uint8],
+    balanced: NDArray[np.uint8],
+    mask: NDArray[np.bool_] | None = None,
+    min_share: float = 0.0,
+) -> NDArray[np.float32]:
+    """HSV histograms of each body region (the person's pixels under `mask`, else the central columns),
+    before and after white balance."""
     import cv2
 
-    c0, c1 = int(INPUT_W * 0.2), int(INPUT_W * 0.8)
     parts: list[NDArray[np.float32]] = []
     for source in (img, balanced):
         hsv = np.asarray(cv2.cvtColor(source, cv2.COLOR_BGR2HSV), np.uint8)
-        for (top, bottom), _ in REGIONS.values():
-            r0, r1 = int(INPUT_H * top), max(int(INPUT_H * bottom), int(INPUT_H * top) + 1)
-            parts.append(_region_hist(hsv[r0:r1, c0:c1]))
+        parts += [_region_hist(pixels) for pixels in region_pixels(hsv, mask, min_share)]
     return np.concatenate(parts)
 
 
-def prepare(crop: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """One crop -> (3xHxW normalised RGB of the white-balanced image, colour histograms)."""
+def resize_mask(mask: NDArray[np.bool_] | None, crop_shape: tuple[int, ...]) -> NDArray[np.bool_] | None:
+    """A crop's mask at the model's input size; InvalidInput when it is not the crop's height x width."""
+    import cv2
+
+    if mask is None:
+        return None
+    if not isinstance(mask, np.ndarray) or mask.shape != tuple(crop_shape[:2]):
+        shape = getattr(mask, "shape", None)
+        raise InvalidInput(f"a mask must have its crop's height x width {tuple(crop_shape[:2])}, got {shape}")
+    small = cv2.resize(np.asarray(mask, np.uint8), (INPUT_W, INPUT_H), interpolation=cv2.INTER_NEAREST)
+    return np.asarray(small > 0, bool)
+
+
+def prepare(
+    crop: NDArray[np.uint8], mask: NDArray[np.bool_] | None = None, min_share: float = 0.0
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+    """One crop (and its person mask, if any) -> (3xHxW normalised RGB of the white-balanced image, colour
+    histograms, per colour region the share of its pixels named each colour (NaN rows: no pixels))."""
     img = resize(crop)
+    small_mask = resize_mask(mask, crop.shape)
     balanced = white_balance(img)
     rgb = balanced[..., ::-1].astype(np.float32) / 255.0
     chw = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
-    return np.ascontiguousarray(chw, np.float32), colour_histograms(img, balanced)
+    names = np.full((len(REGIONS), len(COLOURS)), np.nan, np.float32)
+    for i, pixels in enumerate(region_pixels(img, small_mask, min_share)):
+        shares = naming_shares(pixels, COLOURS)
+        if shares is not None:
+            names[i] = shares
+    hist = colour_histograms(img, balanced, small_mask, min_share)
+    return np.ascontiguousarray(chw, np.float32), hist, names
 
 
 def build_net(mobilenet_path: Path | None = None) -> nn.ModuleDict:
@@ -374,40 +436,66 @@ class AttributeUnderstander:
                 self._net = load_net(self.weights, self.config.threads)
             return self._net
 
-    def predict(self, crops: Sequence[NDArray[np.uint8]]) -> dict[str, NDArray[np.float32]]:
+    def predict(
+        self, crops: Sequence[NDArray[np.uint8]], masks: Sequence[Mask | None] | None = None
+    ) -> dict[str, NDArray[np.float32]]:
         """Class probabilities per head (N x classes) with the configured prior weights, blocking; crops are
-        BGR uint8."""
-        return self.predict_with_evidence(crops)[0]
+        BGR uint8, each with an optional person mask of its height x width."""
+        return self.predict_with_evidence(crops, masks)[0]
 
     def predict_with_evidence(
-        self, crops: Sequence[NDArray[np.uint8]]
+        self, crops: Sequence[NDArray[np.uint8]], masks: Sequence[Mask | None] | None = None
     ) -> tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]]]:
         """(probabilities with the configured prior weights, balanced probabilities) per head, blocking."""
         import torch
 
         for i, crop in enumerate(crops):
             check_crop(crop, i)
+        given = check_masks(masks, len(crops))
         net = self._model()
+        cfg = self.config
         chunks: dict[str, list[NDArray[np.float32]]] = {name: [] for name in HEADS}
         balanced: dict[str, list[NDArray[np.float32]]] = {name: [] for name in HEADS}
-        step = self.config.batch_size
+        step = cfg.batch_size
         with torch.inference_mode():
             for start in range(0, len(crops), step):
-                prepared = [prepare(c) for c in crops[start : start + step]]
+                prepared = [
+                    prepare(c, m, cfg.mask_min_share)
+                    for c, m in zip(crops[start : start + step], given[start : start + step], strict=True)
+                ]
                 x = torch.from_numpy(np.stack([p[0] for p in prepared]))
                 hist = torch.from_numpy(np.stack([p[1] for p in prepared]))
+                names = np.stack([p[2] for p in prepared])
                 logits = forward_top(net, net["bottom"](x), hist)
-                cfg = self.config
                 for name, value in probabilities(net, logits, cfg.prior_weights, cfg.temperatures).items():
-                    chunks[name].append(value)
+                    chunks[name].append(self._named(name, value, names))
                 for name, value in probabilities(net, logits, {}).items():
-                    balanced[name].append(value)
+                    balanced[name].append(self._named(name, value, names))
         return (
             {name: np.concatenate(parts) for name, parts in chunks.items()},
             {name: np.concatenate(parts) for name, parts in balanced.items()},
         )
 
-    async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
+    def _named(
+        self, head: str, probs: NDArray[np.float32], names: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """A colour head's rows pooled with its region's colour names (config colour_naming_weight)."""
+        weight = self.config.colour_naming_weight
+        if weight <= 0 or head not in REGIONS:
+            return probs
+        shares = names[:, list(REGIONS).index(head)]
+        known = np.all(np.isfinite(shares), axis=1)
+        out = probs.copy()
+        if known.any():
+            out[known] = combine(probs[known], shares[known], weight).astype(np.float32)
+        return out
+
+    async def understand(
+        self,
+        crops: Sequence[NDArray[np.uint8]],
+        schema: Schema,
+        masks: Sequence[Mask | None] | None = None,
+    ) -> list[Understanding]:
         """One Understanding per crop; fields the model does not know (other schemas) come back unknown."""
         if not crops:
             return []
@@ -415,7 +503,8 @@ class AttributeUnderstander:
         if len(unknown) == len(schema.fields):
             raise InvalidInput(f"the attribute model reads person attributes; schema {schema.id} has none")
         loop = asyncio.get_running_loop()
-        probs, evidence = await loop.run_in_executor(self._executor, self.predict_with_evidence, list(crops))
+        work = functools.partial(self.predict_with_evidence, list(crops), masks)
+        probs, evidence = await loop.run_in_executor(self._executor, work)
         return decide(probs, self.config.abstain_thresholds, schema, evidence)
 
     def fuse(self, views: Sequence[Understanding], schema: Schema) -> Understanding:

@@ -29,11 +29,21 @@ class Understanding:
     evidence: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
+# A person mask of one crop (its height x width, True on the person), from background subtraction.
+Mask = NDArray[np.bool_]
+
+
 class Understander(Protocol):
     """A backend that reads attributes from person (or vehicle) crops; one instance serves every stream."""
 
-    async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
-        """One Understanding per BGR uint8 crop, in order."""
+    async def understand(
+        self,
+        crops: Sequence[NDArray[np.uint8]],
+        schema: Schema,
+        masks: Sequence[Mask | None] | None = None,
+    ) -> list[Understanding]:
+        """One Understanding per BGR uint8 crop, in order; `masks`, when given, one per crop (None: no
+        mask), say which pixels are the person (a backend may ignore them)."""
         ...
 
     def fuse(self, views: Sequence[Understanding], schema: Schema) -> Understanding:
@@ -45,7 +55,7 @@ class Understander(Protocol):
         ...
 
 
-__all__ = ["UNDERSTANDERS", "UNKNOWN", "Understander", "Understanding", "check_crop"]
+__all__ = ["UNDERSTANDERS", "UNKNOWN", "Mask", "Understander", "Understanding", "check_crop", "check_masks"]
 
 # Backends by config `kind`, imported only when selected (torch for one, an HTTP client for the other).
 UNDERSTANDERS: Registry[Callable[[Any], Understander]] = Registry(
@@ -66,3 +76,17 @@ def check_crop(crop: NDArray[np.uint8], index: int = 0) -> None:
         raise InvalidInput(f"crop {index}: expected shape HxWx3 (BGR), got {crop.shape}")
     if crop.shape[0] < 4 or crop.shape[1] < 4:
         raise InvalidInput(f"crop {index}: {crop.shape[0]}x{crop.shape[1]} pixels is too small (min 4x4)")
+
+
+def check_masks(masks: Sequence[Mask | None] | None, crops: int) -> list[Mask | None]:
+    """One mask (or None) per crop: InvalidInput when the count differs or a mask is not a 2-D array; each
+    mask's size against its crop is checked where it is used."""
+    if masks is None:
+        return [None] * crops
+    if len(masks) != crops:
+        raise InvalidInput(f"{len(masks)} masks for {crops} crops")
+    for i, mask in enumerate(masks):
+        if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim != 2):
+            shape = getattr(mask, "shape", type(mask).__name__)
+            raise InvalidInput(f"mask {i}: expected a 2-D array, got {shape}")
+    return list(masks)

@@ -26,7 +26,7 @@ from semcom.inference.openai_client import (
 )
 from semcom.record import UNKNOWN
 from semcom.schema import Schema
-from txd.understanding.base import Understanding, check_crop
+from txd.understanding.base import Mask, Understanding, check_crop
 from txd.understanding.fusion import vote
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,10 @@ class VlmUnderstander:
         if self._own_client:
             await self._client.aclose()
 
-    async def understand(self, crops: Sequence[NDArray[np.uint8]], schema: Schema) -> list[Understanding]:
-        """One Understanding per BGR uint8 crop, in order."""
+    async def understand(
+        self, crops: Sequence[NDArray[np.uint8]], schema: Schema, masks: Sequence[Mask | None] | None = None
+    ) -> list[Understanding]:
+        """One Understanding per BGR uint8 crop, in order; the model sees whole crops (`masks` unused)."""
         for i, crop in enumerate(crops):
             check_crop(crop, i)
         prompt = understanding_prompt(schema)
