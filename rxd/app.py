@@ -12,7 +12,7 @@ from rxd.config import EmbedderConfig, GenerateConfig, QueryParserConfig, RxdCon
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
 from rxd.http_guard import HttpGuard
-from rxd.receiver import BurstReceiver, site_keys
+from rxd.receiver import BurstReceiver, learned_models, site_keys
 from rxd.retrieval.describe import DESCRIBERS, Describer, DescriberBackend, FallbackDescriber
 from rxd.retrieval.embed import EMBEDDERS, EmbedderBackend, TextEncoder
 from rxd.retrieval.engine import RetrievalEngine
@@ -107,6 +107,7 @@ class Rxd:
             ldpc_iterations=cfg.link.ldpc_iterations,
             keys=site_keys(cfg.link.site_keys),
             min_tag_bytes=cfg.link.min_tag_bits // 8,
+            learned=learned_models(cfg.link.learned_models, self.schemas),
         )
         self.tx_channel = open_channel(
             cfg.transmitter.address,

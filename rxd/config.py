@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rxd.generate.llm import LlmDescriberConfig
 from rxd.generate.local import TransformersDescriberConfig
@@ -20,6 +20,9 @@ from semcom.config import (
     ServerConfig,
     ServerTlsConfig,
 )
+from semcom.errors import InvalidInput
+from semcom.phy.learned import load_model_any
+from semcom.schema import SchemaRegistry
 
 
 class TaskConfig(Frozen):
@@ -109,6 +112,22 @@ class LinkRxConfig(Frozen):
     min_tag_bits: Literal[32, 64, 96, 128] = Field(
         128, description="shortest AEAD tag accepted: a sender cannot weaken the check below this"
     )
+    learned_models: tuple[str, ...] = Field(
+        ("person-s1", "person-s2", "person-s3"),
+        description="learned phy models (shipped names or JSON files) bursts sent with txd's "
+        "link.mcs = 'learned/<name>' are decoded with; a burst naming another model, or other weights, is "
+        "refused and counted (bursts_model_refused)",
+    )
+
+    @field_validator("learned_models")
+    @classmethod
+    def _models_load(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            try:
+                load_model_any(name, SchemaRegistry.builtin())
+            except InvalidInput as err:
+                raise ValueError(str(err)) from err
+        return value
 
 
 class EmbeddedParserConfig(Frozen):

@@ -6,23 +6,24 @@ import asyncio
 import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
 from rxd.retrieval.engine import RetrievalEngine
-from semcom.burst import ReceivedFrame, open_burst
+from semcom.burst import ReceivedFrame, open_burst, open_learned_burst
 from semcom.codec import AuthError, SealCheck, SiteKey, decode_records, read_key
 from semcom.errors import CrcError, DecodeError, InvalidInput, SemcomError
 from semcom.link.messages import AckStatus
 from semcom.link.receiver import BurstArrival, Decoded, LinkReceiver, StreamStats
 from semcom.pb.v1 import link_pb2
+from semcom.phy.learned import LearnedModel, ModelMismatch, load_model_any
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
 
-__all__ = ["BurstReceiver", "StreamStats", "site_keys"]
+__all__ = ["BurstReceiver", "StreamStats", "learned_models", "site_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,20 @@ def site_keys(files: Mapping[str, Path]) -> dict[str, SiteKey]:
     return {site: SiteKey(read_key(path)) for site, path in files.items()}
 
 
+def learned_models(names: Sequence[str], schemas: SchemaRegistry) -> dict[str, LearnedModel]:
+    """The learned phy models rxd decodes learned bursts with, by the name their bursts carry; a model of
+    a schema this receiver does not hold is left out (its bursts are refused and counted)."""
+    out: dict[str, LearnedModel] = {}
+    for name in names:
+        try:
+            model = load_model_any(name, schemas)
+        except InvalidInput as err:
+            log.warning("learned phy model %s not loaded: %s", name, err)
+            continue
+        out[model.name] = model
+    return out
+
+
 class BurstReceiver:
     """Receives one burst at a time per stream; CPU-heavy decoding and indexing run on the executor."""
 
@@ -53,8 +68,11 @@ class BurstReceiver:
         ldpc_iterations: int = 20,
         keys: Mapping[str, SiteKey] | None = None,
         min_tag_bytes: int = 16,
+        learned: Mapping[str, LearnedModel] | None = None,
     ) -> None:
         self.schemas = schemas
+        # Models for bursts sent in the learned mode, by name (a burst's name is looked up, never opened).
+        self.learned = dict(learned or {})
         # Empty: keyless mode, unsealed frames only. Else only sealed frames of these sites are taken.
         self.keys = dict(keys or {})
         self.min_tag_bytes = min_tag_bytes
@@ -86,6 +104,9 @@ class BurstReceiver:
                 received, records = await loop.run_in_executor(self.executor, self._decode, burst, seal)
             except AuthError as err:
                 return self._fail(arrival, AckStatus.UNAUTHENTICATED, str(err))
+            except ModelMismatch as err:  # sending again cannot help: the two sides hold other models
+                self.state.streams[arrival.stream_id].bursts_model_refused += 1
+                return self._fail(arrival, AckStatus.REJECTED, str(err))
             except CrcError as err:
                 return self._fail(arrival, AckStatus.CRC_FAILED, str(err))
             except SemcomError as err:
@@ -121,6 +142,8 @@ class BurstReceiver:
             SNR.set(fb.snr_db)
         LINK_BITS.labels("info").inc(arrival.info_bits)
         if not duplicate:
+            if h.learned_model:
+                self.state.streams[arrival.stream_id].bursts_learned += 1
             BURSTS.labels("ok").inc()
             RECORDS.labels("indexed").inc(len(records))
             log.debug(
@@ -132,6 +155,8 @@ class BurstReceiver:
         return fb.to_pb()
 
     def _decode(self, burst: link_pb2.Burst, seal: SealCheck | None) -> tuple[ReceivedFrame, list[Record]]:
+        if burst.header.learned_model:
+            return self._decode_learned(burst, seal)
         received = open_burst(burst, max_iter=self.ldpc_iterations)
         try:
             records = decode_records(
@@ -151,6 +176,24 @@ class BurstReceiver:
         if len(records) != burst.header.record_count:
             raise DecodeError(f"frame holds {len(records)} records, header says {burst.header.record_count}")
         return received, records
+
+    def _decode_learned(
+        self, burst: link_pb2.Burst, seal: SealCheck | None
+    ) -> tuple[ReceivedFrame, list[Record]]:
+        """A learned burst: delivered when its digital header's CRC holds; its field values arrive with the
+        decoder's confidence. The header frame identifies it (retransmissions repeat it; their noisy field
+        values need not agree)."""
+        if seal is not None:
+            raise AuthError(
+                "learned bursts carry field values that no AEAD tag covers; this receiver holds site keys "
+                "and takes sealed frames only"
+            )
+        opened = open_learned_burst(burst, self.learned, self.schemas, max_iter=self.ldpc_iterations)
+        if len(opened.records) != burst.header.record_count:
+            raise DecodeError(
+                f"frame holds {len(opened.records)} records, header says {burst.header.record_count}"
+            )
+        return opened.received, opened.records
 
     def _index(self, records: list[Record]) -> int:
         # Described, embedded and committed (synchronous=FULL) before the acknowledgement goes out.

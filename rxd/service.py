@@ -110,6 +110,8 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
                 payload_bytes=s.payload_bytes,
                 snr_db=s.snr_db,
                 airtime_s=s.airtime_s,
+                bursts_learned=s.bursts_learned,
+                bursts_model_refused=s.bursts_model_refused,
             )
             for sid, s in sorted(self.core.receiver.streams.items())
         ]

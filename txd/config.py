@@ -8,10 +8,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from semcom.burst import parse_mcs
+from semcom.burst import parse_phy
 from semcom.config import AuthConfig, ClientTlsConfig, Frozen, LoggingConfig, MetricsConfig, ServerConfig
 from semcom.errors import InvalidInput
 from semcom.ids import check_stream_id
+from semcom.phy.learned import load_model, load_model_any
+from semcom.schema import SchemaRegistry
 from txd.perception.pipeline import PerceptionConfig
 from txd.understanding.attributes import AttributesConfig
 from txd.understanding.vlm import VlmConfig
@@ -25,7 +27,10 @@ class LinkConfig(Frozen):
     upstream: str = Field("127.0.0.1:50052", description="host:port of the Link service (channel-sim or rxd)")
     tls: ClientTlsConfig = Field(ClientTlsConfig(), description="TLS (mTLS) of the link connection")
     mcs: str = Field(
-        "qpsk/ldpc_r12", description="modulation/coding of bursts, e.g. qam16/ldpc_r12, or 'bytes' for no phy"
+        "qpsk/ldpc_r12",
+        description="modulation/coding of bursts, e.g. qam16/ldpc_r12, 'bytes' for no phy, or "
+        "'learned/<model>' (a shipped name or a JSON file): field values through the learned channel "
+        "adaptation module, each burst's header on qpsk/ldpc_r12",
     )
     adaptive_mcs: bool = Field(False, description="pick the MCS from the receiver's SNR feedback")
     mcs_margin_db: float = Field(1.0, ge=0, description="SNR margin kept when choosing the MCS adaptively")
@@ -92,13 +97,20 @@ class LinkConfig(Frozen):
             raise ValueError("link.key_file needs link.site_id: rxd picks the key by site id")
         if self.key_file is not None and str(self.outbox_path) == ":memory:":
             raise ValueError("link.key_file needs a durable outbox: its epoch keeps frame nonces unique")
+        if self.key_file is not None and parse_phy(self.mcs).learned is not None:
+            raise ValueError(
+                f"link.mcs {self.mcs!r} sends field values as learned symbols, which no AEAD tag covers: "
+                "unset link.key_file (keyless mode) or use a digital MCS"
+            )
         return self
 
     @field_validator("mcs")
     @classmethod
     def _known_mcs(cls, value: str) -> str:
         try:
-            parse_mcs(value)
+            learned = parse_phy(value).learned
+            if learned is not None:
+                load_model_any(learned, SchemaRegistry.builtin())  # missing or broken: named at load
         except InvalidInput as err:
             raise ValueError(str(err)) from err
         return value
@@ -299,4 +311,14 @@ class TxdConfig(Frozen):
             if source.stream_id in seen:
                 raise ValueError(f"sources: stream_id {source.stream_id!r} is used twice")
             seen.add(source.stream_id)
+        return self
+
+    @model_validator(mode="after")
+    def _learned_model_fits_the_schema(self) -> TxdConfig:
+        learned = parse_phy(self.link.mcs).learned
+        if learned is not None:
+            try:
+                load_model(learned, SchemaRegistry.builtin().get(self.site.schema_id))
+            except InvalidInput as err:
+                raise ValueError(f"link.mcs: {err}") from err
         return self

@@ -12,13 +12,15 @@ from pathlib import Path
 from grpc import aio
 from prometheus_client import Counter, Gauge
 
-from semcom.burst import build_burst, mcs_name, parse_mcs
+from semcom.burst import build_burst, build_learned_burst, mcs_name, parse_phy
 from semcom.codec.seal import Sealing, SiteKey, read_key
+from semcom.errors import InvalidInput
 from semcom.link.durable import SqliteOutbox
 from semcom.link.messages import Feedback
 from semcom.link.outbox import Mark, MemoryOutbox, Outbox
 from semcom.link.sender import LinkStats, OutBurst, SenderConfig, SendState
 from semcom.pb.v1 import link_pb2, link_pb2_grpc
+from semcom.phy.learned import LEARNED_PREFIX, load_model_any
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
 from semcom.server import channel_options
@@ -95,11 +97,18 @@ class LinkSender:
     ) -> None:
         self.cfg = cfg
         self.outbox = open_outbox(cfg, state_dir)
+        phy = parse_phy(cfg.mcs)
+        # Learned mode: frames of the model's schema go out as learned bursts, their headers on the state's
+        # (digital) MCS; frames of another schema (a task the receiver asked for later) go out digitally.
+        self.learned = load_model_any(phy.learned, schemas) if phy.learned is not None else None
+        if self.learned is not None and cfg.key_file is not None:
+            raise InvalidInput(f"link.mcs {cfg.mcs!r} cannot seal its field values: unset link.key_file")
+        self._digital_schemas: set[str] = set()
         self.state = SendState(
             sender_config(cfg),
             schemas,
             schema_id=schema_id,
-            mcs=parse_mcs(cfg.mcs),
+            mcs=phy.mcs,
             outbox=self.outbox,
             metrics=_Prometheus(),
             rng=random.Random(),
@@ -134,6 +143,8 @@ class LinkSender:
 
     @property
     def mcs(self) -> str:
+        if self.learned is not None:
+            return f"{LEARNED_PREFIX}{self.learned.name}"  # headers on mcs_name(self.state.mcs)
         return mcs_name(self.state.mcs)
 
     # -- called by the services ---------------------------------------------------------------------------
@@ -238,7 +249,8 @@ class LinkSender:
                 pass
 
     def _to_pb(self, out: OutBurst) -> link_pb2.Burst:
-        burst = build_burst(
+        burst = self._learned_burst(out) if self.learned is not None else None
+        burst = burst or build_burst(
             out.frame,
             stream_id=out.stream_id,
             sequence=out.sequence,
@@ -265,3 +277,27 @@ class LinkSender:
             h.attempt,
         )
         return burst
+
+    def _learned_burst(self, out: OutBurst) -> link_pb2.Burst | None:
+        """The learned-mode burst of `out`, or None where it goes out digitally (another schema)."""
+        model = self.learned
+        assert model is not None
+        if out.schema_id != model.schema_id or out.mcs is None:
+            if out.schema_id not in self._digital_schemas:
+                self._digital_schemas.add(out.schema_id)
+                log.warning(
+                    "learned model %s is for %s: %s frames go out digitally", model.name, model.schema_id,
+                    out.schema_id,
+                )  # fmt: skip
+            return None
+        return build_learned_burst(
+            out.frame,
+            model,
+            self.state.schemas.get(out.schema_id),
+            stream_id=out.stream_id,
+            sequence=out.sequence,
+            record_count=out.record_count,
+            header_mcs=out.mcs,
+            pilot_count=self.cfg.pilot_symbols,
+            attempt=out.attempt,
+        )

@@ -82,6 +82,8 @@ class StreamStats:
     records_failed: int = 0
     records_conflicting: int = 0  # refused: the index holds a different record under the same id
     bursts_unauthenticated: int = 0  # forged, altered, from a site without a key here, or unsealed
+    bursts_learned: int = 0  # accepted bursts sent in the learned mode (semcom.phy.learned_link)
+    bursts_model_refused: int = 0  # learned bursts naming a model not held here, or other weights
     info_bits: int = 0
     channel_symbols: int = 0
     payload_bytes: int = 0
