@@ -59,4 +59,6 @@ class ChannelAdminService(channel_pb2_grpc.ChannelAdminServicer):
             symbols_erased=s.symbols_erased,
             airtime_s=s.airtime_s,
             feedback_forwarded=s.feedback_forwarded,
+            backhaul_bytes=s.backhaul_bytes,
+            backhaul_requests=s.backhaul_requests,
         )

@@ -6,8 +6,8 @@ import logging
 
 from channel_sim.admin import ChannelAdminService
 from channel_sim.config import ChannelSimConfig
-from channel_sim.proxy import ChannelState, LinkProxy
-from semcom.pb.v1 import channel_pb2, channel_pb2_grpc, link_pb2, link_pb2_grpc
+from channel_sim.proxy import BackhaulProxy, ChannelState, LinkProxy
+from semcom.pb.v1 import channel_pb2, channel_pb2_grpc, link_pb2, link_pb2_grpc, sites_pb2, sites_pb2_grpc
 from semcom.server import GrpcServer, channel_options
 from semcom.telemetry import MetricsEndpoint, start_metrics
 from semcom.tls import open_channel
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = [
     link_pb2.DESCRIPTOR.services_by_name["Link"].full_name,
     channel_pb2.DESCRIPTOR.services_by_name["ChannelAdmin"].full_name,
+    sites_pb2.DESCRIPTOR.services_by_name["Backhaul"].full_name,
 ]
 
 
@@ -30,12 +31,16 @@ class ChannelSim:
             cfg.upstream.address, cfg.upstream.tls, options=channel_options(cfg.server.max_message_bytes)
         )
         self.proxy = LinkProxy(self.state, link_pb2_grpc.LinkStub(self.upstream), cfg.upstream.address)
+        self.backhaul = BackhaulProxy(
+            self.state, sites_pb2_grpc.BackhaulStub(self.upstream), cfg.upstream.address
+        )
         self.admin = ChannelAdminService(self.state)
         self.grpc = GrpcServer(
             cfg.server,
             [
                 lambda s: link_pb2_grpc.add_LinkServicer_to_server(self.proxy, s),
                 lambda s: channel_pb2_grpc.add_ChannelAdminServicer_to_server(self.admin, s),
+                lambda s: sites_pb2_grpc.add_BackhaulServicer_to_server(self.backhaul, s),
             ],
             SERVICE_NAMES,
             auth=cfg.auth,

@@ -18,7 +18,8 @@ from channel_sim.models import ChannelBurst, ChannelChain
 from channel_sim.models.chain import StreamChannel
 from semcom.burst import burst_mcs, payload_symbols
 from semcom.errors import DecodeError
-from semcom.pb.v1 import link_pb2, link_pb2_grpc
+from semcom.link.site import SITE_METADATA_KEY
+from semcom.pb.v1 import link_pb2, link_pb2_grpc, sites_pb2, sites_pb2_grpc
 from semcom.phy.modem import BITS_PER_SYMBOL
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,19 @@ log = logging.getLogger(__name__)
 BURSTS = Counter("semcom_channel_bursts_total", "Bursts seen by the channel, by outcome", ["outcome"])
 AIRTIME = Counter("semcom_channel_airtime_seconds_total", "Simulated airtime of forwarded bursts")
 SYMBOLS = Counter("semcom_channel_symbols_total", "Symbols through the channel, by outcome", ["outcome"])
+BACKHAUL_BYTES = Counter(
+    "semcom_channel_backhaul_bytes_total",
+    "Bytes of the sites' backhaul answers (clips, keyframes) passed through",
+)
+
+
+def _site_handshake(context: aio.ServicerContext[object, object]) -> tuple[tuple[str, str], ...]:
+    """The site id txd announced, passed on as it came: rxd, not the channel, judges it."""
+    return tuple(
+        (k, v)
+        for k, v in context.invocation_metadata() or ()
+        if k == SITE_METADATA_KEY and isinstance(v, str)
+    )
 
 
 @dataclass
@@ -36,6 +50,8 @@ class ChannelStats:
     symbols_erased: int = 0
     airtime_s: float = 0.0
     feedback_forwarded: int = 0
+    backhaul_bytes: int = 0  # answers of the sites (clips, keyframes, status), passed through unimpaired
+    backhaul_requests: int = 0
 
 
 class ChannelState:
@@ -87,7 +103,9 @@ class LinkProxy(link_pb2_grpc.LinkServicer):
     async def Transmit(
         self, request_iterator: AsyncIterator[link_pb2.Burst], context: aio.ServicerContext[object, object]
     ) -> AsyncIterator[link_pb2.Feedback]:
-        call = self.upstream.Transmit(self._impaired(request_iterator), wait_for_ready=True)
+        call = self.upstream.Transmit(
+            self._impaired(request_iterator), wait_for_ready=True, metadata=_site_handshake(context)
+        )
         try:
             async for fb in call:
                 self.state.stats.feedback_forwarded += 1
@@ -154,3 +172,39 @@ class LinkProxy(link_pb2_grpc.LinkServicer):
         stats.bursts_forwarded += 1
         BURSTS.labels("forwarded").inc()
         return out.delay_s if math.isfinite(out.delay_s) else 0.0
+
+
+class BackhaulProxy(sites_pb2_grpc.BackhaulServicer):
+    """Passes the backhaul through untouched: clips and keyframes are ordinary traffic on the backward
+    channel, not the semantic link, so the channel chain never impairs them; their bytes are counted."""
+
+    def __init__(
+        self, state: ChannelState, upstream: sites_pb2_grpc.BackhaulAsyncStub, upstream_address: str
+    ) -> None:
+        self.state = state
+        self.upstream = upstream
+        self.upstream_address = upstream_address
+
+    async def Open(
+        self,
+        request_iterator: AsyncIterator[sites_pb2.SiteAnswer],
+        context: aio.ServicerContext[object, object],
+    ) -> AsyncIterator[sites_pb2.SiteRequest]:
+        call = self.upstream.Open(self._counted(request_iterator), wait_for_ready=True)
+        try:
+            async for request in call:
+                self.state.stats.backhaul_requests += 1
+                yield request
+        except aio.AioRpcError as err:
+            await context.abort(err.code(), f"upstream {self.upstream_address}: {err.details()}")
+        finally:
+            call.cancel()  # the site hung up: so does the proxy, and rxd sees the backhaul down at once
+
+    async def _counted(
+        self, answers: AsyncIterator[sites_pb2.SiteAnswer]
+    ) -> AsyncIterator[sites_pb2.SiteAnswer]:
+        async for answer in answers:
+            size = answer.ByteSize()
+            self.state.stats.backhaul_bytes += size
+            BACKHAUL_BYTES.inc(size)
+            yield answer

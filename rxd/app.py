@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from rxd.backhaul import Backhaul, BackhaulService, SitesService
 from rxd.config import EmbedderConfig, GenerateConfig, QueryParserConfig, RxdConfig, TemplateConfig
 from rxd.core import ReceiverCore
 from rxd.http import HttpApi
@@ -19,8 +20,18 @@ from rxd.retrieval.engine import RetrievalEngine
 from rxd.retrieval.index import describe_index, open_index
 from rxd.retrieval.parse import QUERY_PARSERS, QueryParser, parse_query
 from rxd.service import LinkService, ReceiverService
+from rxd.site_store import open_site_store
+from rxd.sites import SiteBook
 from semcom.auth import TokenSet, bearer_interceptors, client_token
-from semcom.pb.v1 import link_pb2, link_pb2_grpc, receiver_pb2, receiver_pb2_grpc, transmitter_pb2_grpc
+from semcom.pb.v1 import (
+    link_pb2,
+    link_pb2_grpc,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    sites_pb2,
+    sites_pb2_grpc,
+    transmitter_pb2_grpc,
+)
 from semcom.registry import Registry
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer, channel_options
@@ -63,7 +74,10 @@ def _built(backend: T | None) -> T:
 SERVICE_NAMES = [
     link_pb2.DESCRIPTOR.services_by_name["Link"].full_name,
     receiver_pb2.DESCRIPTOR.services_by_name["Receiver"].full_name,
+    sites_pb2.DESCRIPTOR.services_by_name["Backhaul"].full_name,
+    sites_pb2.DESCRIPTOR.services_by_name["Sites"].full_name,
 ]
+SITES_FLUSH_S = 1.0  # how often the sites' counters are written to the index (and at stop)
 
 
 class Rxd:
@@ -109,26 +123,37 @@ class Rxd:
             min_tag_bytes=cfg.link.min_tag_bits // 8,
             learned=learned_models(cfg.link.learned_models, self.schemas),
         )
-        self.tx_channel = open_channel(
-            cfg.transmitter.address,
-            cfg.transmitter.tls,
-            options=channel_options(cfg.server.max_message_bytes),
-            interceptors=bearer_interceptors(client_token(cfg.transmitter.auth)),
+        # Sites and their counters live in the index database, so they survive a restart.
+        self.sites = SiteBook(open_site_store(cfg.index))
+        self.backhaul = Backhaul(self.sites)
+        # transmitter.address: a fallback for streams of sites with no backhaul open (none when empty).
+        self.tx_channel = (
+            open_channel(
+                cfg.transmitter.address,
+                cfg.transmitter.tls,
+                options=channel_options(cfg.server.max_message_bytes),
+                interceptors=bearer_interceptors(client_token(cfg.transmitter.auth)),
+            )
+            if cfg.transmitter.address
+            else None
         )
         self.core = ReceiverCore(
             cfg,
             self.engine,
             self.receiver,
             self.query_executor,
-            transmitter_pb2_grpc.TransmitterStub(self.tx_channel),
+            transmitter_pb2_grpc.TransmitterStub(self.tx_channel) if self.tx_channel is not None else None,
+            self.backhaul,
         )
-        self.link_service = LinkService(self.receiver, cfg.task.schema_id)
+        self.link_service = LinkService(self.receiver, cfg.task.schema_id, self.sites)
         self.receiver_service = ReceiverService(self.core)
         self.grpc = GrpcServer(
             cfg.server,
             [
                 lambda s: link_pb2_grpc.add_LinkServicer_to_server(self.link_service, s),
                 lambda s: receiver_pb2_grpc.add_ReceiverServicer_to_server(self.receiver_service, s),
+                lambda s: sites_pb2_grpc.add_BackhaulServicer_to_server(BackhaulService(self.backhaul), s),
+                lambda s: sites_pb2_grpc.add_SitesServicer_to_server(SitesService(self.sites), s),
             ],
             SERVICE_NAMES,
             auth=cfg.auth,
@@ -136,6 +161,7 @@ class Rxd:
         guard = HttpGuard(cfg.http, TokenSet.from_config(cfg.auth))
         self.http = HttpApi(self.core, cfg.http.listen, guard=guard) if cfg.http.enabled else None
         self.metrics: MetricsEndpoint | None = None
+        self._flush: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -146,6 +172,7 @@ class Rxd:
         # and build the query vocabulary (colour table, lexicon) so that the first query is not slow.
         await asyncio.get_running_loop().run_in_executor(self.executor, self._warm_up)
         self.metrics = start_metrics(self.cfg.metrics)
+        self._flush = asyncio.create_task(self._flush_sites(), name="rxd-sites")
         await self.grpc.start()
         web = ""
         if self.http is not None:
@@ -160,6 +187,14 @@ class Rxd:
             self.engine.count(),
         )
 
+    async def _flush_sites(self) -> None:
+        while True:
+            await asyncio.sleep(SITES_FLUSH_S)
+            try:
+                await asyncio.to_thread(self.sites.flush)
+            except Exception as err:  # kept for the next try: the counts are never lost to one failure
+                log.warning("writing the sites' counters failed: %s", err)
+
     def _warm_up(self) -> None:
         self.engine.embedder.encode(["warm-up"])
         parse_query("", self.schemas.get(self.cfg.task.schema_id))
@@ -168,9 +203,12 @@ class Rxd:
         """Drain, then close in this order: gRPC (in-flight calls finish), HTTP, the query threads (queries
         still waiting are dropped), the model worker (queued bursts are decoded and committed), the backends
         this daemon built (query parser, describer, embedder: nothing uses them any more), the transmitter
-        channel, the index, metrics.
+        channel, the index, the sites' counters (written last), metrics.
         """
         await self.grpc.stop(grace_s)
+        if self._flush is not None:
+            self._flush.cancel()
+            await asyncio.gather(self._flush, return_exceptions=True)
         if self.http is not None:
             await self.http.stop()
         await asyncio.to_thread(self.query_executor.shutdown, wait=True, cancel_futures=True)
@@ -178,8 +216,13 @@ class Rxd:
         for backend in (self._parser, self._describer, self._embedder):
             if backend is not None:
                 await backend.aclose()
-        await self.tx_channel.close(None)
+        if self.tx_channel is not None:
+            await self.tx_channel.close(None)
         self.store.close()
+        try:  # after the records: a write lock the index left open is released by now
+            await asyncio.to_thread(self.sites.close)
+        except Exception as err:
+            log.error("the sites' last counts were not written: %s", err)
         if self.metrics is not None:
             self.metrics.close()
         log.info("rxd stopped")

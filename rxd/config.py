@@ -164,9 +164,15 @@ class QueryConfig(Frozen):
 
 
 class TransmitterPeerConfig(Frozen):
-    """The transmitter, reached over the backward channel for clips."""
+    """The transmitters, reached over the backward channel for clips, keyframes and status. Each site's txd
+    (with link.site_id set) opens a backhaul to rxd and fetches travel back over it, so rxd needs no route
+    to any camera; `address` is a fallback for streams of sites without one (older or unnamed txd)."""
 
-    address: str = Field("127.0.0.1:50051", description="host:port of txd's Transmitter service")
+    address: str = Field(
+        "",
+        description="host:port of a txd's Transmitter service, asked for streams whose site has no backhaul "
+        "open; empty: none (fetches go over the sites' backhauls only)",
+    )
     timeout_s: float = Field(60.0, gt=0, description="deadline of a clip fetch")
     tls: ClientTlsConfig = Field(ClientTlsConfig(), description="TLS (mTLS) towards txd")
     auth: ClientAuthConfig = Field(ClientAuthConfig(), description="the token sent to txd (admin scope)")

@@ -9,17 +9,19 @@ import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from rxd.backhaul import Backhaul
 from rxd.config import RxdConfig
 from rxd.receiver import BurstReceiver
-from rxd.retrieval.engine import Query, QueryResult, RetrievalEngine
+from rxd.retrieval.engine import Hit, Query, QueryResult, RetrievalEngine
 from rxd.retrieval.parse import ParsedQuery
 from rxd.retrieval.store import StoredRecord
+from rxd.sites import SiteBook, SiteCounters, SiteView
 from semcom.errors import (
     InvalidInput,
     NotFound,
@@ -27,9 +29,10 @@ from semcom.errors import (
     Overloaded,
     PeerUnavailable,
     SemcomError,
+    SiteNotConnected,
     TimedOut,
 )
-from semcom.ids import check_stream_id
+from semcom.ids import check_site_id, check_stream_id
 from semcom.pb.v1 import common_pb2, transmitter_pb2, transmitter_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -94,13 +97,17 @@ class ReceiverCore:
         engine: RetrievalEngine,
         receiver: BurstReceiver,
         executor: Executor,
-        transmitter: transmitter_pb2_grpc.TransmitterAsyncStub,
+        transmitter: transmitter_pb2_grpc.TransmitterAsyncStub | None,
+        backhaul: Backhaul | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.receiver = receiver
         self.executor = executor
+        # transmitter.address's txd (None when not set): asked for streams of sites without a backhaul.
         self.transmitter = transmitter
+        self.backhaul = backhaul or Backhaul(SiteBook())
+        self.sites = self.backhaul.sites
         self.clip_bytes = 0
         self.queries_pending = 0
         self.queries_refused = 0
@@ -160,6 +167,20 @@ class ReceiverCore:
             if not handed[0]:
                 self.queries_pending -= 1
 
+    async def query_site(self, q: Query, site_id: str) -> QueryResult:
+        """`q` over the streams of one site (stream ids are unique across sites): one query per stream,
+        merged in the engine's order (probability, tier, matched slots, similarity, most recent)."""
+        check_site_id(site_id)
+        streams = self.sites.streams_of(site_id)
+        if q.stream_id:
+            streams = [q.stream_id] if q.stream_id in streams else []
+        if not streams:
+            parsed = await self.query(replace(q, top_k=1))  # the query is still checked and parsed
+            return QueryResult([], parsed.slots, f"site {site_id!r} has sent no stream matching the filters")
+        results = [await self.query(replace(q, stream_id=s)) for s in streams]
+        hits = sorted((h for r in results for h in r.hits), key=_hit_order)[: q.top_k]
+        return QueryResult(hits, results[0].slots, results[0].note)
+
     async def _query(self, q: Query, handed: list[bool]) -> QueryResult:
         """The engine checks `q`; the text is parsed here first, so a model parser is awaited on the loop."""
         text = q.text.strip()
@@ -210,46 +231,78 @@ class ReceiverCore:
             "index": self.engine.stats(),
         }
 
-    async def transmitter_status(self, timeout_s: float = 2.0) -> dict[str, Any]:
-        """txd's link and stream state, asked over the backward channel: link up, MCS, SNR it was told,
-        records lost, information bits sent and the video bytes its streams carried."""
-        try:
-            st = await self.transmitter.Status(transmitter_pb2.StatusRequest(), timeout=timeout_s)
-        except aio.AioRpcError as err:
-            return {"address": self.cfg.transmitter.address, "reachable": False, "error": err.code().name}
-        return {
-            "address": self.cfg.transmitter.address,
-            "reachable": True,
-            "link_up": st.link_up,
-            "mcs": st.mcs,
-            "snr_db": st.last_snr_db if math.isfinite(st.last_snr_db) else None,  # JSON has no NaN
-            "records_lost": st.records_lost,
-            "records_acked": st.records_acked,
-            "info_bits_sent": st.info_bits_sent,
-            "video_bytes": sum(s.bytes_received for s in st.streams),
-            "video_duration_s": sum(s.duration_s for s in st.streams),
-        }
+    def route(self, stream_id: str) -> str | None:
+        """The site whose backhaul serves `stream_id`'s fetches, or None for transmitter.address's txd.
+
+        NotFound when no site has sent the stream and there is no fallback; SiteNotConnected when its site
+        has no backhaul open now and there is no fallback."""
+        site = self.sites.site_of(stream_id)
+        if site is not None and self.backhaul.connected(site):
+            return site
+        if self.transmitter is not None:
+            return None
+        if site is None:
+            raise NotFound(f"no site has sent stream {stream_id!r} to this receiver")
+        raise SiteNotConnected(
+            f"stream {stream_id!r} comes from site {site or '(unnamed)'!r}, which has no backhaul open now "
+            "(its txd is down or cut off, or runs without link.site_id) and transmitter.address is not set"
+        )
+
+    async def site_status(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        """Every site: rxd's link state and counts (kept in the index), and txd's own state (MCS, the SNR it
+        was told, records lost, the video its streams carried) asked over its backhaul, or over
+        transmitter.address for a site without one."""
+        sites = {v.site_id: v.to_json() for v in self.sites.snapshot()}
+        for site_id, doc in sites.items():
+            doc["reachable"] = False
+            if self.backhaul.connected(site_id):
+                try:
+                    doc.update(_txd_json(await self.backhaul.status(site_id, timeout_s)), reachable=True)
+                except SemcomError as err:
+                    doc["error"] = str(err)
+            else:
+                doc["error"] = "no backhaul open"
+        if self.transmitter is not None:
+            address = self.cfg.transmitter.address
+            try:
+                st = await self.transmitter.Status(transmitter_pb2.StatusRequest(), timeout=timeout_s)
+            except aio.AioRpcError as err:
+                doc = sites.setdefault("", _empty_site(""))
+                if not doc["reachable"]:
+                    doc.update(address=address, error=err.code().name)
+            else:
+                doc = sites.setdefault(st.site_id, _empty_site(st.site_id))
+                if not doc["reachable"]:
+                    doc.update(_txd_json(st), address=address, reachable=True, error="")
+                    doc["link_up"] = doc["link_up"] or st.link_up
+        return [doc for _, doc in sorted(sites.items())]
 
     async def fetch_keyframe(self, stream_id: str, record_id: int) -> KeyframeImage:
-        """A record's keyframe thumbnail from txd over the backward channel (cached here); its bytes are
-        counted apart from the semantic link, as clips are."""
+        """A record's keyframe thumbnail from its site over the backhaul (or transmitter.address), cached
+        here; its bytes are counted apart from the semantic link, as clips are."""
         check_stream_id(stream_id)
         key = (stream_id, record_id)
         cached = self.keyframes.get(key)
         if cached is not None:
             return cached
         request = transmitter_pb2.FetchKeyframeRequest(stream_id=stream_id, record_id=record_id)
-        try:
-            reply = await self.transmitter.FetchKeyframe(request, timeout=self.cfg.transmitter.timeout_s)
-        except aio.AioRpcError as err:
-            raise _peer_error(self.cfg.transmitter.address, err) from err
+        site = self.route(stream_id)
+        timeout_s = self.cfg.transmitter.timeout_s
+        if site is not None:
+            reply = await self.backhaul.fetch_keyframe(site, request, timeout_s)
+        else:
+            assert self.transmitter is not None  # route() said so
+            try:
+                reply = await self.transmitter.FetchKeyframe(request, timeout=timeout_s)
+            except aio.AioRpcError as err:
+                raise _peer_error(self.cfg.transmitter.address, err) from err
         self.keyframe_bytes += len(reply.data)
         image = KeyframeImage(reply.content_type, reply.width, reply.height, reply.data)
         self.keyframes.put(key, image)
         return image
 
     async def fetch_clip(self, stream_id: str, t0_s: float, t1_s: float) -> AsyncIterator[bytes]:
-        """The clip's MP4 bytes from txd over the backward channel, counted apart from the semantic link."""
+        """The clip's MP4 bytes from its site, counted apart from the semantic link."""
         async for chunk in self.fetch_clip_chunks(
             common_pb2.FetchClipRequest(stream_id=stream_id, t0_s=t0_s, t1_s=t1_s)
         ):
@@ -261,13 +314,49 @@ class ReceiverCore:
         check_stream_id(request.stream_id)
         if not (math.isfinite(request.t0_s) and math.isfinite(request.t1_s)):
             raise InvalidInput("t0_s and t1_s must be finite numbers")
-        call = self.transmitter.FetchClip(request, timeout=self.cfg.transmitter.timeout_s)
+        site = self.route(request.stream_id)
+        timeout_s = self.cfg.transmitter.timeout_s
+        if site is not None:
+            async for chunk in self.backhaul.fetch_clip(site, request, timeout_s):
+                self.clip_bytes += len(chunk.data)
+                yield chunk
+            return
+        assert self.transmitter is not None  # route() said so
+        call = self.transmitter.FetchClip(request, timeout=timeout_s)
         try:
             async for chunk in call:
                 self.clip_bytes += len(chunk.data)
                 yield chunk
         except aio.AioRpcError as err:
             raise _peer_error(self.cfg.transmitter.address, err) from err
+
+
+def _hit_order(hit: Hit) -> tuple[float, int, int, float, float]:
+    """The engine's order of hits (see RetrievalEngine): the likeliest first, then all slots matched before
+    some unknown before some contradicted, more slots matched, more similar, more recent."""
+    tier = 2 if hit.contradicted_slots else 1 if hit.unknown_slots else 0
+    return (-hit.probability, tier, -len(hit.matched_slots), -hit.score, -hit.record.time_s)
+
+
+def _empty_site(site_id: str) -> dict[str, Any]:
+    """A site rxd has no bursts from yet, known only from transmitter.address."""
+    doc = SiteView(site_id, False, False, (), SiteCounters()).to_json()
+    return {**doc, "reachable": False}
+
+
+def _txd_json(st: transmitter_pb2.TransmitterStatus) -> dict[str, Any]:
+    """What txd says of its side of the link."""
+    return {
+        "txd_link_up": st.link_up,
+        "mcs": st.mcs,
+        "snr_db": st.last_snr_db if math.isfinite(st.last_snr_db) else None,  # JSON has no NaN
+        "records_lost": st.records_lost,
+        "records_acked": st.records_acked,
+        "records_queued": st.records_queued,
+        "info_bits_sent": st.info_bits_sent,
+        "video_bytes": sum(x.bytes_received for x in st.streams),
+        "video_duration_s": sum(x.duration_s for x in st.streams),
+    }
 
 
 def _peer_error(address: str, err: aio.AioRpcError) -> SemcomError:

@@ -202,7 +202,7 @@ class HttpApi:
     async def _query(self, body: Mapping[str, Any]) -> web.Response:
         allowed = {
             *("text", "filters", "top_k", "stream_id", "location_ids", "t0_s", "t1_s", "schema_id"),
-            "min_probability",
+            *("min_probability", "site_id"),
         }
         extra = set(body) - allowed
         if extra:
@@ -227,7 +227,8 @@ class HttpApi:
             q = replace(q, min_probability=float(body.get("min_probability") or 0.0))
         except (TypeError, ValueError) as err:
             raise InvalidInput(f"bad query value: {err}") from err
-        result = await self.core.query(q)
+        site_id = str(body.get("site_id") or "")
+        result = await (self.core.query_site(q, site_id) if site_id else self.core.query(q))
         return web.json_response(
             {
                 "hits": [
@@ -273,8 +274,10 @@ class HttpApi:
         doc["record_bits"] = record_bits
         doc["semantic_bits_indexed"] = doc["records_indexed"] * record_bits
         doc["info_bits_received"] = sum(s.info_bits for s in link.values())
+        # Each site's streams, for the page's site filter (from the index: known after a restart too).
+        doc["site_streams"] = {v.site_id: list(v.streams) for v in self.core.sites.snapshot() if v.site_id}
         if with_link:
-            doc["sites"] = [await self.core.transmitter_status()]
+            doc["sites"] = await self.core.site_status()
         return doc
 
     async def clip(self, request: web.Request) -> web.StreamResponse:

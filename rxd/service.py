@@ -11,6 +11,11 @@ from grpc import aio
 from rxd.core import ReceiverCore
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Hit
+from rxd.sites import SiteBook
+from semcom.errors import InvalidInput
+from semcom.ids import is_valid_id, preview
+from semcom.link.messages import AckStatus, Feedback
+from semcom.link.site import check_burst_site, site_from_metadata
 from semcom.pb.v1 import (
     common_pb2,
     link_pb2,
@@ -36,18 +41,62 @@ def filter_values(filters: Iterable[receiver_pb2.FieldFilter]) -> dict[str, list
 
 
 class LinkService(link_pb2_grpc.LinkServicer):
-    """The receiving end of the semantic link: the task requirement first, then one Feedback per Burst."""
+    """The receiving end of the semantic link: the site handshake (call metadata, checked before anything
+    else), the task requirement, then one Feedback per Burst, each counted under its site."""
 
-    def __init__(self, receiver: BurstReceiver, task_schema_id: str) -> None:
+    def __init__(self, receiver: BurstReceiver, task_schema_id: str, sites: SiteBook | None = None) -> None:
         self.receiver = receiver
         self.task_schema_id = task_schema_id
+        self.sites = sites or SiteBook()
 
     async def Transmit(
         self, request_iterator: AsyncIterator[link_pb2.Burst], context: Context
     ) -> AsyncIterator[link_pb2.Feedback]:
-        yield link_pb2.Feedback(task=link_pb2.TaskRequirement(schema_id=self.task_schema_id))
-        async for burst in request_iterator:
-            yield await self.receiver.handle(burst)
+        site_id = site_from_metadata(context.invocation_metadata())
+        self.sites.link_opened(site_id)
+        try:
+            yield link_pb2.Feedback(task=link_pb2.TaskRequirement(schema_id=self.task_schema_id))
+            async for burst in request_iterator:
+                yield await self._handle(site_id, burst)
+        finally:
+            self.sites.link_closed(site_id)
+
+    async def _handle(self, site_id: str, burst: link_pb2.Burst) -> link_pb2.Feedback:
+        h = burst.header
+        why = check_burst_site(site_id, h.site_id)
+        if why is None and h.site_id and not is_valid_id(h.site_id):
+            why = f"site_id {preview(h.site_id)} is not valid"
+        if why is None:
+            try:
+                self.sites.check(h.site_id, h.stream_id)
+            except InvalidInput as err:
+                why = str(err)
+        if why is not None:
+            log.warning("burst stream_id=%.64r sequence=%d refused: %s", h.stream_id, h.sequence, why)
+            self._count(site_id, burst, None)  # under the site that opened the call, never a made-up one
+            return Feedback(
+                stream_id=h.stream_id, sequence=h.sequence, status=AckStatus.REJECTED, detail=why
+            ).to_pb()
+        stream = self.receiver.streams.get(h.stream_id)
+        before = stream.bursts_ok if stream is not None else 0
+        fb = await self.receiver.handle(burst)
+        self._count(h.site_id, burst, fb, new=fb.quality.bursts_ok > before)
+        return fb
+
+    def _count(
+        self, site_id: str, burst: link_pb2.Burst, fb: link_pb2.Feedback | None, *, new: bool = False
+    ) -> None:
+        ok = fb is not None and fb.status == link_pb2.ACK_STATUS_OK
+        h = burst.header
+        self.sites.count(
+            site_id,
+            h.stream_id,
+            ok=ok,
+            new=new,
+            records=fb.records_accepted if ok and fb is not None else h.record_count,
+            info_bits=h.info_bits,
+            payload_bytes=len(burst.payload.data),
+        )
 
 
 class ReceiverService(receiver_pb2_grpc.ReceiverServicer):

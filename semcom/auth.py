@@ -28,6 +28,8 @@ _RANK: dict[str, int] = {"read": 1, "admin": 2}
 # supervisors must reach health). A method not listed needs admin, so a new one is closed until placed here.
 METHOD_SCOPES: dict[str, Scope | None] = {
     "/semcom.v1.Link/Transmit": None,
+    "/semcom.v1.Backhaul/Open": None,  # opened by txd, like the Link (mTLS between the daemons)
+    "/semcom.v1.Sites/List": "read",
     "/grpc.health.v1.Health/Check": None,
     "/grpc.health.v1.Health/Watch": None,
     "/semcom.v1.Receiver/Query": "read",

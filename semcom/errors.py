@@ -66,3 +66,8 @@ class TimedOut(SemcomError):
     """A request ran past its time budget (a query over query.timeout_s); the caller may retry."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class SiteNotConnected(PeerUnavailable):
+    """The camera site a fetch must go to has no backhaul open to this receiver (its txd is down, cut off or
+    runs without link.site_id), and no transmitter.address is configured to reach it otherwise."""

@@ -65,6 +65,7 @@ async def start_chain(
     mcs: str = "qpsk/ldpc_r12",
     models: Sequence[dict[str, object]] = (),
     txd_set: Sequence[str] = (),
+    rxd_set: Sequence[str] = (),
     understander: Understander | None = None,
 ) -> Chain:
     txd_port = free_port()
@@ -77,6 +78,7 @@ async def start_chain(
                 f"index.path={tmp / 'index.db'}",
                 f"transmitter.address=127.0.0.1:{txd_port}",
                 "http.listen=127.0.0.1:0",
+                *rxd_set,
             ],
         ),
         embedder=shared_embedder(),

@@ -10,11 +10,12 @@ from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer
 from semcom.telemetry import MetricsEndpoint, start_metrics
+from txd.backhaul import BackhaulClient
 from txd.clips import ClipStore
 from txd.config import TxdConfig
 from txd.core import TransmitterCore
 from txd.link import LinkSender
-from txd.service import TransmitterService
+from txd.service import TransmitterService, transmitter_status
 from txd.sources import SourcePool
 from txd.understanding.base import UNDERSTANDERS, Understander
 
@@ -52,6 +53,19 @@ class Txd:
             auth=cfg.auth,
         )
         self.sources = SourcePool(cfg.sources, self.core, self.clips)
+        self.backhaul = (
+            BackhaulClient(
+                self.core,
+                self.link.channel,
+                cfg.link.site_id,
+                lambda: transmitter_status(self.core),
+                reconnect_s=cfg.link.reconnect_s,
+                reconnect_max_s=cfg.link.reconnect_max_s,
+            )
+            if cfg.link.site_id and cfg.link.backhaul
+            else None
+        )
+        self._backhaul_task: asyncio.Task[None] | None = None
         self.metrics: MetricsEndpoint | None = None
         self._link_task: asyncio.Task[None] | None = None
         self._sources_task: asyncio.Task[None] | None = None
@@ -63,6 +77,8 @@ class Txd:
     async def start(self) -> None:
         self.metrics = start_metrics(self.cfg.metrics)
         self._link_task = asyncio.create_task(self.link.run(), name="txd-link")
+        if self.backhaul is not None:
+            self._backhaul_task = asyncio.create_task(self.backhaul.run(), name="txd-backhaul")
         await self.grpc.start()
         log.info("txd serving on port %d, link to %s (%s)", self.port, self.cfg.link.upstream, self.link.mcs)
         # Sources start once the server is up: a slow or failing one never delays or blocks Ingest.
@@ -70,17 +86,19 @@ class Txd:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain, then close in order: stop taking calls and let in-flight ones finish; stop pulling sources
-        (their open clip segments are stored); deliver what was accepted; close the link; close the models
-        (understander, detector, appearance embedder); stop the executor; close the metrics endpoint."""
+        (their open clip segments are stored); deliver what was accepted; close the link and the backhaul;
+        close the models (understander, detector, appearance embedder); stop the executor; close the metrics
+        endpoint."""
         await self.grpc.stop(grace_s)
         if self._sources_task is not None:
             self._sources_task.cancel()
             await asyncio.gather(self._sources_task, return_exceptions=True)
         if not await self.link.flush(self.cfg.link.flush_timeout_s):
             log.error("shutdown: %d records still unacknowledged", self.link.stats.records_queued)
-        if self._link_task is not None:
-            self._link_task.cancel()
-            await asyncio.gather(self._link_task, return_exceptions=True)
+        for task in (self._link_task, self._backhaul_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.link.close()
         await self.core.aclose()
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -90,6 +90,11 @@ class LinkConfig(Frozen):
         128, description="AEAD tag bits per frame; a forgery succeeds with probability ~2^-tag_bits per try"
     )
     encrypt: bool = Field(True, description="encrypt the records of sealed frames (the header stays clear)")
+    backhaul: bool = Field(
+        True,
+        description="with a site_id: open the backhaul to the upstream peer too, over which rxd fetches "
+        "clips and keyframes from this site (the operations centre then needs no route to this txd)",
+    )
 
     @model_validator(mode="after")
     def _key_needs_site(self) -> LinkConfig:

@@ -19,6 +19,7 @@ from semcom.link.durable import SqliteOutbox
 from semcom.link.messages import Feedback
 from semcom.link.outbox import Mark, MemoryOutbox, Outbox
 from semcom.link.sender import LinkStats, OutBurst, SenderConfig, SendState
+from semcom.link.site import site_metadata
 from semcom.pb.v1 import link_pb2, link_pb2_grpc
 from semcom.phy.learned import LEARNED_PREFIX, load_model_any
 from semcom.record import Record
@@ -142,6 +143,11 @@ class LinkSender:
         return self.state.stats
 
     @property
+    def channel(self) -> aio.Channel:
+        """The channel to the upstream peer, which the backhaul shares (one channel per peer)."""
+        return self._channel
+
+    @property
     def mcs(self) -> str:
         if self.learned is not None:
             return f"{LEARNED_PREFIX}{self.learned.name}"  # headers on mcs_name(self.state.mcs)
@@ -209,7 +215,11 @@ class LinkSender:
             await asyncio.sleep(max(0.0, self.state.reconnect_due_s - self._clock()))
 
     async def _session(self, session_id: int) -> None:
-        call = self._stub.Transmit(self._bursts(session_id, lambda: call.cancel()), wait_for_ready=True)
+        call = self._stub.Transmit(
+            self._bursts(session_id, lambda: call.cancel()),
+            wait_for_ready=True,
+            metadata=site_metadata(self.cfg.site_id),  # the handshake: rxd checks it before any burst
+        )
         try:
             await self._read(call)
         except asyncio.CancelledError:

@@ -90,23 +90,26 @@ class TransmitterService(transmitter_pb2_grpc.TransmitterServicer):
     async def Status(
         self, request: transmitter_pb2.StatusRequest, context: Context
     ) -> transmitter_pb2.TransmitterStatus:
-        stats = self.core.link_stats
-        return transmitter_pb2.TransmitterStatus(
-            streams=[
-                _stream_status(s, stats.per_stream_sent.get(s.stream_id, 0))
-                for s in self.core.streams.values()
-            ],
-            records_queued=stats.records_queued,
-            records_acked=stats.records_acked,
-            bursts_sent=stats.bursts_sent,
-            info_bits_sent=stats.info_bits_sent,
-            channel_symbols_sent=stats.channel_symbols_sent,
-            task_schema_id=stats.task_schema_id,
-            link_up=stats.link_up,
-            mcs=self.core.link.mcs,
-            records_lost=stats.records_lost,
-            last_snr_db=stats.last_snr_db,
-        )
+        return transmitter_status(self.core)
+
+
+def transmitter_status(core: TransmitterCore) -> transmitter_pb2.TransmitterStatus:
+    """The link and streams of this txd, as Status answers and as the backhaul reports them to rxd."""
+    stats = core.link_stats
+    return transmitter_pb2.TransmitterStatus(
+        streams=[_stream_status(s, stats.per_stream_sent.get(s.stream_id, 0)) for s in core.streams.values()],
+        records_queued=stats.records_queued,
+        records_acked=stats.records_acked,
+        bursts_sent=stats.bursts_sent,
+        info_bits_sent=stats.info_bits_sent,
+        channel_symbols_sent=stats.channel_symbols_sent,
+        task_schema_id=stats.task_schema_id,
+        link_up=stats.link_up,
+        mcs=core.link.mcs,
+        records_lost=stats.records_lost,
+        last_snr_db=stats.last_snr_db,
+        site_id=core.link.cfg.site_id,
+    )
 
 
 async def _chunks(parts: AsyncIterator[transmitter_pb2.IngestRequest]) -> AsyncIterator[bytes]:

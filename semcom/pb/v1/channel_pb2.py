@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17semcom/v1/channel.proto\x12\tsemcom.v1\"5\n\x10\x43hannelModelSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\"I\n\x0c\x43hannelChain\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.semcom.v1.ChannelModelSpec\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\x11\n\x0fGetChainRequest\"\xa2\x01\n\x0c\x43hannelStats\x12\x18\n\x10\x62ursts_forwarded\x18\x01 \x01(\x04\x12\x16\n\x0e\x62ursts_dropped\x18\x02 \x01(\x04\x12\x19\n\x11symbols_forwarded\x18\x03 \x01(\x04\x12\x16\n\x0esymbols_erased\x18\x04 \x01(\x04\x12\x11\n\tairtime_s\x18\x05 \x01(\x01\x12\x1a\n\x12\x66\x65\x65\x64\x62\x61\x63k_forwarded\x18\x06 \x01(\x04\"\x11\n\x0fGetStatsRequest2\xce\x01\n\x0c\x43hannelAdmin\x12?\n\x08GetChain\x12\x1a.semcom.v1.GetChainRequest\x1a\x17.semcom.v1.ChannelChain\x12<\n\x08SetChain\x12\x17.semcom.v1.ChannelChain\x1a\x17.semcom.v1.ChannelChain\x12?\n\x08GetStats\x12\x1a.semcom.v1.GetStatsRequest\x1a\x17.semcom.v1.ChannelStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17semcom/v1/channel.proto\x12\tsemcom.v1\"5\n\x10\x43hannelModelSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\"I\n\x0c\x43hannelChain\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.semcom.v1.ChannelModelSpec\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\x11\n\x0fGetChainRequest\"\xd5\x01\n\x0c\x43hannelStats\x12\x18\n\x10\x62ursts_forwarded\x18\x01 \x01(\x04\x12\x16\n\x0e\x62ursts_dropped\x18\x02 \x01(\x04\x12\x19\n\x11symbols_forwarded\x18\x03 \x01(\x04\x12\x16\n\x0esymbols_erased\x18\x04 \x01(\x04\x12\x11\n\tairtime_s\x18\x05 \x01(\x01\x12\x1a\n\x12\x66\x65\x65\x64\x62\x61\x63k_forwarded\x18\x06 \x01(\x04\x12\x16\n\x0e\x62\x61\x63khaul_bytes\x18\x07 \x01(\x04\x12\x19\n\x11\x62\x61\x63khaul_requests\x18\x08 \x01(\x04\"\x11\n\x0fGetStatsRequest2\xce\x01\n\x0c\x43hannelAdmin\x12?\n\x08GetChain\x12\x1a.semcom.v1.GetChainRequest\x1a\x17.semcom.v1.ChannelChain\x12<\n\x08SetChain\x12\x17.semcom.v1.ChannelChain\x1a\x17.semcom.v1.ChannelChain\x12?\n\x08GetStats\x12\x1a.semcom.v1.GetStatsRequest\x1a\x17.semcom.v1.ChannelStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCHAINREQUEST']._serialized_start=168
   _globals['_GETCHAINREQUEST']._serialized_end=185
   _globals['_CHANNELSTATS']._serialized_start=188
-  _globals['_CHANNELSTATS']._serialized_end=350
-  _globals['_GETSTATSREQUEST']._serialized_start=352
-  _globals['_GETSTATSREQUEST']._serialized_end=369
-  _globals['_CHANNELADMIN']._serialized_start=372
-  _globals['_CHANNELADMIN']._serialized_end=578
+  _globals['_CHANNELSTATS']._serialized_end=401
+  _globals['_GETSTATSREQUEST']._serialized_start=403
+  _globals['_GETSTATSREQUEST']._serialized_end=420
+  _globals['_CHANNELADMIN']._serialized_start=423
+  _globals['_CHANNELADMIN']._serialized_end=629
 # @@protoc_insertion_point(module_scope)

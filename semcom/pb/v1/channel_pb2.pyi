@@ -90,12 +90,18 @@ class ChannelStats(_message.Message):
     SYMBOLS_ERASED_FIELD_NUMBER: _builtins.int
     AIRTIME_S_FIELD_NUMBER: _builtins.int
     FEEDBACK_FORWARDED_FIELD_NUMBER: _builtins.int
+    BACKHAUL_BYTES_FIELD_NUMBER: _builtins.int
+    BACKHAUL_REQUESTS_FIELD_NUMBER: _builtins.int
     bursts_forwarded: _builtins.int
     bursts_dropped: _builtins.int
     symbols_forwarded: _builtins.int
     symbols_erased: _builtins.int
     airtime_s: _builtins.float
     feedback_forwarded: _builtins.int
+    backhaul_bytes: _builtins.int
+    """clip, keyframe and status answers passed through unimpaired (backward channel)"""
+    backhaul_requests: _builtins.int
+    """the receiver's requests passed to the sites"""
     def __init__(
         self,
         *,
@@ -105,10 +111,12 @@ class ChannelStats(_message.Message):
         symbols_erased: _builtins.int = ...,
         airtime_s: _builtins.float = ...,
         feedback_forwarded: _builtins.int = ...,
+        backhaul_bytes: _builtins.int = ...,
+        backhaul_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["airtime_s", b"airtime_s", "bursts_dropped", b"bursts_dropped", "bursts_forwarded", b"bursts_forwarded", "feedback_forwarded", b"feedback_forwarded", "symbols_erased", b"symbols_erased", "symbols_forwarded", b"symbols_forwarded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["airtime_s", b"airtime_s", "backhaul_bytes", b"backhaul_bytes", "backhaul_requests", b"backhaul_requests", "bursts_dropped", b"bursts_dropped", "bursts_forwarded", b"bursts_forwarded", "feedback_forwarded", b"feedback_forwarded", "symbols_erased", b"symbols_erased", "symbols_forwarded", b"symbols_forwarded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -244,6 +244,7 @@ class TransmitterStatus(_message.Message):
     MCS_FIELD_NUMBER: _builtins.int
     RECORDS_LOST_FIELD_NUMBER: _builtins.int
     LAST_SNR_DB_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
     records_queued: _builtins.int
     records_acked: _builtins.int
     bursts_sent: _builtins.int
@@ -257,6 +258,8 @@ class TransmitterStatus(_message.Message):
     """records whose bursts failed every attempt"""
     last_snr_db: _builtins.float
     """the receiver's latest SNR report"""
+    site_id: _builtins.str
+    """link.site_id: the site this transmitter speaks for ("" when not named)"""
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
     def __init__(
@@ -273,10 +276,11 @@ class TransmitterStatus(_message.Message):
         mcs: _builtins.str = ...,
         records_lost: _builtins.int = ...,
         last_snr_db: _builtins.float = ...,
+        site_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts_sent", b"bursts_sent", "channel_symbols_sent", b"channel_symbols_sent", "info_bits_sent", b"info_bits_sent", "last_snr_db", b"last_snr_db", "link_up", b"link_up", "mcs", b"mcs", "records_acked", b"records_acked", "records_lost", b"records_lost", "records_queued", b"records_queued", "streams", b"streams", "task_schema_id", b"task_schema_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bursts_sent", b"bursts_sent", "channel_symbols_sent", b"channel_symbols_sent", "info_bits_sent", b"info_bits_sent", "last_snr_db", b"last_snr_db", "link_up", b"link_up", "mcs", b"mcs", "records_acked", b"records_acked", "records_lost", b"records_lost", "records_queued", b"records_queued", "site_id", b"site_id", "streams", b"streams", "task_schema_id", b"task_schema_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,204 @@
+"""The receiving end of the backhaul: each site's txd opens one, and rxd sends it clip, keyframe and status
+requests over it, so the operations centre reaches no camera. Answers come back on the same stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc import aio
+
+from rxd.sites import SiteBook, SiteView
+from semcom.errors import (
+    InvalidInput,
+    NotFound,
+    NotImplementedYet,
+    PeerUnavailable,
+    SemcomError,
+    SiteNotConnected,
+)
+from semcom.ids import check_site_id
+from semcom.pb.v1 import common_pb2, sites_pb2, sites_pb2_grpc, transmitter_pb2
+
+log = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[object, object]
+
+_FAILURES: dict[str, type[SemcomError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT.name: InvalidInput,
+    grpc.StatusCode.NOT_FOUND.name: NotFound,
+    grpc.StatusCode.UNIMPLEMENTED.name: NotImplementedYet,
+    grpc.StatusCode.UNAVAILABLE.name: PeerUnavailable,
+}
+
+
+class SiteConnection:
+    """One open backhaul: requests waiting to go out, and the answers of each request in flight."""
+
+    def __init__(self, site_id: str) -> None:
+        self.site_id = site_id
+        self.requests: asyncio.Queue[sites_pb2.SiteRequest | None] = asyncio.Queue()
+        self._answers: dict[int, asyncio.Queue[sites_pb2.SiteAnswer | None]] = {}
+        self._next_id = 0
+        self.closed = False
+
+    def ask(self, request: sites_pb2.SiteRequest) -> tuple[int, asyncio.Queue[sites_pb2.SiteAnswer | None]]:
+        self._next_id += 1
+        request.request_id = self._next_id
+        answers: asyncio.Queue[sites_pb2.SiteAnswer | None] = asyncio.Queue()
+        self._answers[self._next_id] = answers
+        self.requests.put_nowait(request)
+        return self._next_id, answers
+
+    def done(self, request_id: int) -> None:
+        self._answers.pop(request_id, None)
+
+    def deliver(self, answer: sites_pb2.SiteAnswer) -> None:
+        """Hand an answer to its request; one for a request given up on (timed out) is dropped."""
+        answers = self._answers.get(answer.request_id)
+        if answers is not None:
+            answers.put_nowait(answer)
+
+    def close(self) -> None:
+        """The connection ended: every request in flight hears so, and the sending side stops."""
+        self.closed = True
+        for answers in self._answers.values():
+            answers.put_nowait(None)
+        self.requests.put_nowait(None)
+
+
+class Backhaul:
+    """The open backhaul of each site, and requests routed over them (each within `timeout_s`)."""
+
+    def __init__(self, sites: SiteBook) -> None:
+        self.sites = sites
+        self._open: dict[str, SiteConnection] = {}
+
+    def connected(self, site_id: str) -> bool:
+        return site_id in self._open
+
+    def attach(self, site_id: str) -> SiteConnection:
+        """A new backhaul for `site_id`; one the site opened before is closed (txd reconnected before rxd
+        noticed the old connection had died: the newest is the live one)."""
+        old = self._open.pop(site_id, None)
+        if old is not None:
+            log.info("site %r opened a new backhaul; closing the older one", site_id)
+            old.close()
+        conn = self._open[site_id] = SiteConnection(site_id)
+        self.sites.set_backhaul(site_id, True)
+        log.info("backhaul of site %r up", site_id)
+        return conn
+
+    def detach(self, conn: SiteConnection) -> None:
+        conn.close()
+        if self._open.get(conn.site_id) is conn:
+            del self._open[conn.site_id]
+            self.sites.set_backhaul(conn.site_id, False)
+            log.info("backhaul of site %r down", conn.site_id)
+
+    async def _answers(
+        self, site_id: str, request: sites_pb2.SiteRequest, timeout_s: float
+    ) -> AsyncIterator[sites_pb2.SiteAnswer]:
+        conn = self._open.get(site_id)
+        if conn is None:
+            raise SiteNotConnected(f"site {site_id!r} has no backhaul open (its txd is down or unreachable)")
+        request_id, answers = conn.ask(request)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    answer = await answers.get()
+                    if answer is None:
+                        raise SiteNotConnected(f"the backhaul of site {site_id!r} closed during the request")
+                    if answer.WhichOneof("kind") == "failure":
+                        f = answer.failure
+                        raise _FAILURES.get(f.code, SemcomError)(f.message or f.code)
+                    if answer.WhichOneof("kind") is not None:
+                        yield answer
+                    if answer.last:
+                        return
+        except TimeoutError as err:
+            raise PeerUnavailable(f"site {site_id!r} did not answer within {timeout_s:g} s") from err
+        finally:
+            conn.done(request_id)
+
+    async def fetch_clip(
+        self, site_id: str, request: common_pb2.FetchClipRequest, timeout_s: float
+    ) -> AsyncIterator[common_pb2.ClipChunk]:
+        async for answer in self._answers(site_id, sites_pb2.SiteRequest(clip=request), timeout_s):
+            yield answer.clip
+
+    async def fetch_keyframe(
+        self, site_id: str, request: transmitter_pb2.FetchKeyframeRequest, timeout_s: float
+    ) -> transmitter_pb2.KeyframeImage:
+        async for answer in self._answers(site_id, sites_pb2.SiteRequest(keyframe=request), timeout_s):
+            if answer.HasField("keyframe"):
+                return answer.keyframe
+        raise NotFound(f"site {site_id!r} sent no keyframe")
+
+    async def status(self, site_id: str, timeout_s: float) -> transmitter_pb2.TransmitterStatus:
+        request = sites_pb2.SiteRequest(status=transmitter_pb2.StatusRequest())
+        async for answer in self._answers(site_id, request, timeout_s):
+            if answer.HasField("status"):
+                return answer.status
+        raise PeerUnavailable(f"site {site_id!r} sent no status")
+
+
+class BackhaulService(sites_pb2_grpc.BackhaulServicer):
+    """txd's hello first (the site id, checked), then its answers in, rxd's requests out."""
+
+    def __init__(self, backhaul: Backhaul) -> None:
+        self.backhaul = backhaul
+
+    async def Open(
+        self, request_iterator: AsyncIterator[sites_pb2.SiteAnswer], context: Context
+    ) -> AsyncIterator[sites_pb2.SiteRequest]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("kind") != "hello":
+            raise InvalidInput("the backhaul's first message must be the site's hello")
+        site_id = check_site_id(first.hello.site_id)  # "" too: clips are routed by site, and "" names none
+        conn = self.backhaul.attach(site_id)
+        reader = asyncio.create_task(self._read(request_iterator, conn), name=f"rxd-backhaul-{site_id}")
+        try:
+            while (request := await conn.requests.get()) is not None:
+                yield request
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.backhaul.detach(conn)
+
+    async def _read(self, answers: AsyncIterator[sites_pb2.SiteAnswer], conn: SiteConnection) -> None:
+        try:
+            async for answer in answers:
+                conn.deliver(answer)
+        except aio.AioRpcError as err:
+            log.info("backhaul of site %r broke: %s", conn.site_id, err.code().name)
+        finally:
+            conn.close()
+
+
+class SitesService(sites_pb2_grpc.SitesServicer):
+    def __init__(self, sites: SiteBook) -> None:
+        self.sites = sites
+
+    async def List(self, request: sites_pb2.ListSitesRequest, context: Context) -> sites_pb2.ListSitesReply:
+        return sites_pb2.ListSitesReply(sites=[site_info(s) for s in self.sites.snapshot()])
+
+
+def site_info(s: SiteView) -> sites_pb2.SiteInfo:
+    c = s.counters
+    return sites_pb2.SiteInfo(
+        site_id=s.site_id,
+        link_up=s.link_up,
+        backhaul_up=s.backhaul,
+        stream_ids=s.streams,
+        bursts_ok=c.bursts_ok,
+        bursts_failed=c.bursts_failed,
+        records_indexed=c.records_indexed,
+        records_failed=c.records_failed,
+        info_bits=c.info_bits,
+        payload_bytes=c.payload_bytes,
+        last_record_at_s=c.last_record_at_s,
+        last_seen_s=c.last_seen_s,
+    )
