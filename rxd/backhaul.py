@@ -79,6 +79,23 @@ class Backhaul:
     def connected(self, site_id: str) -> bool:
         return site_id in self._open
 
+    def route(self, stream_id: str, *, fallback: bool) -> str | None:
+        """The site whose backhaul serves `stream_id`, or None to ask the `fallback` (transmitter.address).
+
+        Without a fallback: NotFound when no site has sent the stream, SiteNotConnected when its site has
+        no backhaul open now."""
+        site = self.sites.site_of(stream_id)
+        if site is not None and self.connected(site):
+            return site
+        if fallback:
+            return None
+        if site is None:
+            raise NotFound(f"no site has sent stream {stream_id!r} to this receiver")
+        raise SiteNotConnected(
+            f"stream {stream_id!r} comes from site {site or '(unnamed)'!r}, which has no backhaul open now "
+            "(its txd is down or cut off, or runs without link.site_id) and transmitter.address is not set"
+        )
+
     def attach(self, site_id: str) -> SiteConnection:
         """A new backhaul for `site_id`; one the site opened before is closed (txd reconnected before rxd
         noticed the old connection had died: the newest is the live one)."""

@@ -29,7 +29,6 @@ from semcom.errors import (
     Overloaded,
     PeerUnavailable,
     SemcomError,
-    SiteNotConnected,
     TimedOut,
 )
 from semcom.ids import check_site_id, check_stream_id
@@ -232,21 +231,8 @@ class ReceiverCore:
         }
 
     def route(self, stream_id: str) -> str | None:
-        """The site whose backhaul serves `stream_id`'s fetches, or None for transmitter.address's txd.
-
-        NotFound when no site has sent the stream and there is no fallback; SiteNotConnected when its site
-        has no backhaul open now and there is no fallback."""
-        site = self.sites.site_of(stream_id)
-        if site is not None and self.backhaul.connected(site):
-            return site
-        if self.transmitter is not None:
-            return None
-        if site is None:
-            raise NotFound(f"no site has sent stream {stream_id!r} to this receiver")
-        raise SiteNotConnected(
-            f"stream {stream_id!r} comes from site {site or '(unnamed)'!r}, which has no backhaul open now "
-            "(its txd is down or cut off, or runs without link.site_id) and transmitter.address is not set"
-        )
+        """The site whose backhaul serves `stream_id`'s fetches, or None for transmitter.address's txd."""
+        return self.backhaul.route(stream_id, fallback=self.transmitter is not None)
 
     async def site_status(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
         """Every site: rxd's link state and counts (kept in the index), and txd's own state (MCS, the SNR it

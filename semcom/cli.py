@@ -19,6 +19,8 @@ from semcom.pb.v1 import (
     channel_pb2_grpc,
     receiver_pb2,
     receiver_pb2_grpc,
+    sites_pb2,
+    sites_pb2_grpc,
     transmitter_pb2,
     transmitter_pb2_grpc,
 )
@@ -148,8 +150,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         tx = transmitter_pb2_grpc.TransmitterStub(_channel(args, args.txd))
         _print_pb(tx.Status(transmitter_pb2.StatusRequest(), timeout=10))
     if args.rxd:
-        rx = receiver_pb2_grpc.ReceiverStub(_channel(args, args.rxd))
+        channel = _channel(args, args.rxd)
+        rx = receiver_pb2_grpc.ReceiverStub(channel)
         _print_pb(rx.Stats(receiver_pb2.StatsRequest(), timeout=10))
+        sites = sites_pb2_grpc.SitesStub(channel).List(sites_pb2.ListSitesRequest(), timeout=10)
+        for site in sites.sites:
+            print(client.format_site(site))
     if args.channel:
         ch = channel_pb2_grpc.ChannelAdminStub(_channel(args, args.channel))
         _print_pb(ch.GetChain(channel_pb2.GetChainRequest(), timeout=10))

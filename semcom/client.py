@@ -13,7 +13,14 @@ from tqdm import tqdm
 
 from semcom.auth import with_token
 from semcom.config import ClientTlsConfig
-from semcom.pb.v1 import common_pb2, receiver_pb2, receiver_pb2_grpc, transmitter_pb2, transmitter_pb2_grpc
+from semcom.pb.v1 import (
+    common_pb2,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    sites_pb2,
+    transmitter_pb2,
+    transmitter_pb2_grpc,
+)
 from semcom.record import Record
 from semcom.server import channel_options
 from semcom.tls import open_sync_channel
@@ -208,4 +215,19 @@ def format_hit(hit: receiver_pb2.Hit) -> str:
         f"loc {rec.location_id}: "
         f"{attrs}{desc} | matched {', '.join(hit.matched_slots) or '-'} | clip {hit.clip.stream_id} "
         f"{hit.clip.t0_s:.1f}..{hit.clip.t1_s:.1f}"
+    )
+
+
+def format_site(site: sites_pb2.SiteInfo) -> str:
+    """One line per camera site, as `semcom status --rxd` prints it."""
+    last = (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(site.last_record_at_s))
+        if site.last_record_at_s
+        else "never"
+    )
+    return (
+        f"site {site.site_id or '(unnamed)'}: link {'up' if site.link_up else 'down'}, "
+        f"backhaul {'up' if site.backhaul_up else 'down'}, streams {','.join(site.stream_ids) or '-'}, "
+        f"last record {last}, {site.info_bits} bits received, {site.records_indexed} records indexed, "
+        f"{site.bursts_failed} bursts lost ({site.records_failed} records in them)"
     )

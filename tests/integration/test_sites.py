@@ -3,7 +3,6 @@ txd opened (no transmitter.address), a fetch for a site that is not connected, c
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.conftest import Chain, shared_embedder, start_chain, stop_chain
 from tests.fixtures.link import PEOPLE, announce_all, wait_indexed
 from tests.fixtures.records import person
 from tests.fixtures.txd import START, BrightnessUnderstander, ingest
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,7 @@ async def _start(tmp: Path, site_id: str) -> Chain:
         txd_set=[f"link.site_id={site_id}"],
         rxd_set=["transmitter.address="],
     )
-    async with asyncio.timeout(20):
-        while not chain.rxd.backhaul.connected(site_id):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: chain.rxd.backhaul.connected(site_id), timeout_s=20)
     return chain
 
 
@@ -105,16 +103,16 @@ async def test_clip_and_keyframe_come_back_over_the_backhaul(tmp_path: Path, sha
         assert status == 404 and "no site has sent stream 'nope'" in json.loads(raw)["error"]
         # The site went away: its streams' fetches fail UNAVAILABLE, saying which site, and rxd serves on.
         await chain.txd.stop(1.0)
-        async with asyncio.timeout(20):
-            while chain.rxd.backhaul.connected("site-a"):
-                await asyncio.sleep(0.02)
+        await eventually(lambda: not chain.rxd.backhaul.connected("site-a"), timeout_s=20)
         status, raw = await _get(f"{_site_chain_rxd(chain)}/api/keyframe?stream_id=cam-a&record_id=2")
         assert status == 503 and "site 'site-a'" in json.loads(raw)["error"], raw
         async with aio.insecure_channel(chain.rxd_address) as ch:
             with pytest.raises(aio.AioRpcError) as err:
                 async for _ in receiver_pb2_grpc.ReceiverStub(ch).FetchClip(request, timeout=10):
                     pass
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "no backhaul open" in str(err.value.details())
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "no backhaul open" in str(
+            err.value.details()
+        )
     finally:
         await stop_chain(chain)
 
@@ -233,4 +231,3 @@ async def test_site_filter_narrows_a_query_to_one_sites_streams(tmp_path: Path) 
         assert json.loads(raw)["site_streams"] == {"site-f": ["cam-f1", "cam-f2"]}
     finally:
         await stop_chain(chain)
-
