@@ -60,6 +60,7 @@ function formToParams() {
   const p = new URLSearchParams();
   const put = (k, v) => { if (v) p.set(k, v); };
   put("q", $("q").value.trim());
+  put("site", $("f-site").value);
   put("stream", $("f-stream").value);
   put("location", $("f-location").value);
   put("time", $("f-time").value);
@@ -75,6 +76,8 @@ function ensureOption(select, value) {
 
 function paramsToForm(p) {
   $("q").value = p.get("q") || "";
+  ensureOption($("f-site"), p.get("site"));
+  $("f-site").value = p.get("site") || "";
   ensureOption($("f-stream"), p.get("stream"));
   $("f-stream").value = p.get("stream") || "";
   ensureOption($("f-location"), p.get("location"));
@@ -95,6 +98,7 @@ function showCustomTime() {
 
 function queryBody(p) {
   const body = { text: p.get("q") || "", top_k: TOP_K, filters: {} };
+  if (p.get("site")) body.site_id = p.get("site");
   if (p.get("stream")) body.stream_id = p.get("stream");
   if (p.get("location")) body.location_ids = [Number(p.get("location"))];
   if (p.get("minp")) body.min_probability = Number(p.get("minp"));
@@ -261,6 +265,7 @@ function onHitsKey(e) {
 function fillChoices(stats) {
   const streams = stats.streams || [];
   for (const s of streams) ensureOption($("f-stream"), s.stream_id);
+  for (const site of Object.keys(stats.site_streams || {}).sort()) ensureOption($("f-site"), site);
   const locations = [...new Set(streams.flatMap((s) => s.location_ids))].sort((a, b) => a - b);
   for (const loc of locations) ensureOption($("f-location"), String(loc));
 }
@@ -277,9 +282,8 @@ function renderStats(s) {
 }
 
 function renderMeter(s) {
-  const site = (s.sites || [])[0];
   const semantic = s.semantic_bits_indexed;
-  const video = site && site.reachable ? site.video_bytes * 8 : 0;
+  const video = (s.sites || []).filter((site) => site.reachable).reduce((a, site) => a + site.video_bytes * 8, 0);
   const clips = s.clip_bytes_fetched * 8;
   const thumbs = s.keyframe_bytes_fetched * 8;
   const rows = [
@@ -297,18 +301,24 @@ function renderMeter(s) {
   $("meter").replaceChildren(...nodes);
 }
 
+// One line per camera site: its link as rxd sees it (up while its txd holds the link open), what txd says
+// of its side when its backhaul (or transmitter.address) answers, and the counts rxd keeps across restarts.
 function renderSites(s) {
   const nodes = (s.sites || []).map((site) => {
-    if (!site.reachable) return el("div", { class: "site" }, el("span", { class: "pill down", text: "down" }), ` site ${site.address}: not reachable (${site.error})`);
-    const rx = (s.streams || []).map((st) => st.link).filter(Boolean);
-    const received = rx.reduce((a, l) => a + l.info_bits, 0);
+    const name = site.site_id ? `site ${site.site_id}` : `unnamed site${site.address ? ` at ${site.address}` : ""}`;
+    const up = site.link_up || site.txd_link_up;
+    const rx = (s.streams || []).filter((st) => (site.streams || []).includes(st.stream_id)).map((st) => st.link).filter(Boolean);
     const snr = rx.map((l) => l.snr_db).filter((v) => v !== null).pop();
     const es = snr !== undefined ? snr : site.snr_db;
-    return el("div", { class: "site" },
-      el("span", { class: `pill ${site.link_up ? "up" : "down"}`, text: site.link_up ? "link up" : "link down" }),
-      ` site ${site.address}`,
-      el("div", { text: `Es/N0 ${Number.isFinite(es) ? es.toFixed(1) + " dB" : "not measured yet"} · MCS ${site.mcs}` }),
-      el("div", { text: `${bits(received)} received since rxd started · ${site.records_lost} records lost` }));
+    const lost = site.reachable ? `${site.records_lost} records lost` : `${site.records_failed || 0} records in failed bursts`;
+    const last = site.last_record_at_s ? fmtTime(site.last_record_at_s) : "none yet";
+    const node = el("div", { class: "site" },
+      el("span", { class: `pill ${up ? "up" : "down"}`, text: up ? "link up" : "link down" }),
+      ` ${name}`,
+      el("div", { text: site.reachable ? `Es/N0 ${Number.isFinite(es) ? es.toFixed(1) + " dB" : "not measured yet"} · MCS ${site.mcs}` : `txd not reachable (${site.error || "no backhaul open"})` }),
+      el("div", { text: `${bits(site.info_bits || 0)} received · ${site.bursts_failed || 0} bursts lost · ${lost} · last record ${last}` }));
+    node.dataset.siteId = site.site_id || "";
+    return node;
   });
   $("sites").replaceChildren(...nodes);
 }

@@ -7,15 +7,17 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import pytest_asyncio
 
 from semcom import client
 from semcom.pb.v1 import transmitter_pb2_grpc
-from tests.conftest import Chain
+from tests.conftest import Chain, start_chain, stop_chain
 from tests.fixtures.link import PEOPLE, wait_indexed
 
 pytestmark = pytest.mark.slow
@@ -33,6 +35,14 @@ CAN_PLAY = """() => new Promise((resolve) => {
   if (v.readyState >= 3) resolve(true);
   v.addEventListener('canplay', () => resolve(true), {once: true});
 })"""
+
+
+@pytest_asyncio.fixture
+async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
+    """The chain with a named camera site: thumbnails and clips come back over its backhaul."""
+    c = await start_chain(tmp_path, txd_set=["link.site_id=site-web"])
+    yield c
+    await stop_chain(c)
 
 
 def query_of(url: str) -> dict[str, list[str]]:
@@ -165,11 +175,13 @@ async def play_clip(page: Any) -> None:
 async def filters_in_the_url(page: Any, url: str) -> None:
     await page.fill("#q", "someone")
     await page.select_option("#slot-upper_color", "white")
+    await page.select_option("#f-site", "site-web")
     await page.select_option("#f-stream", "cam-web")
     await page.select_option("#f-time", "24h")
     await page.click("button[type=submit]")
     await page.wait_for_function("() => /white/.test(document.getElementById('slots').textContent)")
-    wanted = {"q": ["someone"], "upper_color": ["white"], "stream": ["cam-web"], "time": ["24h"]}
+    wanted = {"q": ["someone"], "upper_color": ["white"], "site": ["site-web"], "stream": ["cam-web"]}
+    wanted["time"] = ["24h"]
     assert query_of(page.url) == wanted
     assert "white" in (await page.locator("li.hit .desc").first.inner_text())
     # A reload (or the link shared) reproduces the search, filters included.
@@ -178,6 +190,7 @@ async def filters_in_the_url(page: Any, url: str) -> None:
     await page.wait_for_selector("li.hit")
     assert await page.input_value("#slot-upper_color") == "white"
     assert await page.input_value("#f-stream") == "cam-web" and await page.input_value("#q") == "someone"
+    assert await page.input_value("#f-site") == "site-web"
     # A custom window (from, to) that holds nothing: no hits, and the URL carries both ends.
     await page.select_option("#f-time", "custom")
     await page.fill("#f-from", "2001-01-01T00:00:00")
@@ -204,7 +217,8 @@ async def filters_in_the_url(page: Any, url: str) -> None:
 
 async def live_record(page: Any, stub: transmitter_pb2_grpc.TransmitterStub) -> None:
     await page.wait_for_selector("#live-state:has-text('live')")
-    await page.wait_for_selector("#sites:has-text('link up')")
+    await page.wait_for_selector("#sites .site[data-site-id='site-web']:has-text('link up')")
+    assert "MCS qpsk/ldpc_r12" in (await page.inner_text("#sites"))
     fields = {"gender": "male", "upper_color": "yellow", "lower_color": "green"}
     await asyncio.to_thread(client.announce, stub, stream_id="cam-live", fields=fields, location_id=6)
     arrived = page.locator("#arrivals li:has-text('yellow')")
