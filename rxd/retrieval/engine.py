@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from semcom.errors import InvalidInput
-from semcom.record import UNKNOWN, Record
+from semcom.record import Record
 from semcom.schema import Schema, SchemaRegistry
 
 from .describe import Describer, DescriptionMemory, RecordChecker
@@ -148,7 +148,8 @@ def rank_descriptions(
 ) -> NDArray[np.int64]:
     """The ranking policy, per description: its rank (0 best, equal keys share one; unusable: len(fields)).
 
-    `fields` holds each description's value indices (0 = unknown); a slot matches any of its values.
+    `fields` holds each description's value indices (0 = unknown); a slot matches any of its values
+    ("unknown" among them when asked for; an unknown field is otherwise neither match nor contradiction).
     Key: tier (all slots match < none contradicted < some contradicted), then more matched slots, then
     higher similarity. Tiers depend only on field values, which a description shares with its records, so a
     store ranks descriptions, not records.
@@ -156,8 +157,9 @@ def rank_descriptions(
     matched = np.zeros(len(fields), dtype=np.int64)
     unknown = np.zeros(len(fields), dtype=np.int64)
     for t in tests:
-        matched += np.isin(fields[:, t.column], t.values)
-        unknown += fields[:, t.column] == 0
+        hit = np.isin(fields[:, t.column], t.values)
+        matched += hit
+        unknown += (fields[:, t.column] == 0) & ~hit
     n = len(tests)
     tier = np.where(matched == n, 0, np.where(matched + unknown == n, 1, 2))
     # Similarity lies in [-1, 1], so 1 - sim < 4 never crosses into the next (tier, matched) step.
@@ -173,7 +175,7 @@ def slot_outcome(
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(matched, unknown, contradicted) slot names for one description's value indices."""
     matched = tuple(t.name for t in tests if values[t.column] in t.values)
-    unknown = tuple(t.name for t in tests if values[t.column] == 0)
+    unknown = tuple(t.name for t in tests if values[t.column] == 0 and t.name not in matched)
     return matched, unknown, tuple(t.name for t in tests if t.name not in matched and t.name not in unknown)
 
 
@@ -373,17 +375,17 @@ class RetrievalEngine:
 
 
 def _filters(schema: Schema, filters: Mapping[str, str | Sequence[str]]) -> SlotSets:
-    """Validated filters as slot sets; InvalidInput names an unknown field or value and what is allowed."""
+    """Validated filters as slot sets; InvalidInput names an unknown field or value and what is allowed.
+
+    "unknown" is a value like the others: it asks for records whose field the transmitter could not read.
+    """
     out: SlotSets = {}
     for name, raw in filters.items():
         spec = schema.field(name)
         given = raw.split("|") if isinstance(raw, str) else list(raw)
         values = [v.strip().lower() for v in given if isinstance(v, str) and v.strip()]
-        allowed = ", ".join(spec.values[1:])
         if len(values) != len(given) or not values:
-            raise InvalidInput(f"filter {name!r}: give one or more values; allowed: {allowed}")
-        if UNKNOWN in values:
-            raise InvalidInput(f"filter {name!r}: {UNKNOWN!r} cannot be searched for; allowed: {allowed}")
+            raise InvalidInput(f"filter {name!r}: give one or more values; allowed: {', '.join(spec.values)}")
         for value in values:
             spec.index(value)
         out[name] = tuple(v for v in spec.values if v in values)

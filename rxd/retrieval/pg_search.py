@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from psycopg import sql
 
 from .engine import Query
-from .probability import SlotFactors
+from .ranking import DescriptionOrder
 
 # A query for one stream reads all its records that pass the filters when they are at most this many.
 STREAM_FIRST_MAX = 20_000
@@ -25,13 +25,19 @@ Fetch = Callable[[sql.Composed, dict[str, Any]], list[FetchedRow]]
 class Ranked:
     """What the replica computed per description for one query (arrays indexed by description id)."""
 
-    order: NDArray[np.int64]  # descriptions to visit, best first
-    group: NDArray[np.int64]  # equal keys share a group, never split
-    bound: NDArray[np.float64]  # the greatest probability any of its records can have
-    counts: NDArray[np.int64]  # records per description
-    uniform: NDArray[np.bool_]  # whether all its records have one probability (order by recency is exact)
-    factors: SlotFactors
+    order: DescriptionOrder  # descriptions to visit, best first, with their bounds and slot factors
+    cmin: NDArray[np.float32]  # per description and schema column: the least confidence of its records
+    cmax: NDArray[np.float32]  # ... and the greatest
     width: int
+
+    def uniform(self, descs: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Whether all records of each of `descs` have one probability (then order by recency is exact):
+        no queried column's confidence varies among them."""
+        factors = self.order.factors
+        cols = list(factors.columns)
+        same = self.cmin[descs][:, cols] == self.cmax[descs][:, cols]
+        out: NDArray[np.bool_] = np.all((factors.b[descs] == 0) | same, axis=1)
+        return out
 
 
 def _filters(q: Query) -> tuple[list[sql.Composable], dict[str, Any]]:
@@ -64,11 +70,12 @@ def _statement(
     args: list[sql.Composable] = [sql.SQL("%(descs)s::int[]")]
     names = ["desc_id"]
     order: sql.Composable = sql.SQL("r.time_s DESC, r.record_id DESC")
-    if not uniform and ranked.factors.columns:
+    factors = ranked.order.factors
+    if not uniform and factors.columns:
         terms = []
-        for j, column in enumerate(ranked.factors.columns):
-            params[f"a{j}"] = ranked.factors.a[descs, j].tolist()
-            params[f"b{j}"] = ranked.factors.b[descs, j].tolist()
+        for j, column in enumerate(factors.columns):
+            params[f"a{j}"] = factors.a[descs, j].tolist()
+            params[f"b{j}"] = factors.b[descs, j].tolist()
             args += [sql.SQL(f"%(a{j})s::float8[]"), sql.SQL(f"%(b{j})s::float8[]")]
             names += [f"a{j}", f"b{j}"]
             # As probability.SlotFactors.rows computes it (a confidence not stated counts as certain).
@@ -107,7 +114,7 @@ def top_rows(
     Descriptions are visited best first, a few at a time, until top_k records are at least as probable as
     the next description's bound; each visit fetches at most top_k records per description.
     """
-    order, group = ranked.order, ranked.group
+    order = ranked.order
     if q.stream_id:
         where, params = _filters(q)
         params["cap"] = STREAM_FIRST_MAX + 1
@@ -116,29 +123,30 @@ def top_rows(
         )
         got = fetch(stmt, params)
         if len(got) <= STREAM_FIRST_MAX:  # all of them: rank them here
-            wanted = np.zeros(len(ranked.bound), dtype=np.bool_)
-            wanted[order] = True
+            wanted = order.eligible
             got = [r for r in got if r[0] < len(wanted) and wanted[r[0]]]
             return _best(q, ranked, got, [_probability(got, ranked)])
-    cum = np.cumsum(ranked.counts[order])
     rows: list[FetchedRow] = []
     probs: list[NDArray[np.float64]] = []
     pos, factor = 0, 1
-    while pos < len(order):
+    while True:
         p = np.concatenate(probs) if probs else np.zeros(0)
         kept = p[p >= q.min_probability]
+        if not order.covers(pos):
+            break
         if len(kept) >= q.top_k:
             kth = -np.partition(-kept, q.top_k - 1)[q.top_k - 1]
-            if kth >= ranked.bound[order[pos]]:
+            if kth >= order.bound[order.order[pos]]:
                 break
-        want = (cum[pos - 1] if pos else 0) + max(q.top_k - len(kept), 1) * factor
-        end = min(int(np.searchsorted(cum, want)) + 1, len(order))
-        end = int(np.searchsorted(group, group[end - 1], side="right"))
-        descs = order[pos:end]
-        for uniform in (True, False):
-            part = descs[ranked.uniform[descs] == uniform]
+        want = (int(order.cum[pos - 1]) if pos else 0) + max(q.top_k - len(kept), 1) * factor
+        end = order.chunk(pos, want)
+        descs = order.order[pos:end]
+        descs = descs[order.counts[descs] > 0]
+        uniform = ranked.uniform(descs)
+        for same in (True, False):
+            part = descs[uniform == same]
             if len(part):
-                got = fetch(*_statement(q, ranked, part, uniform=uniform))
+                got = fetch(*_statement(q, ranked, part, uniform=same))
                 rows += got
                 probs.append(_probability(got, ranked))
         pos, factor = end, factor * 4
@@ -149,20 +157,23 @@ def _best(
     q: Query, ranked: Ranked, rows: list[FetchedRow], probs: list[NDArray[np.float64]]
 ) -> tuple[list[FetchedRow], NDArray[np.float64], NDArray[np.float64]]:
     """The top_k of `rows` (their probabilities in `probs`, in order) by probability, the description's
-    place in the visit order, recency, id."""
+    place in the visit order, recency, id, then the order fetched."""
     p = np.concatenate(probs) if probs else np.zeros(0)
-    rank = np.empty(len(ranked.bound), dtype=np.int64)
-    rank[ranked.order] = np.arange(len(ranked.order))
     keep = np.flatnonzero(p >= q.min_probability)
-    key = sorted(keep, key=lambda i: (-p[i], rank[rows[i][0]], -rows[i][4], -rows[i][2]))[: q.top_k]
+    desc = np.asarray([rows[i][0] for i in keep], dtype=np.int64)
+    time_s = np.asarray([rows[i][4] for i in keep], dtype=np.float64)
+    record_id = np.asarray([rows[i][2] for i in keep], dtype=np.int64)
+    keys = (keep, -record_id, -time_s, *ranked.order.position_key(desc), -p[keep])
+    key = keep[np.lexsort(keys)[: q.top_k]]
     chosen = [rows[i] for i in key]
     return chosen, p[key], _per_slot(chosen, ranked)
 
 
 def _per_slot(rows: Sequence[FetchedRow], ranked: Ranked) -> NDArray[np.float64]:
+    factors = ranked.order.factors
     descs = np.asarray([r[0] for r in rows], dtype=np.int64)
-    conf = _conf_matrix(rows, ranked.width)[:, list(ranked.factors.columns)]
-    return ranked.factors.rows(descs, conf)
+    conf = _conf_matrix(rows, ranked.width)[:, list(factors.columns)]
+    return factors.rows(descs, conf)
 
 
 def _probability(rows: Sequence[FetchedRow], ranked: Ranked) -> NDArray[np.float64]:

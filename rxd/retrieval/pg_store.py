@@ -21,21 +21,13 @@ from semcom.schema import SchemaRegistry
 
 from . import pg_schema
 from .describe import RecordChecker
-from .engine import (
-    DescriptionEntry,
-    Hit,
-    Query,
-    StoredRecord,
-    rank_descriptions,
-    ranked_hit,
-    slot_tests,
-)
+from .engine import DescriptionEntry, Hit, Query, StoredRecord, ranked_hit, slot_tests
 from .parse import SlotSets
 from .pg_descriptions import Descriptions
 from .pg_schema import IndexUnavailable, SchemaMismatch
 from .pg_search import FetchedRow, Ranked, top_rows
-from .probability import effective, slot_factors
-from .store import _visit_order
+from .probability import effective
+from .ranking import DescriptionOrder
 
 __all__ = ["IndexUnavailable", "PgStore", "SchemaMismatch"]
 
@@ -308,41 +300,39 @@ class PgStore:
                 if d.record_count() == 0:
                     return []
                 n = d.size  # the arrays have room to grow: rank only the ids in use
-                fields, counts, cmin, cmax = d.fields[:n], d.counts[:n], d.cmin[:n], d.cmax[:n]
-                sims = np.einsum("ij,j->i", d.vectors[:n], np.asarray(vector, dtype=np.float32))
-                usable = d.schema_codes[:n] == d.code(q.schema_id)
-                ranks = rank_descriptions(fields, usable, tests, sims)
-                factors = slot_factors(schema, tests, fields, counts, usable)
-                bound = np.clip(factors.bound(cmin, cmax), 0.0, 1.0)
-                order, group = _visit_order(ranks, bound, q)
-                has_rows = counts[order] > 0
-                cols = list(factors.columns)
-                # Records of one description share one probability when no queried column's confidence
-                # varies among them: then recency orders them, and an index scan finds the newest.
-                uniform = np.all((factors.b == 0) | (cmin[:, cols] == cmax[:, cols]), axis=1)
-                ranked = Ranked(order[has_rows], group[has_rows], bound, counts, uniform, factors, d.width)
+                cmin, cmax = d.cmin[:n], d.cmax[:n]
+                order = DescriptionOrder(
+                    schema,
+                    tests,
+                    fields=d.fields[:n],
+                    usable=d.schema_codes[:n] == d.code(q.schema_id),
+                    counts=d.counts[:n],
+                    cmin=cmin,
+                    cmax=cmax,
+                    vectors=d.vectors[:n],
+                    vector=vector,
+                    min_probability=q.min_probability,
+                )
 
                 def fetch(stmt: Any, params: dict[str, Any]) -> list[FetchedRow]:
                     return conn.execute(stmt, params).fetchall()
 
-                rows, probs, slot_p = top_rows(q, ranked, fetch)
+                rows, probs, slot_p = top_rows(q, Ranked(order, cmin, cmax, d.width), fetch)
         except IndexUnavailable as err:
             raise BackendFailed(str(err)) from err
-        out = []
-        for i, row in enumerate(rows):
-            stored = self._stored(row)
-            desc_id = int(row[0])
-            out.append(
-                ranked_hit(
-                    stored,
-                    float(sims[desc_id]),
-                    self._desc.fields[desc_id],
-                    tests,
-                    float(probs[i]),
-                    slot_p[i],
-                )
+        descs = np.asarray([row[0] for row in rows], dtype=np.int64)
+        sims = order.similarity(descs)
+        return [
+            ranked_hit(
+                self._stored(row),
+                float(sims[i]),
+                self._desc.fields[descs[i]],
+                tests,
+                float(probs[i]),
+                slot_p[i],
             )
-        return out
+            for i, row in enumerate(rows)
+        ]
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ that v is right), the rest of the belief (1 - c) is shared by the other known va
 their prior:
     v in S:      P = c + (1 - c) * prior(S - {v}) / (1 - prior(v))
     v not in S:  P = (1 - c) * prior(S) / (1 - prior(v))
-    v unknown:   P = prior(S)
+    v unknown:   P = prior(S), or 1 when S holds "unknown" (a slot may ask for what was not seen)
 and a record's probability is the product over its slots. A record whose transmitter stated no confidence
 is taken at its word (c = 1): person/1 records rank as the exact/compatible/contradicted tiers did.
 Priors are the index's own counts of each known value (add-one smoothed), over the records of the queried
@@ -80,14 +80,19 @@ def slot_factors(
         in_set = np.zeros(n_values, dtype=np.bool_)
         in_set[list(t.values)] = True
         p_set = float(prior[in_set].sum())
-        v = desc_fields[:, t.column].astype(np.int64)
-        p_v = prior[np.minimum(v, n_values - 1)]
-        rest = np.maximum(1.0 - p_v, 1e-12)
-        matched = in_set[np.minimum(v, n_values - 1)] & (v > 0)
-        r_in = (p_set - p_v) / rest
+        # Per value index, then looked up per description: a few values, thousands of descriptions.
+        v = np.arange(n_values)
+        rest = np.maximum(1.0 - prior, 1e-12)
+        matched = in_set & (v > 0)
+        r_in = (p_set - prior) / rest
         r_out = p_set / rest
-        a[:, j] = np.where(v == 0, p_set, np.where(matched, r_in, r_out))
-        b[:, j] = np.where(v == 0, 0.0, np.where(matched, 1.0 - r_in, -r_out))
+        # An unknown field satisfies a slot that asks for "unknown"; otherwise the slot's prior.
+        unknown_a = 1.0 if in_set[0] else p_set
+        a_of = np.where(v == 0, unknown_a, np.where(matched, r_in, r_out))
+        b_of = np.where(v == 0, 0.0, np.where(matched, 1.0 - r_in, -r_out))
+        column = np.minimum(desc_fields[:, t.column], n_values - 1)
+        a[:, j] = a_of[column]
+        b[:, j] = b_of[column]
     return SlotFactors(a, b, tuple(t.column for t in tests))
 
 

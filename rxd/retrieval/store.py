@@ -16,18 +16,10 @@ from semcom.record import Record
 from semcom.schema import SchemaRegistry
 
 from .describe import RecordChecker
-from .engine import (
-    DescriptionEntry,
-    Hit,
-    IndexStore,
-    Query,
-    StoredRecord,
-    rank_descriptions,
-    ranked_hit,
-    slot_tests,
-)
+from .engine import DescriptionEntry, Hit, IndexStore, Query, StoredRecord, ranked_hit, slot_tests
 from .parse import SlotSets
-from .probability import effective, slot_factors
+from .probability import effective
+from .ranking import DescriptionOrder
 
 __all__ = ["DescriptionEntry", "Hit", "IndexStore", "Query", "RecordStore", "StoredRecord"]
 
@@ -59,6 +51,8 @@ _COLUMN_TYPES: dict[str, type[np.generic]] = {
     "desc_id": np.int32,
 }
 _LOCATION_TABLE_MAX = 1 << 20  # location filters up to this id use a lookup table, not np.isin
+# A camera or time window holding at most this many records is scored whole (see _Groups.window).
+WINDOW_MAX = 50_000
 
 
 class _Row(NamedTuple):
@@ -153,7 +147,8 @@ def _passing(c: _Columns, rows: NDArray[np.int64], spec: Query, stream: int | No
 
 
 class _Groups:
-    """Rows grouped by description, most recent first within each (CSR), rebuilt lazily.
+    """Rows grouped by description, most recent first within each (CSR), rebuilt lazily; also by stream
+    then time, and by time, so that a camera or a time window is read directly.
 
     Rows added since the last build form a tail that every search scans in full; a build (one sort of
     all rows) happens when the tail outgrows max(min_tail, a tenth of the grouped rows), or after a
@@ -164,17 +159,48 @@ class _Groups:
         self.min_tail = min_tail
         self.order = np.zeros(0, dtype=np.int64)
         self.starts = np.zeros(1, dtype=np.int64)
+        self.by_stream = np.zeros(0, dtype=np.int32)  # rows by (stream, time)
+        self.stream_starts = np.zeros(1, dtype=np.int64)
+        self.stream_times = np.zeros(0, dtype=np.float64)
+        self.by_time = np.zeros(0, dtype=np.int32)
+        self.times = np.zeros(0, dtype=np.float64)
         self.built = 0
         self.stale = False
 
-    def refresh(self, c: _Columns, n_desc: int) -> None:
+    def refresh(self, c: _Columns, n_desc: int, n_streams: int) -> None:
         if not self.stale and c.n - self.built <= max(self.min_tail, self.built // 10):
             return
-        desc = c.col("desc_id")
-        self.order = np.lexsort((-c.col("record_id"), -c.col("time_s"), desc)).astype(np.int64)
+        desc, time_s, stream = c.col("desc_id"), c.col("time_s"), c.col("stream")
+        self.order = np.lexsort((-c.col("record_id"), -time_s, desc)).astype(np.int64)
         self.starts = np.zeros(n_desc + 1, dtype=np.int64)
         np.cumsum(np.bincount(desc, minlength=n_desc), out=self.starts[1:])
+        # int32 rows: an index of 2^31 records is far beyond what one process holds in memory.
+        self.by_stream = np.lexsort((time_s, stream)).astype(np.int32)
+        self.stream_times = time_s[self.by_stream]
+        self.stream_starts = np.zeros(n_streams + 1, dtype=np.int64)
+        np.cumsum(np.bincount(stream, minlength=n_streams), out=self.stream_starts[1:])
+        self.by_time = np.argsort(time_s, kind="stable").astype(np.int32)
+        self.times = time_s[self.by_time]
         self.built, self.stale = c.n, False
+
+    def window(self, spec: Query, stream: int | None) -> NDArray[np.int64] | None:
+        """The grouped rows of the query's camera (and time window), or of its time window, when they are
+        at most WINDOW_MAX: a superset of those passing the filters, read by binary search. None when the
+        query has neither filter or the window holds more."""
+        if stream is not None:
+            lo = hi = 0
+            if stream < len(self.stream_starts) - 1:  # a stream first seen after the build: tail only
+                lo, hi = int(self.stream_starts[stream]), int(self.stream_starts[stream + 1])
+            rows, times = self.by_stream, self.stream_times
+        elif spec.t0_s or spec.t1_s:
+            lo, hi, rows, times = 0, len(self.times), self.by_time, self.times
+        else:
+            return None
+        if spec.t0_s:
+            lo += int(np.searchsorted(times[lo:hi], spec.t0_s, side="left"))
+        if spec.t1_s:
+            hi = lo + int(np.searchsorted(times[lo:hi], spec.t1_s, side="right"))
+        return rows[lo:hi].astype(np.int64) if hi - lo <= WINDOW_MAX else None
 
     def counts(self, descs: NDArray[np.int64]) -> NDArray[np.int64]:
         inside = np.minimum(descs, len(self.starts) - 2)
@@ -188,25 +214,23 @@ class _Groups:
         return np.asarray(self.order[shift + np.arange(int(lengths.sum()))], dtype=np.int64)
 
 
-def _visit_order(
-    ranks: NDArray[np.int64], bound: NDArray[np.float64], spec: Query
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Descriptions to visit, best first by (probability bound, today's rank), and the group of each: equal
-    keys form one group, never split, so that records of equal keys order by recency among themselves."""
-    usable = (ranks < len(ranks)) & (bound >= spec.min_probability)
-    visit = np.lexsort((ranks, -bound))
-    visit = visit[usable[visit]].astype(np.int64)
-    key_b, key_r = bound[visit], ranks[visit]
-    new = np.ones(len(visit), dtype=np.bool_)
-    new[1:] = (key_b[1:] != key_b[:-1]) | (key_r[1:] != key_r[:-1])
-    return visit, np.cumsum(new)
+def _best(
+    c: _Columns, order: DescriptionOrder, rows: NDArray[np.int64], p: NDArray[np.float64], spec: Query
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The top_k of `rows` (probabilities `p`) at or above min_probability: by probability, the place of
+    their description in the visit order, the most recent, the highest id, then the first stored."""
+    keep = p >= spec.min_probability
+    rows, p = rows[keep], p[keep]
+    desc = c.data["desc_id"][rows]
+    keys = (rows, -c.data["record_id"][rows], -c.data["time_s"][rows], *order.position_key(desc), -p)
+    top = np.lexsort(keys)[: spec.top_k]
+    return rows[top], p[top]
 
 
 def _top_rows(
     c: _Columns,
     groups: _Groups,
-    visit: tuple[NDArray[np.int64], NDArray[np.int64]],
-    bound: NDArray[np.float64],
+    order: DescriptionOrder,
     probability: Callable[[NDArray[np.int64]], NDArray[np.float64]],
     spec: Query,
     stream: int | None,
@@ -214,49 +238,42 @@ def _top_rows(
     """The `top_k` most probable records passing the filters, with their probabilities; ties by the
     description's bound, then today's rank, then the most recent (then highest id).
 
-    Descriptions are visited in `visit` order, a few at a time, until top_k records are at least as
-    probable as the next description's bound: a query touches the records it returns (and those filtered
-    out on the way), not all of them. Records not yet grouped (the tail) are scored after the walk, only
-    those whose description's bound reaches the walk's k-th probability (no other can enter the top k).
+    A camera or time window small enough (see _Groups.window) is scored whole. Otherwise descriptions are
+    visited in order, a few at a time, until top_k records are at least as probable as the next
+    description's bound: a query touches the records it returns (and those filtered out on the way), not
+    all of them. Records not yet grouped (the tail) are scored after the walk, only those whose
+    description's bound reaches the walk's k-th probability (no other can enter the top k).
     """
-    order, group = visit
-    empty = np.zeros(0, dtype=np.int64)
-    pool, probs = [empty], [np.zeros(0, dtype=np.float64)]
-    cum = np.cumsum(groups.counts(order))
+    desc_of = c.data["desc_id"]
+    tail = np.arange(groups.built, c.n, dtype=np.int64)
+    window = groups.window(spec, stream)
+    if window is not None:
+        rows = np.concatenate([window, tail])
+        rows = _passing(c, rows[order.eligible[desc_of[rows]]], spec, stream)
+        return _best(c, order, rows, probability(rows), spec)
+    pool, probs = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.float64)]
     pos, factor = 0, 1
     while True:
         p = np.concatenate(probs)
         kept = p[p >= spec.min_probability]
-        if pos >= len(order):
+        if not order.covers(pos):
             break
         if len(kept) >= spec.top_k:
             kth = -np.partition(-kept, spec.top_k - 1)[spec.top_k - 1]
-            if kth >= bound[order[pos]]:
+            if kth >= order.bound[order.order[pos]]:
                 break
-        want = (cum[pos - 1] if pos else 0) + max(spec.top_k - len(kept), 1) * factor
-        end = min(int(np.searchsorted(cum, want)) + 1, len(order))
-        end = int(np.searchsorted(group, group[end - 1], side="right"))
-        rows = _passing(c, groups.rows(order[pos:end]), spec, stream)
+        want = (int(order.cum[pos - 1]) if pos else 0) + max(spec.top_k - len(kept), 1) * factor
+        end = order.chunk(pos, want)
+        rows = _passing(c, groups.rows(order.order[pos:end]), spec, stream)
         pool.append(rows)
         probs.append(probability(rows))
         pos, factor = end, factor * 4
-    wanted = np.zeros(len(bound), dtype=np.bool_)
-    wanted[order] = True
     floor = -np.partition(-kept, spec.top_k - 1)[spec.top_k - 1] if len(kept) >= spec.top_k else 0.0
-    tail = np.arange(groups.built, c.n, dtype=np.int64)
-    tail_desc = c.data["desc_id"][tail]
-    tail = tail[wanted[tail_desc] & (bound[tail_desc] >= floor)]
-    tail = _passing(c, tail, spec, stream)
+    tail_desc = desc_of[tail]
+    tail = _passing(c, tail[order.eligible[tail_desc] & (order.bound[tail_desc] >= floor)], spec, stream)
     pool.append(tail)
     probs.append(probability(tail))
-    cand, p = np.concatenate(pool), np.concatenate(probs)
-    keep = p >= spec.min_probability
-    cand, p = cand[keep], p[keep]
-    desc = c.data["desc_id"][cand]
-    rank = np.empty(len(bound), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    top = np.lexsort((-c.data["record_id"][cand], -c.data["time_s"][cand], rank[desc], -p))[: spec.top_k]
-    return np.asarray(cand[top], dtype=np.int64), p[top]
+    return _best(c, order, np.concatenate(pool), np.concatenate(probs), spec)
 
 
 class RecordStore:
@@ -295,6 +312,7 @@ class RecordStore:
         self._desc_schema = np.zeros(0, dtype=np.int16)
         # Per description: its records, and the least and greatest effective confidence per column.
         self._desc_counts = np.zeros(0, dtype=np.int64)
+        self._desc_size = 0  # one past the highest description id in use (the arrays have room beyond)
         self._desc_cmin = np.ones((0, self._width), dtype=np.float32)
         self._desc_cmax = np.ones((0, self._width), dtype=np.float32)
         self._checker = RecordChecker(schemas)
@@ -363,6 +381,7 @@ class RecordStore:
         self._desc_fields[entry.desc_id, : len(idx)] = idx
         self._desc_schema[entry.desc_id] = self._schema_codes[entry.schema_id]
         self._desc[entry.desc_id] = entry
+        self._desc_size = max(self._desc_size, entry.desc_id + 1)
 
     def has_description(self, desc_id: int) -> bool:
         return desc_id in self._desc
@@ -524,14 +543,21 @@ class RecordStore:
             stream = self._stream_codes.get(q.stream_id, -1) if q.stream_id else None
             if self._cols.n == 0 or stream == -1:
                 return []
-            # einsum, not BLAS: a matrix-vector product this small pays more for waking BLAS threads on a
-            # busy CPU (~20 ms measured) than for the arithmetic (<1 ms for 4k descriptions).
-            sims = np.einsum("ij,j->i", self._vectors, np.asarray(vector, dtype=np.float32))
-            usable = self._desc_schema == self._schema_codes[q.schema_id]
-            ranks = rank_descriptions(self._desc_fields, usable, tests, sims)
-            factors = slot_factors(schema, tests, self._desc_fields, self._desc_counts, usable)
-            bound = np.clip(factors.bound(self._desc_cmin, self._desc_cmax), 0.0, 1.0)
-            self._groups.refresh(self._cols, len(self._desc_schema))
+            n = self._desc_size  # rank only the ids in use
+            order = DescriptionOrder(
+                schema,
+                tests,
+                fields=self._desc_fields[:n],
+                usable=self._desc_schema[:n] == self._schema_codes[q.schema_id],
+                counts=self._desc_counts[:n],
+                cmin=self._desc_cmin[:n],
+                cmax=self._desc_cmax[:n],
+                vectors=self._vectors[:n],
+                vector=vector,
+                min_probability=q.min_probability,
+            )
+            factors = order.factors
+            self._groups.refresh(self._cols, len(self._desc_schema), len(self._streams))
             desc_of, conf = self._cols.data["desc_id"], self._cols.data["conf"]
             columns = np.asarray(factors.columns, dtype=np.int64)
 
@@ -545,24 +571,21 @@ class RecordStore:
                 out: NDArray[np.float64] = np.prod(per_slot(rows), axis=1)
                 return out
 
-            visit = _visit_order(ranks, bound, q)
-            rows, probs = _top_rows(self._cols, self._groups, visit, bound, probability, q, stream)
+            rows, probs = _top_rows(self._cols, self._groups, order, probability, q, stream)
             slot_p = per_slot(rows)
-            out = []
-            for i, row in enumerate(rows):
-                desc_id = int(desc_of[row])
-                stored = self._stored(int(row))
-                out.append(
-                    ranked_hit(
-                        stored,
-                        float(sims[desc_id]),
-                        self._desc_fields[desc_id],
-                        tests,
-                        float(probs[i]),
-                        slot_p[i],
-                    )
+            descs = desc_of[rows].astype(np.int64)
+            sims = order.similarity(descs)
+            return [
+                ranked_hit(
+                    self._stored(int(row)),
+                    float(sims[i]),
+                    self._desc_fields[descs[i]],
+                    tests,
+                    float(probs[i]),
+                    slot_p[i],
                 )
-            return out
+                for i, row in enumerate(rows)
+            ]
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
