@@ -96,14 +96,14 @@ def results(state: RunState) -> dict[str, Any]:
     return out
 
 
-def _below_above(per_snr: dict[float, list[PointResult]]) -> dict[str, float]:
-    """One records scheme's channel symbols per record sent, and its mean precision and mAP below the
-    digital link's cliff (9 dB) and from it."""
+def _below_above(per_snr: dict[float, list[PointResult]], min_positives: int) -> dict[str, float]:
+    """One records scheme's channel symbols per record sent, and its mean precision and mAP (queries with
+    at least `min_positives` positives, as in `overall`) below the digital link's cliff (9 dB) and from it."""
     first = next(iter(per_snr.values()))[0].received
     out = {"symbols_per_record": first.tally.channel_symbols / max(first.records_sent, 1)}
     for part, below in (("below_9db", True), ("from_9db", False)):
         rows = [
-            summarise([s for p in pts for s in p.scores])
+            summarise([s for p in pts for s in p.scores], min_positives)
             for snr, pts in per_snr.items()
             if (snr < CLIFF_DB) == below
         ]
@@ -238,7 +238,8 @@ def targets_check(state: RunState) -> dict[str, Any]:
         out["overhead_met"] = bool(text) and bits <= text / 6
     if "semantic" in by and "semantic-learned" in by:
         out["learned_vs_digital"] = {
-            name: _below_above(by[name]) for name in ("semantic", "semantic-learned")
+            name: _below_above(by[name], state.config.min_positives)
+            for name in ("semantic", "semantic-learned")
         }
     if "traditional" in by:
         below = [
