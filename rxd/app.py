@@ -152,7 +152,9 @@ class Rxd:
             [
                 lambda s: link_pb2_grpc.add_LinkServicer_to_server(self.link_service, s),
                 lambda s: receiver_pb2_grpc.add_ReceiverServicer_to_server(self.receiver_service, s),
-                lambda s: sites_pb2_grpc.add_BackhaulServicer_to_server(BackhaulService(self.backhaul), s),
+                lambda s: sites_pb2_grpc.add_BackhaulServicer_to_server(
+                    BackhaulService(self.backhaul, self.receiver.keys), s
+                ),
                 lambda s: sites_pb2_grpc.add_SitesServicer_to_server(SitesService(self.sites), s),
             ],
             SERVICE_NAMES,

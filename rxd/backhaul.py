@@ -4,13 +4,16 @@ requests over it, so the operations centre reaches no camera. Answers come back 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from grpc import aio
 
 from rxd.sites import SiteBook, SiteView
+from semcom.codec import SiteKey
 from semcom.errors import (
     InvalidInput,
     NotFound,
@@ -18,13 +21,16 @@ from semcom.errors import (
     PeerUnavailable,
     SemcomError,
     SiteNotConnected,
+    Unauthenticated,
 )
 from semcom.ids import check_site_id
+from semcom.link.site import backhaul_proof
 from semcom.pb.v1 import common_pb2, sites_pb2, sites_pb2_grpc, transmitter_pb2
 
 log = logging.getLogger(__name__)
 
 Context = aio.ServicerContext[object, object]
+PROOF_TIMEOUT_S = 10.0  # how long a site may take to answer the backhaul's key challenge
 
 _FAILURES: dict[str, type[SemcomError]] = {
     grpc.StatusCode.INVALID_ARGUMENT.name: InvalidInput,
@@ -165,18 +171,34 @@ class Backhaul:
 class BackhaulService(sites_pb2_grpc.BackhaulServicer):
     """txd's hello first (the site id, checked), then its answers in, rxd's requests out."""
 
-    def __init__(self, backhaul: Backhaul) -> None:
+    def __init__(self, backhaul: Backhaul, keys: Mapping[str, SiteKey] | None = None) -> None:
         self.backhaul = backhaul
+        # As for the link's frames: with keys, a site proves it holds its key before it serves any fetch.
+        self.keys = dict(keys or {})
 
     async def Open(
         self, request_iterator: AsyncIterator[sites_pb2.SiteAnswer], context: Context
     ) -> AsyncIterator[sites_pb2.SiteRequest]:
-        first = await anext(aiter(request_iterator), None)
+        answers = aiter(request_iterator)
+        first = await anext(answers, None)
         if first is None or first.WhichOneof("kind") != "hello":
             raise InvalidInput("the backhaul's first message must be the site's hello")
         site_id = check_site_id(first.hello.site_id)  # "" too: clips are routed by site, and "" names none
+        if self.keys:
+            if site_id not in self.keys:
+                raise Unauthenticated(f"site {site_id!r} holds no key here (link.site_keys)")
+            challenge = os.urandom(16)
+            yield sites_pb2.SiteRequest(request_id=0, challenge=challenge)
+            try:
+                async with asyncio.timeout(PROOF_TIMEOUT_S):
+                    reply = await anext(answers, None)
+            except TimeoutError as err:
+                raise Unauthenticated(f"site {site_id!r} sent no proof within {PROOF_TIMEOUT_S:g} s") from err
+            expected = backhaul_proof(self.keys[site_id].key, site_id, challenge)
+            if reply is None or not hmac.compare_digest(reply.proof, expected):
+                raise Unauthenticated(f"site {site_id!r} did not prove it holds its key (a wrong key file?)")
         conn = self.backhaul.attach(site_id)
-        reader = asyncio.create_task(self._read(request_iterator, conn), name=f"rxd-backhaul-{site_id}")
+        reader = asyncio.create_task(self._read(answers, conn), name=f"rxd-backhaul-{site_id}")
         try:
             while (request := await conn.requests.get()) is not None:
                 yield request

@@ -12,7 +12,7 @@ from rxd.core import ReceiverCore
 from rxd.receiver import BurstReceiver
 from rxd.retrieval.engine import Hit
 from rxd.sites import SiteBook
-from semcom.errors import InvalidInput
+from semcom.errors import InvalidInput, Unauthenticated
 from semcom.ids import is_valid_id, preview
 from semcom.link.messages import AckStatus, Feedback
 from semcom.link.site import check_burst_site, site_from_metadata
@@ -53,6 +53,8 @@ class LinkService(link_pb2_grpc.LinkServicer):
         self, request_iterator: AsyncIterator[link_pb2.Burst], context: Context
     ) -> AsyncIterator[link_pb2.Feedback]:
         site_id = site_from_metadata(context.invocation_metadata())
+        if site_id and self.receiver.keys and site_id not in self.receiver.keys:
+            raise Unauthenticated(f"site {site_id!r} holds no key here (link.site_keys)")
         self.sites.link_opened(site_id)
         try:
             yield link_pb2.Feedback(task=link_pb2.TaskRequirement(schema_id=self.task_schema_id))

@@ -68,6 +68,12 @@ class TimedOut(SemcomError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(SemcomError):
+    """The caller could not show who it is: a site without a key here, or a proof under the wrong key."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class SiteNotConnected(PeerUnavailable):
     """The camera site a fetch must go to has no backhaul open to this receiver (its txd is down, cut off or
     runs without link.site_id), and no transmitter.address is configured to reach it otherwise."""

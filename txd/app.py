@@ -6,6 +6,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from semcom.codec.seal import read_key
 from semcom.pb.v1 import transmitter_pb2, transmitter_pb2_grpc
 from semcom.schema import SchemaRegistry
 from semcom.server import GrpcServer
@@ -59,6 +60,7 @@ class Txd:
                 self.link.channel,
                 cfg.link.site_id,
                 lambda: transmitter_status(self.core),
+                key=read_key(cfg.link.key_file) if cfg.link.key_file is not None else None,
                 reconnect_s=cfg.link.reconnect_s,
                 reconnect_max_s=cfg.link.reconnect_max_s,
             )

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from grpc import aio
 
-from semcom.errors import SemcomError
+from semcom.errors import SemcomError, Unauthenticated
 from semcom.ids import check_site_id
+from semcom.link.site import backhaul_proof
 from semcom.pb.v1 import common_pb2, sites_pb2, sites_pb2_grpc, transmitter_pb2
 from txd.clips import read_chunks
 from txd.core import TransmitterCore
@@ -33,12 +34,14 @@ class BackhaulClient:
         site_id: str,
         status: Callable[[], transmitter_pb2.TransmitterStatus],
         *,
+        key: bytes | None = None,
         reconnect_s: float = 0.5,
         reconnect_max_s: float = 5.0,
     ) -> None:
         self.core = core
         self.site_id = check_site_id(site_id)
         self.status = status
+        self.key = key  # the site key (link.key_file): proves to rxd that this txd speaks for the site
         self.reconnect_s = reconnect_s
         self.reconnect_max_s = reconnect_max_s
         self._stub = sites_pb2_grpc.BackhaulStub(channel)
@@ -53,7 +56,7 @@ class BackhaulClient:
                 pause_s = self.reconnect_s
             except aio.AioRpcError as err:
                 log.warning("backhaul broke: %s %s", err.code().name, err.details())
-                if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
                     pause_s = self.reconnect_max_s  # refused: retrying at once cannot help
             await asyncio.sleep(pause_s)
             pause_s = min(2 * pause_s, self.reconnect_max_s)
@@ -98,6 +101,11 @@ class BackhaulClient:
                 await out.put(sites_pb2.SiteAnswer(request_id=rid, keyframe=image))
             elif kind == "status":
                 await out.put(sites_pb2.SiteAnswer(request_id=rid, status=self.status()))
+            elif kind == "challenge":
+                if self.key is None:
+                    raise Unauthenticated("rxd asks for the site key's proof, and link.key_file is not set")
+                proof = backhaul_proof(self.key, self.site_id, request.challenge)
+                await out.put(sites_pb2.SiteAnswer(request_id=rid, proof=proof))
             else:
                 raise NotImplementedError(f"request kind {kind!r}")
         except SemcomError as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 
 from semcom.errors import InvalidInput
@@ -41,3 +43,10 @@ def check_burst_site(handshake_site: str, burst_site: str) -> str | None:
     if handshake_site and burst_site != handshake_site:
         return f"burst names site {burst_site[:64]!r}, but this link was opened by site {handshake_site!r}"
     return None
+
+
+def backhaul_proof(key: bytes, site_id: str, challenge: bytes) -> bytes:
+    """What a txd holding the site key answers rxd's backhaul challenge with: HMAC-SHA256 under a key derived
+    for this purpose alone (never the frame key itself), over the challenge and the site id."""
+    derived = hmac.new(key, b"semcom backhaul v1", hashlib.sha256).digest()
+    return hmac.new(derived, challenge + site_id.encode(), hashlib.sha256).digest()

@@ -3,6 +3,7 @@ txd opened (no transmitter.address), a fetch for a site that is not connected, c
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from rxd.config import RxdConfig
 from semcom.burst import build_burst, parse_mcs
 from semcom.codec.frame import encode_records
 from semcom.config import load_config
-from semcom.link.site import SITE_METADATA_KEY
+from semcom.link.site import SITE_METADATA_KEY, backhaul_proof
 from semcom.pb.v1 import (
     channel_pb2,
     channel_pb2_grpc,
@@ -229,5 +230,57 @@ async def test_site_filter_narrows_a_query_to_one_sites_streams(tmp_path: Path) 
         assert status == 400 and "site_id" in str(reply["error"])
         status, raw = await _get(f"{_site_chain_rxd(chain)}/api/stats")
         assert json.loads(raw)["site_streams"] == {"site-f": ["cam-f1", "cam-f2"]}
+    finally:
+        await stop_chain(chain)
+
+
+@pytest.mark.asyncio
+async def test_with_site_keys_a_site_proves_its_key_before_it_serves_fetches(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "site-k.key").write_bytes(bytes(range(32)))
+    (keys / "wrong.key").write_bytes(bytes(range(1, 33)))
+    site_keys = json.dumps({"site-k": str(keys / "site-k.key"), "site-w": str(keys / "site-k.key")})
+    chain = await start_chain(
+        tmp_path,
+        txd_set=["link.site_id=site-k", f"link.key_file={keys / 'site-k.key'}"],
+        rxd_set=["transmitter.address=", f"link.site_keys={site_keys}"],
+    )
+    try:
+        # The real txd answers the challenge with its key: its backhaul opens, and serves a status request.
+        await eventually(lambda: chain.rxd.backhaul.connected("site-k"), timeout_s=20)
+        status = await chain.rxd.backhaul.status("site-k", 10.0)
+        assert status.site_id == "site-k"
+
+        async def opened(site_id: str, key: bytes | None) -> grpc.StatusCode:
+            """Open a backhaul as `site_id`, answering the challenge under `key`; the status it ends with."""
+            out: asyncio.Queue[sites_pb2.SiteAnswer] = asyncio.Queue()
+            out.put_nowait(sites_pb2.SiteAnswer(hello=sites_pb2.SiteHello(site_id=site_id)))
+
+            async def answers() -> AsyncIterator[sites_pb2.SiteAnswer]:
+                while True:
+                    yield await out.get()
+
+            async with aio.insecure_channel(chain.channel_address) as ch:
+                call = sites_pb2_grpc.BackhaulStub(ch).Open(answers(), timeout=10)
+                try:
+                    async for request in call:
+                        if request.WhichOneof("kind") == "challenge" and key is not None:
+                            proof = backhaul_proof(key, site_id, request.challenge)
+                            out.put_nowait(sites_pb2.SiteAnswer(proof=proof))
+                except aio.AioRpcError as err:
+                    return err.code()
+            return grpc.StatusCode.OK
+
+        wrong = (keys / "wrong.key").read_bytes()
+        assert await opened("site-w", wrong) == grpc.StatusCode.UNAUTHENTICATED
+        assert await opened("site-x", wrong) == grpc.StatusCode.UNAUTHENTICATED  # no key here at all
+        assert not chain.rxd.backhaul.connected("site-w") and chain.rxd.backhaul.connected("site-k")
+        # A link opened by a site that holds no key here is refused at the handshake.
+        with pytest.raises(aio.AioRpcError) as err:
+            await _transmit(chain.rxd_address, "site-x", _burst("cam-x", "site-x"))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "holds no key" in str(
+            err.value.details()
+        )
     finally:
         await stop_chain(chain)

@@ -13,7 +13,13 @@ from rxd.backhaul import Backhaul
 from rxd.site_store import SqliteSiteStore
 from rxd.sites import SiteBook, SiteCounters
 from semcom.errors import InvalidInput, NotFound, PeerUnavailable, SiteNotConnected
-from semcom.link.site import SITE_METADATA_KEY, check_burst_site, site_from_metadata, site_metadata
+from semcom.link.site import (
+    SITE_METADATA_KEY,
+    backhaul_proof,
+    check_burst_site,
+    site_from_metadata,
+    site_metadata,
+)
 from semcom.pb.v1 import sites_pb2, transmitter_pb2
 
 
@@ -154,3 +160,12 @@ async def test_answers_failures_and_a_lost_connection() -> None:
     conn.close()
     with pytest.raises(SiteNotConnected, match="closed during the request"):
         await pending
+
+
+def test_backhaul_proof_binds_key_site_and_challenge() -> None:
+    key, other = bytes(32), bytes([1]) * 32
+    proof = backhaul_proof(key, "site-a", b"c" * 16)
+    assert len(proof) == 32 and proof == backhaul_proof(key, "site-a", b"c" * 16)
+    assert proof != backhaul_proof(other, "site-a", b"c" * 16)
+    assert proof != backhaul_proof(key, "site-b", b"c" * 16)
+    assert proof != backhaul_proof(key, "site-a", b"d" * 16)

@@ -26,7 +26,7 @@ from semcom.pb.v1 import common_pb2 as semcom_dot_v1_dot_common__pb2
 from semcom.pb.v1 import transmitter_pb2 as semcom_dot_v1_dot_transmitter__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15semcom/v1/sites.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\x1a\x1bsemcom/v1/transmitter.proto\"\x1c\n\tSiteHello\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xb7\x01\n\x0bSiteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12+\n\x04\x63lip\x18\x02 \x01(\x0b\x32\x1b.semcom.v1.FetchClipRequestH\x00\x12\x33\n\x08keyframe\x18\x03 \x01(\x0b\x32\x1f.semcom.v1.FetchKeyframeRequestH\x00\x12*\n\x06status\x18\x04 \x01(\x0b\x32\x18.semcom.v1.StatusRequestH\x00\x42\x06\n\x04kind\",\n\x0bSiteFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8c\x02\n\nSiteAnswer\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12%\n\x05hello\x18\x02 \x01(\x0b\x32\x14.semcom.v1.SiteHelloH\x00\x12$\n\x04\x63lip\x18\x03 \x01(\x0b\x32\x14.semcom.v1.ClipChunkH\x00\x12,\n\x08keyframe\x18\x04 \x01(\x0b\x32\x18.semcom.v1.KeyframeImageH\x00\x12.\n\x06status\x18\x05 \x01(\x0b\x32\x1c.semcom.v1.TransmitterStatusH\x00\x12)\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x16.semcom.v1.SiteFailureH\x00\x12\x0c\n\x04last\x18\x07 \x01(\x08\x42\x06\n\x04kind\"\x12\n\x10ListSitesRequest\"\x89\x02\n\x08SiteInfo\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0f\n\x07link_up\x18\x02 \x01(\x08\x12\x13\n\x0b\x62\x61\x63khaul_up\x18\x03 \x01(\x08\x12\x12\n\nstream_ids\x18\x04 \x03(\t\x12\x11\n\tbursts_ok\x18\x05 \x01(\x04\x12\x15\n\rbursts_failed\x18\x06 \x01(\x04\x12\x17\n\x0frecords_indexed\x18\x07 \x01(\x04\x12\x16\n\x0erecords_failed\x18\x08 \x01(\x04\x12\x11\n\tinfo_bits\x18\t \x01(\x04\x12\x15\n\rpayload_bytes\x18\n \x01(\x04\x12\x18\n\x10last_record_at_s\x18\x0b \x01(\x01\x12\x13\n\x0blast_seen_s\x18\x0c \x01(\x01\"4\n\x0eListSitesReply\x12\"\n\x05sites\x18\x01 \x03(\x0b\x32\x13.semcom.v1.SiteInfo2E\n\x08\x42\x61\x63khaul\x12\x39\n\x04Open\x12\x15.semcom.v1.SiteAnswer\x1a\x16.semcom.v1.SiteRequest(\x01\x30\x01\x32G\n\x05Sites\x12>\n\x04List\x12\x1b.semcom.v1.ListSitesRequest\x1a\x19.semcom.v1.ListSitesReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15semcom/v1/sites.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\x1a\x1bsemcom/v1/transmitter.proto\"\x1c\n\tSiteHello\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xcc\x01\n\x0bSiteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12+\n\x04\x63lip\x18\x02 \x01(\x0b\x32\x1b.semcom.v1.FetchClipRequestH\x00\x12\x33\n\x08keyframe\x18\x03 \x01(\x0b\x32\x1f.semcom.v1.FetchKeyframeRequestH\x00\x12*\n\x06status\x18\x04 \x01(\x0b\x32\x18.semcom.v1.StatusRequestH\x00\x12\x13\n\tchallenge\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04kind\",\n\x0bSiteFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9d\x02\n\nSiteAnswer\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12%\n\x05hello\x18\x02 \x01(\x0b\x32\x14.semcom.v1.SiteHelloH\x00\x12$\n\x04\x63lip\x18\x03 \x01(\x0b\x32\x14.semcom.v1.ClipChunkH\x00\x12,\n\x08keyframe\x18\x04 \x01(\x0b\x32\x18.semcom.v1.KeyframeImageH\x00\x12.\n\x06status\x18\x05 \x01(\x0b\x32\x1c.semcom.v1.TransmitterStatusH\x00\x12)\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x16.semcom.v1.SiteFailureH\x00\x12\x0f\n\x05proof\x18\x08 \x01(\x0cH\x00\x12\x0c\n\x04last\x18\x07 \x01(\x08\x42\x06\n\x04kind\"\x12\n\x10ListSitesRequest\"\x89\x02\n\x08SiteInfo\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0f\n\x07link_up\x18\x02 \x01(\x08\x12\x13\n\x0b\x62\x61\x63khaul_up\x18\x03 \x01(\x08\x12\x12\n\nstream_ids\x18\x04 \x03(\t\x12\x11\n\tbursts_ok\x18\x05 \x01(\x04\x12\x15\n\rbursts_failed\x18\x06 \x01(\x04\x12\x17\n\x0frecords_indexed\x18\x07 \x01(\x04\x12\x16\n\x0erecords_failed\x18\x08 \x01(\x04\x12\x11\n\tinfo_bits\x18\t \x01(\x04\x12\x15\n\rpayload_bytes\x18\n \x01(\x04\x12\x18\n\x10last_record_at_s\x18\x0b \x01(\x01\x12\x13\n\x0blast_seen_s\x18\x0c \x01(\x01\"4\n\x0eListSitesReply\x12\"\n\x05sites\x18\x01 \x03(\x0b\x32\x13.semcom.v1.SiteInfo2E\n\x08\x42\x61\x63khaul\x12\x39\n\x04Open\x12\x15.semcom.v1.SiteAnswer\x1a\x16.semcom.v1.SiteRequest(\x01\x30\x01\x32G\n\x05Sites\x12>\n\x04List\x12\x1b.semcom.v1.ListSitesRequest\x1a\x19.semcom.v1.ListSitesReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITEHELLO']._serialized_start=89
   _globals['_SITEHELLO']._serialized_end=117
   _globals['_SITEREQUEST']._serialized_start=120
-  _globals['_SITEREQUEST']._serialized_end=303
-  _globals['_SITEFAILURE']._serialized_start=305
-  _globals['_SITEFAILURE']._serialized_end=349
-  _globals['_SITEANSWER']._serialized_start=352
-  _globals['_SITEANSWER']._serialized_end=620
-  _globals['_LISTSITESREQUEST']._serialized_start=622
-  _globals['_LISTSITESREQUEST']._serialized_end=640
-  _globals['_SITEINFO']._serialized_start=643
-  _globals['_SITEINFO']._serialized_end=908
-  _globals['_LISTSITESREPLY']._serialized_start=910
-  _globals['_LISTSITESREPLY']._serialized_end=962
-  _globals['_BACKHAUL']._serialized_start=964
-  _globals['_BACKHAUL']._serialized_end=1033
-  _globals['_SITES']._serialized_start=1035
-  _globals['_SITES']._serialized_end=1106
+  _globals['_SITEREQUEST']._serialized_end=324
+  _globals['_SITEFAILURE']._serialized_start=326
+  _globals['_SITEFAILURE']._serialized_end=370
+  _globals['_SITEANSWER']._serialized_start=373
+  _globals['_SITEANSWER']._serialized_end=658
+  _globals['_LISTSITESREQUEST']._serialized_start=660
+  _globals['_LISTSITESREQUEST']._serialized_end=678
+  _globals['_SITEINFO']._serialized_start=681
+  _globals['_SITEINFO']._serialized_end=946
+  _globals['_LISTSITESREPLY']._serialized_start=948
+  _globals['_LISTSITESREPLY']._serialized_end=1000
+  _globals['_BACKHAUL']._serialized_start=1002
+  _globals['_BACKHAUL']._serialized_end=1071
+  _globals['_SITES']._serialized_start=1073
+  _globals['_SITES']._serialized_end=1144
 # @@protoc_insertion_point(module_scope)

@@ -55,8 +55,11 @@ class SiteRequest(_message.Message):
     CLIP_FIELD_NUMBER: _builtins.int
     KEYFRAME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CHALLENGE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.int
     """from 1 per connection"""
+    challenge: _builtins.bytes
+    """request 0, when rxd holds the site's key: answer with `proof`"""
     @_builtins.property
     def clip(self) -> _common_pb2.FetchClipRequest: ...
     @_builtins.property
@@ -70,12 +73,13 @@ class SiteRequest(_message.Message):
         clip: _common_pb2.FetchClipRequest | None = ...,
         keyframe: _transmitter_pb2.FetchKeyframeRequest | None = ...,
         status: _transmitter_pb2.StatusRequest | None = ...,
+        challenge: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "keyframe", b"keyframe", "kind", b"kind", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "clip", b"clip", "keyframe", b"keyframe", "kind", b"kind", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "keyframe", b"keyframe", "kind", b"kind", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "clip", b"clip", "keyframe", b"keyframe", "kind", b"kind", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["clip", "keyframe", "status"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["clip", "keyframe", "status", "challenge"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -118,9 +122,12 @@ class SiteAnswer(_message.Message):
     KEYFRAME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     request_id: _builtins.int
     """0 only on the hello"""
+    proof: _builtins.bytes
+    """HMAC-SHA256 under a key derived from the site key, over challenge || site_id"""
     last: _builtins.bool
     """no more answers to this request (may come alone, with no kind set)"""
     @_builtins.property
@@ -144,13 +151,14 @@ class SiteAnswer(_message.Message):
         keyframe: _transmitter_pb2.KeyframeImage | None = ...,
         status: _transmitter_pb2.TransmitterStatus | None = ...,
         failure: Global___SiteFailure | None = ...,
+        proof: _builtins.bytes = ...,
         last: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "failure", b"failure", "hello", b"hello", "keyframe", b"keyframe", "kind", b"kind", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "failure", b"failure", "hello", b"hello", "keyframe", b"keyframe", "kind", b"kind", "proof", b"proof", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "failure", b"failure", "hello", b"hello", "keyframe", b"keyframe", "kind", b"kind", "last", b"last", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "failure", b"failure", "hello", b"hello", "keyframe", b"keyframe", "kind", b"kind", "last", b"last", "proof", b"proof", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "clip", "keyframe", "status", "failure"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "clip", "keyframe", "status", "failure", "proof"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
