@@ -300,7 +300,7 @@ class LinkSender:
                     out.schema_id,
                 )  # fmt: skip
             return None
-        return build_learned_burst(
+        burst = build_learned_burst(
             out.frame,
             model,
             self.state.schemas.get(out.schema_id),
@@ -311,3 +311,6 @@ class LinkSender:
             pilot_count=self.cfg.pilot_symbols,
             attempt=out.attempt,
         )
+        # Information bits are those the digital phy carries (the header frame's), as rxd counts them.
+        self.stats.info_bits_sent += burst.header.info_bits - 8 * len(out.frame)
+        return burst
