@@ -214,14 +214,14 @@ class ReceiverCore:
         )
 
     def stats(self) -> dict[str, Any]:
-        """Records indexed come from the index (true across restarts); burst and loss counts from the link
-        receiver; backward-channel bytes (clips, keyframes) from this process."""
-        streams = self.receiver.streams
+        """Records indexed come from the index, burst and loss counts from the sites' counters kept beside
+        it (both true across restarts); backward-channel bytes (clips, keyframes) from this process."""
+        sites = [v.counters for v in self.sites.snapshot()]
         return {
             "records_indexed": self.engine.count(),
-            "records_failed": sum(s.records_failed for s in streams.values()),
-            "bursts_ok": sum(s.bursts_ok for s in streams.values()),
-            "bursts_failed": sum(s.bursts_failed for s in streams.values()),
+            "records_failed": sum(c.records_failed for c in sites),
+            "bursts_ok": sum(c.bursts_ok for c in sites),
+            "bursts_failed": sum(c.bursts_failed for c in sites),
             "clip_bytes_fetched": self.clip_bytes,
             "queries_pending": self.queries_pending,
             "queries_refused": self.queries_refused,

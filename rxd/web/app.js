@@ -276,7 +276,7 @@ function renderStats(s) {
   else s.sites = state.sites;
   state.stats = s;
   fillChoices(s);
-  $("stats").textContent = `${s.records_indexed} records indexed · ${s.records_failed} lost on the link since rxd started · `
+  $("stats").textContent = `${s.records_indexed} records indexed · ${s.records_failed} in failed bursts · `
     + `${s.clip_bytes_fetched} clip bytes and ${s.keyframe_bytes_fetched} thumbnail bytes fetched`;
   renderMeter(s);
 }

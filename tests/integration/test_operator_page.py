@@ -74,13 +74,14 @@ async def test_keyframe_thumbnail_over_the_backward_channel(tmp_path: Path, shar
 async def test_counts_come_from_the_index_after_a_restart(chain: Chain) -> None:
     await announce_all(chain.txd_address, "cam-r", PEOPLE)
     await wait_indexed(chain.rxd_address, 3)
+    bursts = chain.rxd.core.stats()["bursts_ok"]
     await chain.rxd.stop(1.0)
     again = Rxd(chain.rxd.cfg, embedder=shared_embedder())
     await again.start()
     try:
         status, _, body = await get(f"{base(again)}/api/stats")
         stats = json.loads(body)
-        assert status == 200 and stats["records_indexed"] == 3 and stats["bursts_ok"] == 0
+        assert status == 200 and stats["records_indexed"] == 3 and stats["bursts_ok"] == bursts >= 1
         (stream,) = stats["streams"]
         assert (stream["stream_id"], stream["records"], stream["location_ids"]) == ("cam-r", 3, [3])
         assert stats["semantic_bits_indexed"] == 3 * stats["record_bits"]
