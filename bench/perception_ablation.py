@@ -9,6 +9,7 @@ scored by their boxes, the intel video by its time ranges) once per txd configur
 - `naming`: colour names (nearest xkcd survey colour in CIELAB) pooled with the colour heads;
 - `balance`: per-site white balance (gray world over the stream's frames, perception.site_balance);
 - `all`: the four together;
+- `chosen`: txd's defaults, the changes that helped on the tuning input (fusion, naming, balance);
 
 and, with `--tune`, a small grid of each change's setting on the tuning input only (PETS09 by default), so
 that a setting is chosen on one video and reported on the others. Every run writes its txd TOML, its
@@ -46,21 +47,24 @@ METRICS = (
     "colour_balanced_accuracy",
 )
 COLOUR_FIELDS = ("upper_color", "lower_color", "shoe_color")
+OFF: dict[str, Any] = {"enabled": False}
 # The settings each change is switched on with (the `all` row uses each one's); --tune varies them.
 NAMING_WEIGHT = 1.0
 MASK: dict[str, Any] = {"enabled": True}
-BALANCE: dict[str, Any] = {"enabled": True}
+BALANCE: dict[str, Any] = {"enabled": True, "minkowski_p": 6.0}
 
 
 def configs(naming_weight: float, mask: Mapping[str, Any], balance: Mapping[str, Any]) -> dict[str, Any]:
     """Name -> txd overrides {views, foreground, site_balance, naming_weight, mask_min_share}."""
-    off: dict[str, Any] = {"views": 1, "foreground": {}, "site_balance": {}, "naming_weight": 0.0}
+    off: dict[str, Any] = {"views": 1, "foreground": OFF, "site_balance": OFF, "naming_weight": 0.0}
     return {
         "one-crop": off,
         "fusion": {**off, "views": 3},
         "mask": {**off, "foreground": dict(mask)},
         "naming": {**off, "naming_weight": naming_weight},
         "balance": {**off, "site_balance": dict(balance)},
+        # txd's defaults: the changes that helped on the tuning input (PETS09), masks left out
+        "chosen": {**off, "views": 3, "site_balance": dict(balance), "naming_weight": naming_weight},
         "all": {
             "views": 3,
             "foreground": dict(mask),
@@ -72,12 +76,14 @@ def configs(naming_weight: float, mask: Mapping[str, Any], balance: Mapping[str,
 
 def tuning_grid() -> dict[str, Any]:
     """Each change alone at a few settings (chosen on the tuning input only)."""
-    off: dict[str, Any] = {"views": 1, "foreground": {}, "site_balance": {}, "naming_weight": 0.0}
+    off: dict[str, Any] = {"views": 1, "foreground": OFF, "site_balance": OFF, "naming_weight": 0.0}
     grid: dict[str, Any] = {"one-crop": off}
     for w in (0.5, 1.0, 2.0):
         grid[f"naming-w{w:g}"] = {**off, "naming_weight": w}
     for share in (0.1, 0.3, 0.5):
         grid[f"mask-share{share:g}"] = {**off, "foreground": {"enabled": True}, "mask_min_share": share}
+    grid["mask-pixels"] = {**off, "foreground": {"enabled": True}, "mask_pixels": True}
+    grid["mask-naming-w1"] = {**off, "foreground": {"enabled": True}, "naming_weight": 1.0}
     grid["mask-knn"] = {**off, "foreground": {"enabled": True, "method": "knn", "threshold": 400.0}}
     for p in (1.0, 6.0):
         grid[f"balance-p{p:g}"] = {**off, "site_balance": {"enabled": True, "minkowski_p": p}}
@@ -104,6 +110,8 @@ def txd_toml(overrides: Mapping[str, Any]) -> str:
     lines.append(f"colour_naming_weight = {float(overrides['naming_weight'])!r}")
     if "mask_min_share" in overrides:
         lines.append(f"mask_min_share = {float(overrides['mask_min_share'])!r}")
+    if "mask_pixels" in overrides:
+        lines.append(f"mask_pixels = {_toml_value(bool(overrides['mask_pixels']))}")
     return "\n".join([*lines, ""])
 
 
@@ -150,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=data_dir(), help="the shared data folder")
     p.add_argument("--out", type=Path, default=Path("var/bench/ablation"), help="one folder per run")
     p.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS, help="videos to run")
-    p.add_argument("--configs", nargs="+", help="configurations to run (default: all six)")
+    p.add_argument("--configs", nargs="+", help="configurations to run (default: all seven)")
     p.add_argument("--tune", action="store_true", help="run the tuning grid instead (on --inputs)")
     p.add_argument("--naming-weight", type=float, default=NAMING_WEIGHT, help="colour naming weight")
     p.add_argument("--mask", default=json.dumps(MASK), help="perception.foreground overrides (JSON)")

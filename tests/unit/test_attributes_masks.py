@@ -116,3 +116,15 @@ async def test_colour_naming_moves_colour_heads_only(schema: Schema) -> None:
     red = COLOURS.index("red")
     assert n.probabilities["upper_color"][red] > b.probabilities["upper_color"][red]
     assert sum(n.probabilities["upper_color"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mask_pixels_blank_the_background_for_the_network_only() -> None:
+    crop, mask = _person_on_grass()
+    chw, hist, names = prepare(crop, mask, 0.2, fill_background=True)
+    plain_chw, plain_hist, plain_names = prepare(crop, mask, 0.2)
+    # column 0 of the 80-pixel-wide input is grass: blanked to the network's mean input (0 normalised)
+    assert np.all(chw[:, :, 0] == 0) and not np.all(plain_chw[:, :, 0] == 0)
+    assert np.array_equal(chw[:, 100, 40], plain_chw[:, 100, 40])  # the person's pixels are untouched
+    assert np.array_equal(hist, plain_hist) and np.array_equal(names, plain_names)
+    empty_chw, _, _ = prepare(crop, np.zeros(mask.shape, bool), 0.2, fill_background=True)
+    assert np.array_equal(empty_chw, prepare(crop)[0])  # a mask that covers nothing blanks nothing

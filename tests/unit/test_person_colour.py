@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from semcom.errors import InvalidInput
+from txd.perception.detect import Detection
 from txd.perception.foreground import ForegroundConfig, ForegroundModel, box_mask
 from txd.perception.keyframes import KeyframeConfig, KeyframeSelector, understanding_inputs
-from txd.perception.pipeline import PerceptionConfig
+from txd.perception.pipeline import PerceptionConfig, PerceptionModels
 from txd.perception.site_colour import SiteBalance, SiteBalanceConfig, apply_gains, gray_world_gains
 from txd.perception.track import TrackState
 from txd.understanding.colour_names import combine, lookup_table, name_pixels, naming_shares, srgb_to_lab
@@ -188,11 +191,33 @@ def test_kept_views_carry_their_mask_and_gains_to_understanding() -> None:
     assert np.array_equal(crops[0], apply_gains(view.all_views[0].crop, gains))
 
 
+class _NoPeople:
+    """A detector that finds nobody (the pipeline's colour stages run on every frame regardless)."""
+
+    def detect(self, frame_bgr: NDArray[np.uint8]) -> list[Detection]:
+        return []
+
+    def detect_many(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[Detection]]:
+        return [[] for _ in frames]
+
+    async def aclose(self) -> None:
+        return None
+
+
 def test_pipeline_runs_masks_and_balance_only_when_enabled() -> None:
-    cfg = PerceptionConfig.model_validate(
-        {"foreground": {"enabled": True}, "site_balance": {"enabled": True}}
-    )
-    assert cfg.foreground.enabled and cfg.site_balance.enabled
-    assert not PerceptionConfig().foreground.enabled and not PerceptionConfig().site_balance.enabled
+    # the defaults chosen on PETS09 (README): white balance on, masks off
+    assert not PerceptionConfig().foreground.enabled and PerceptionConfig().site_balance.enabled
+    on = PerceptionConfig.model_validate({"foreground": {"enabled": True}})
+    off = PerceptionConfig.model_validate({"site_balance": {"enabled": False}})
+    frame = np.full((48, 64, 3), 120, np.uint8)
+    for cfg, enabled in ((on, True), (off, False)):
+        pipeline = cfg.pipeline(PerceptionModels(_NoPeople(), None))
+        assert (pipeline.foreground is not None, pipeline.balance is not None) == (enabled, enabled)
+        for i in range(3):
+            pipeline.process(frame, i, i / 5)
+        if enabled:
+            assert pipeline.foreground is not None and pipeline.foreground.frames == 3
+            assert pipeline.balance is not None and pipeline.balance.frames == 3
+            assert pipeline.times.seconds["colour"] > 0
     with pytest.raises(ValidationError):
         PerceptionConfig.model_validate({"foreground": {"method": "gmg"}})

@@ -26,7 +26,9 @@ class ForegroundConfig(Frozen):
     and the understander reads the whole box as before."""
 
     enabled: bool = Field(
-        False, description="compute a foreground mask per kept view (colour evidence from the person only)"
+        False,
+        description="compute a foreground mask per kept view (colour evidence from the person only); off: "
+        "on PETS09 it did not help the embedded model (`python -m bench.perception_ablation`, see README)",
     )
     method: Literal["mog2", "knn"] = Field("mog2", description="OpenCV background subtractor")
     history_frames: int = Field(

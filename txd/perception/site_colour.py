@@ -17,13 +17,17 @@ class SiteBalanceConfig(Frozen):
     seen (the scene, mostly static, averages to grey), so every view is divided by it before its colours are
     read. Per-crop balance inside the attribute model cannot see this: a crop is mostly one person."""
 
-    enabled: bool = Field(False, description="correct each view by its stream's estimated white balance")
+    enabled: bool = Field(
+        True,
+        description="correct each view by its stream's estimated white balance (on: chosen on PETS09 with "
+        "`python -m bench.perception_ablation --tune`, see README)",
+    )
     minkowski_p: float = Field(
-        1.0,
+        6.0,
         ge=1,
         le=16,
         description="the channel statistic is the Minkowski p-mean (1: gray world; 6: shades of grey, "
-        "weighting bright surfaces)",
+        "weighting bright surfaces; 6 chosen on PETS09)",
     )
     window_frames: int = Field(
         50,

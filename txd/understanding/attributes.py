@@ -128,13 +128,18 @@ class AttributesConfig(BaseModel):
         description="a body region's colour is read from the person's pixels only when the view's mask "
         "covers at least this share of the region; below (or without a mask) from its central columns",
     )
+    mask_pixels: bool = Field(
+        False,
+        description="the network, too, sees only the person: pixels outside a view's mask (when it covers "
+        "at least mask_min_share of the crop) are set to its mean input; the model trained on whole crops",
+    )
     colour_naming_weight: float = Field(
-        0.0,
+        1.0,
         ge=0,
         le=4,
         description="weight of the pixels' colour names (nearest xkcd survey colour in CIELAB, "
         "txd.understanding.colour_names) pooled log-linearly with each colour head's distribution and "
-        "evidence; 0: the heads alone",
+        "evidence; 0: the heads alone; 1 chosen on PETS09 (`python -m bench.perception_ablation --tune`)",
     )
 
 
@@ -236,15 +241,22 @@ def resize_mask(mask: NDArray[np.bool_] | None, crop_shape: tuple[int, ...]) -> 
 
 
 def prepare(
-    crop: NDArray[np.uint8], mask: NDArray[np.bool_] | None = None, min_share: float = 0.0
+    crop: NDArray[np.uint8],
+    mask: NDArray[np.bool_] | None = None,
+    min_share: float = 0.0,
+    fill_background: bool = False,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
     """One crop (and its person mask, if any) -> (3xHxW normalised RGB of the white-balanced image, colour
-    histograms, per colour region the share of its pixels named each colour (NaN rows: no pixels))."""
+    histograms, per colour region the share of its pixels named each colour (NaN rows: no pixels)).
+    `fill_background` sets the pixels outside a mask covering at least `min_share` of the crop to the
+    network's mean input (0 after normalisation), so that the network sees the person only."""
     img = resize(crop)
     small_mask = resize_mask(mask, crop.shape)
     balanced = white_balance(img)
     rgb = balanced[..., ::-1].astype(np.float32) / 255.0
     chw = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
+    if fill_background and small_mask is not None and small_mask.any() and small_mask.mean() >= min_share:
+        chw = np.where(small_mask[None, :, :], chw, np.float32(0.0))
     names = np.full((len(REGIONS), len(COLOURS)), np.nan, np.float32)
     for i, pixels in enumerate(region_pixels(img, small_mask, min_share)):
         shares = naming_shares(pixels, COLOURS)
@@ -460,7 +472,7 @@ class AttributeUnderstander:
         with torch.inference_mode():
             for start in range(0, len(crops), step):
                 prepared = [
-                    prepare(c, m, cfg.mask_min_share)
+                    prepare(c, m, cfg.mask_min_share, cfg.mask_pixels)
                     for c, m in zip(crops[start : start + step], given[start : start + step], strict=True)
                 ]
                 x = torch.from_numpy(np.stack([p[0] for p in prepared]))
