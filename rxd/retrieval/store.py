@@ -600,6 +600,7 @@ class RecordStore:
             if batch[0][0] != self._cols.n or batch[-1][0] != self._cols.n + len(batch) - 1:
                 raise InvalidInput(f"index {self.path}: record rows are not dense near row {self._cols.n}")
             self._put_rows(batch)
+        self._db.commit()  # _check_dim's row in meta: leave no write transaction open
 
     def close(self) -> None:
         with self._lock:

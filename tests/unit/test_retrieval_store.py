@@ -56,6 +56,21 @@ def _engine(path: Path, encoder: BagOfWordsEncoder) -> tuple[RecordStore, Retrie
     return store, RetrievalEngine(REGISTRY, store, TemplateDescriber(), encoder)
 
 
+def test_reopened_index_leaves_the_file_writable_by_others(tmp_path: Path) -> None:
+    """Opening an index with descriptions keeps no write transaction open: another connection to the file
+    (rxd's site counters live there too) writes at once instead of failing with "database is locked"."""
+    store, engine = _engine(tmp_path / "index.db", BagOfWordsEncoder())
+    engine.ingest(RECORDS)
+    store.close()
+    again = RecordStore(tmp_path / "index.db", REGISTRY)
+    other = sqlite3.connect(tmp_path / "index.db", timeout=0)
+    with other:
+        other.execute("CREATE TABLE IF NOT EXISTS beside (x INTEGER)")
+    other.close()
+    assert again.count() == 5
+    again.close()
+
+
 def test_reopen_restores_everything_without_re_embedding(tmp_path: Path) -> None:
     encoder = BagOfWordsEncoder()
     store, engine = _engine(tmp_path / "index.db", encoder)
