@@ -63,3 +63,25 @@ def test_the_learned_model_option_is_checked() -> None:
         PaperConfig(learned_model="person-s9", **crops)
     assert PaperConfig(learned_model="person-s3", **crops).learned_model == "person-s3"
     assert "semantic-learned" in PaperConfig(**crops).schemes
+
+
+def test_a_reception_scores_once_per_content() -> None:
+    """Points whose received records (and targets shown) are the same reuse one scoring; any difference
+    in a field, a confidence or a target shown is another reception."""
+    from dataclasses import replace
+
+    from bench.paper.links import Tally
+    from bench.paper.run import _received_key
+    from bench.paper.schemes import Received
+
+    sent = records(3)
+    shows: dict[int, int | None] = {1: 0, 2: 1, 3: None}
+    key = _received_key(Received(sent, Tally(), 3, shows=shows))
+    assert key == _received_key(Received(records(3), Tally(bursts=9), 3, shows=dict(shows)))
+    changed = [
+        [replace(sent[0], confidence={"gender": 0.9}), *sent[1:]],
+        [replace(sent[0], fields={**sent[0].fields, "sleeve": "short"}), *sent[1:]],
+        sent[:2],
+    ]
+    assert all(_received_key(Received(c, Tally(), 3, shows=shows)) != key for c in changed)
+    assert _received_key(Received(sent, Tally(), 3, shows={**shows, 3: 2})) != key
