@@ -53,7 +53,8 @@ def _sites(address: str) -> dict[str, sites_pb2.SiteInfo]:
 
 def _spawn_rxd(work: Path, port: int) -> DaemonProcess:
     args = ["--listen", f"127.0.0.1:{port}", "--index", str(work / "index.db")]
-    return spawn("rxd", [*args, "--set", "http.enabled=false", "--set", "metrics.enabled=false"], work)
+    args += ["--set", "http.enabled=false", "--set", "metrics.enabled=false", "--set", "server.grace_s=2"]
+    return spawn("rxd", args, work)
 
 
 def _parallel(fn: Callable[[str], T], sites: Sequence[str]) -> list[T]:
@@ -90,7 +91,7 @@ def test_three_sites_into_one_receiver_clips_come_back_over_each_backhaul(
         channel_port = free_port()
         chain = json.dumps([{"kind": "awgn", "snr_db": 15.0}])
         channel_args = ["--listen", f"127.0.0.1:{channel_port}", "--upstream", f"127.0.0.1:{rxd_port}"]
-        channel_args += ["--chain", chain, "--seed", "3"]
+        channel_args += ["--chain", chain, "--seed", "3", "--set", "server.grace_s=2"]
         starts: dict[str, Callable[[], DaemonProcess]] = {
             "rxd": lambda: _spawn_rxd(tmp_path, rxd_port),
             "channel-sim": lambda: spawn("channel-sim", channel_args, tmp_path),
@@ -178,7 +179,9 @@ def test_three_sites_into_one_receiver_clips_come_back_over_each_backhaul(
             assert again[site].info_bits >= sites[site].info_bits
         status = transmitter_pb2_grpc.TransmitterStub(client.open_channel(txds["site-1"].address))
         assert status.Status(transmitter_pb2.StatusRequest(), timeout=10).site_id == "site-1"
-        codes = {d.name + str(i): d.stop() for i, d in enumerate(reversed(daemons))}
+        # In data-flow order: the sites first (each delivers what it accepted), then channel-sim, then rxd.
+        order = [*txds.values(), channel, rxd]
+        codes = {f"{d.name}-{i}": d.stop() for i, d in enumerate(order)}
         daemons.clear()
         assert set(codes.values()) == {0}, codes
     except grpc.RpcError:
