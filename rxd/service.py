@@ -116,7 +116,8 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
             t1_s=request.time_range.t1_s,
             schema_id=request.schema_id,
         )
-        result = await self.core.query(replace(q, min_probability=request.min_probability))
+        q = replace(q, min_probability=request.min_probability)
+        result = await (self.core.query_site(q, request.site_id) if request.site_id else self.core.query(q))
         return receiver_pb2.QueryReply(
             hits=[self._hit(h.record, h.description, h.score, h) for h in result.hits],
             parsed_slots=[

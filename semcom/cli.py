@@ -134,6 +134,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         min_probability=args.min_probability,
         schema_id=args.schema_id,
+        site_id=args.site,
     )
     if reply.parsed_slots:
         print("slots: " + ", ".join(f"{s.name}={'|'.join(s.values) or s.value}" for s in reply.parsed_slots))
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="query rxd", parents=[conn])
     p.add_argument("text", nargs="?", default="")
     p.add_argument("--rxd", default="127.0.0.1:50053")
+    p.add_argument("--site", default="", help="only the streams of this camera site (its link.site_id)")
     p.add_argument(
         "--filter",
         action="append",

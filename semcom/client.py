@@ -166,6 +166,7 @@ def query(
     location_ids: Sequence[int] = (),
     min_probability: float = 0.0,
     schema_id: str = "",
+    site_id: str = "",
     timeout_s: float = 10.0,
 ) -> receiver_pb2.QueryReply:
     request = receiver_pb2.QueryRequest(
@@ -182,6 +183,7 @@ def query(
         location_ids=list(location_ids),
         min_probability=min_probability,
         schema_id=schema_id,
+        site_id=site_id,
     )
     reply: receiver_pb2.QueryReply = stub.Query(request, timeout=timeout_s)
     return reply

@@ -25,6 +25,7 @@ from semcom.pb.v1 import (
     common_pb2,
     link_pb2,
     link_pb2_grpc,
+    receiver_pb2,
     receiver_pb2_grpc,
     sites_pb2,
     sites_pb2_grpc,
@@ -230,6 +231,10 @@ async def test_site_filter_narrows_a_query_to_one_sites_streams(tmp_path: Path) 
         assert status == 400 and "site_id" in str(reply["error"])
         status, raw = await _get(f"{_site_chain_rxd(chain)}/api/stats")
         assert json.loads(raw)["site_streams"] == {"site-f": ["cam-f1", "cam-f2"]}
+        async with aio.insecure_channel(chain.rxd_address) as ch:  # the same filter over gRPC
+            request = receiver_pb2.QueryRequest(text="a person", site_id="site-f", top_k=10)
+            grpc_reply = await receiver_pb2_grpc.ReceiverStub(ch).Query(request, timeout=10)
+        assert sorted(h.record.stream_id for h in grpc_reply.hits) == ["cam-f1"] * 2 + ["cam-f2"] * 2
     finally:
         await stop_chain(chain)
 

@@ -26,7 +26,7 @@ from semcom.pb.v1 import common_pb2 as semcom_dot_v1_dot_common__pb2
 from semcom.pb.v1 import transmitter_pb2 as semcom_dot_v1_dot_transmitter__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18semcom/v1/receiver.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\x1a\x1bsemcom/v1/transmitter.proto\":\n\x0b\x46ieldFilter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xd3\x01\n\x0cQueryRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\'\n\x07\x66ilters\x18\x02 \x03(\x0b\x32\x16.semcom.v1.FieldFilter\x12(\n\ntime_range\x18\x03 \x01(\x0b\x32\x14.semcom.v1.TimeRange\x12\x14\n\x0clocation_ids\x18\x04 \x03(\r\x12\x11\n\tstream_id\x18\x05 \x01(\t\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x11\n\tschema_id\x18\x07 \x01(\t\x12\x17\n\x0fmin_probability\x18\x08 \x01(\x02\"Q\n\tSlotScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xf8\x01\n\x03Hit\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.semcom.v1.Record\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x15\n\rmatched_slots\x18\x04 \x03(\t\x12 \n\x04\x63lip\x18\x05 \x01(\x0b\x32\x12.semcom.v1.ClipRef\x12\x15\n\runknown_slots\x18\x06 \x03(\t\x12\x1a\n\x12\x63ontradicted_slots\x18\x07 \x03(\t\x12\x13\n\x0bprobability\x18\x08 \x01(\x02\x12)\n\x0bslot_scores\x18\t \x03(\x0b\x32\x14.semcom.v1.SlotScore\"f\n\nQueryReply\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.semcom.v1.Hit\x12,\n\x0cparsed_slots\x18\x02 \x03(\x0b\x32\x16.semcom.v1.FieldFilter\x12\x0c\n\x04note\x18\x03 \x01(\t\"8\n\x10GetRecordRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\x04\"\x0e\n\x0cStatsRequest\"\x97\x02\n\x0bStreamStats\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tbursts_ok\x18\x02 \x01(\x04\x12\x15\n\rbursts_failed\x18\x03 \x01(\x04\x12\x17\n\x0frecords_indexed\x18\x04 \x01(\x04\x12\x16\n\x0erecords_failed\x18\x05 \x01(\x04\x12\x11\n\tinfo_bits\x18\x06 \x01(\x04\x12\x17\n\x0f\x63hannel_symbols\x18\x07 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06snr_db\x18\t \x01(\x01\x12\x11\n\tairtime_s\x18\n \x01(\x01\x12\x16\n\x0e\x62ursts_learned\x18\x0b \x01(\x04\x12\x1c\n\x14\x62ursts_model_refused\x18\x0c \x01(\x04\"\xcf\x01\n\rReceiverStats\x12\x17\n\x0frecords_indexed\x18\x01 \x01(\x04\x12\x16\n\x0erecords_failed\x18\x02 \x01(\x04\x12\x11\n\tbursts_ok\x18\x03 \x01(\x04\x12\x15\n\rbursts_failed\x18\x04 \x01(\x04\x12\x1a\n\x12\x63lip_bytes_fetched\x18\x05 \x01(\x04\x12\'\n\x07streams\x18\x06 \x03(\x0b\x32\x16.semcom.v1.StreamStats\x12\x1e\n\x16keyframe_bytes_fetched\x18\x07 \x01(\x04\x32\xc7\x02\n\x08Receiver\x12\x37\n\x05Query\x12\x17.semcom.v1.QueryRequest\x1a\x15.semcom.v1.QueryReply\x12\x38\n\tGetRecord\x12\x1b.semcom.v1.GetRecordRequest\x1a\x0e.semcom.v1.Hit\x12:\n\x05Stats\x12\x17.semcom.v1.StatsRequest\x1a\x18.semcom.v1.ReceiverStats\x12@\n\tFetchClip\x12\x1b.semcom.v1.FetchClipRequest\x1a\x14.semcom.v1.ClipChunk0\x01\x12J\n\rFetchKeyframe\x12\x1f.semcom.v1.FetchKeyframeRequest\x1a\x18.semcom.v1.KeyframeImageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18semcom/v1/receiver.proto\x12\tsemcom.v1\x1a\x16semcom/v1/common.proto\x1a\x1bsemcom/v1/transmitter.proto\":\n\x0b\x46ieldFilter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xe4\x01\n\x0cQueryRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\'\n\x07\x66ilters\x18\x02 \x03(\x0b\x32\x16.semcom.v1.FieldFilter\x12(\n\ntime_range\x18\x03 \x01(\x0b\x32\x14.semcom.v1.TimeRange\x12\x14\n\x0clocation_ids\x18\x04 \x03(\r\x12\x11\n\tstream_id\x18\x05 \x01(\t\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x11\n\tschema_id\x18\x07 \x01(\t\x12\x17\n\x0fmin_probability\x18\x08 \x01(\x02\x12\x0f\n\x07site_id\x18\t \x01(\t\"Q\n\tSlotScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xf8\x01\n\x03Hit\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.semcom.v1.Record\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x15\n\rmatched_slots\x18\x04 \x03(\t\x12 \n\x04\x63lip\x18\x05 \x01(\x0b\x32\x12.semcom.v1.ClipRef\x12\x15\n\runknown_slots\x18\x06 \x03(\t\x12\x1a\n\x12\x63ontradicted_slots\x18\x07 \x03(\t\x12\x13\n\x0bprobability\x18\x08 \x01(\x02\x12)\n\x0bslot_scores\x18\t \x03(\x0b\x32\x14.semcom.v1.SlotScore\"f\n\nQueryReply\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.semcom.v1.Hit\x12,\n\x0cparsed_slots\x18\x02 \x03(\x0b\x32\x16.semcom.v1.FieldFilter\x12\x0c\n\x04note\x18\x03 \x01(\t\"8\n\x10GetRecordRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\x04\"\x0e\n\x0cStatsRequest\"\x97\x02\n\x0bStreamStats\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x11\n\tbursts_ok\x18\x02 \x01(\x04\x12\x15\n\rbursts_failed\x18\x03 \x01(\x04\x12\x17\n\x0frecords_indexed\x18\x04 \x01(\x04\x12\x16\n\x0erecords_failed\x18\x05 \x01(\x04\x12\x11\n\tinfo_bits\x18\x06 \x01(\x04\x12\x17\n\x0f\x63hannel_symbols\x18\x07 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06snr_db\x18\t \x01(\x01\x12\x11\n\tairtime_s\x18\n \x01(\x01\x12\x16\n\x0e\x62ursts_learned\x18\x0b \x01(\x04\x12\x1c\n\x14\x62ursts_model_refused\x18\x0c \x01(\x04\"\xcf\x01\n\rReceiverStats\x12\x17\n\x0frecords_indexed\x18\x01 \x01(\x04\x12\x16\n\x0erecords_failed\x18\x02 \x01(\x04\x12\x11\n\tbursts_ok\x18\x03 \x01(\x04\x12\x15\n\rbursts_failed\x18\x04 \x01(\x04\x12\x1a\n\x12\x63lip_bytes_fetched\x18\x05 \x01(\x04\x12\'\n\x07streams\x18\x06 \x03(\x0b\x32\x16.semcom.v1.StreamStats\x12\x1e\n\x16keyframe_bytes_fetched\x18\x07 \x01(\x04\x32\xc7\x02\n\x08Receiver\x12\x37\n\x05Query\x12\x17.semcom.v1.QueryRequest\x1a\x15.semcom.v1.QueryReply\x12\x38\n\tGetRecord\x12\x1b.semcom.v1.GetRecordRequest\x1a\x0e.semcom.v1.Hit\x12:\n\x05Stats\x12\x17.semcom.v1.StatsRequest\x1a\x18.semcom.v1.ReceiverStats\x12@\n\tFetchClip\x12\x1b.semcom.v1.FetchClipRequest\x1a\x14.semcom.v1.ClipChunk0\x01\x12J\n\rFetchKeyframe\x12\x1f.semcom.v1.FetchKeyframeRequest\x1a\x18.semcom.v1.KeyframeImageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FIELDFILTER']._serialized_start=92
   _globals['_FIELDFILTER']._serialized_end=150
   _globals['_QUERYREQUEST']._serialized_start=153
-  _globals['_QUERYREQUEST']._serialized_end=364
-  _globals['_SLOTSCORE']._serialized_start=366
-  _globals['_SLOTSCORE']._serialized_end=447
-  _globals['_HIT']._serialized_start=450
-  _globals['_HIT']._serialized_end=698
-  _globals['_QUERYREPLY']._serialized_start=700
-  _globals['_QUERYREPLY']._serialized_end=802
-  _globals['_GETRECORDREQUEST']._serialized_start=804
-  _globals['_GETRECORDREQUEST']._serialized_end=860
-  _globals['_STATSREQUEST']._serialized_start=862
-  _globals['_STATSREQUEST']._serialized_end=876
-  _globals['_STREAMSTATS']._serialized_start=879
-  _globals['_STREAMSTATS']._serialized_end=1158
-  _globals['_RECEIVERSTATS']._serialized_start=1161
-  _globals['_RECEIVERSTATS']._serialized_end=1368
-  _globals['_RECEIVER']._serialized_start=1371
-  _globals['_RECEIVER']._serialized_end=1698
+  _globals['_QUERYREQUEST']._serialized_end=381
+  _globals['_SLOTSCORE']._serialized_start=383
+  _globals['_SLOTSCORE']._serialized_end=464
+  _globals['_HIT']._serialized_start=467
+  _globals['_HIT']._serialized_end=715
+  _globals['_QUERYREPLY']._serialized_start=717
+  _globals['_QUERYREPLY']._serialized_end=819
+  _globals['_GETRECORDREQUEST']._serialized_start=821
+  _globals['_GETRECORDREQUEST']._serialized_end=877
+  _globals['_STATSREQUEST']._serialized_start=879
+  _globals['_STATSREQUEST']._serialized_end=893
+  _globals['_STREAMSTATS']._serialized_start=896
+  _globals['_STREAMSTATS']._serialized_end=1175
+  _globals['_RECEIVERSTATS']._serialized_start=1178
+  _globals['_RECEIVERSTATS']._serialized_end=1385
+  _globals['_RECEIVER']._serialized_start=1388
+  _globals['_RECEIVER']._serialized_end=1715
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,7 @@ class QueryRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     SCHEMA_ID_FIELD_NUMBER: _builtins.int
     MIN_PROBABILITY_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """free text, parsed into schema slots"""
     stream_id: _builtins.str
@@ -72,6 +73,8 @@ class QueryRequest(_message.Message):
     """empty = the receiver's task schema"""
     min_probability: _builtins.float
     """0..1: leave out hits less likely to satisfy every slot; 0 = keep all"""
+    site_id: _builtins.str
+    """empty = all; else only the streams this camera site owns"""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFilter]:
         """slots (each one or more values), over those parsed from text"""
@@ -93,10 +96,11 @@ class QueryRequest(_message.Message):
         top_k: _builtins.int = ...,
         schema_id: _builtins.str = ...,
         min_probability: _builtins.float = ...,
+        site_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "location_ids", b"location_ids", "min_probability", b"min_probability", "schema_id", b"schema_id", "stream_id", b"stream_id", "text", b"text", "time_range", b"time_range", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "location_ids", b"location_ids", "min_probability", b"min_probability", "schema_id", b"schema_id", "site_id", b"site_id", "stream_id", b"stream_id", "text", b"text", "time_range", b"time_range", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
