@@ -136,22 +136,28 @@ class PgSiteStore:
 
     def save(self, deltas: dict[str, SiteCounters], claims: dict[str, str]) -> dict[str, str]:
         with self._lock:
-            conn = self._db()
-            with conn.transaction(), conn.cursor() as cur:
-                if deltas:
-                    cur.executemany(_upsert("%s", "GREATEST"), _rows(deltas))
-                held: dict[str, str] = {}
-                for stream_id, site_id in claims.items():
-                    cur.execute(
-                        "INSERT INTO link_site_streams (stream_id, site_id) VALUES (%s, %s) "
-                        "ON CONFLICT (stream_id) DO NOTHING",
-                        (stream_id, site_id),
-                    )
-                    row = cur.execute(
-                        "SELECT site_id FROM link_site_streams WHERE stream_id = %s", (stream_id,)
-                    ).fetchone()
-                    held[stream_id] = str(row[0]) if row else site_id
-            return held
+            try:
+                return self._save(self._db(), deltas, claims)
+            except Exception:
+                self._conn.close()  # the database went away: the next flush connects afresh
+                raise
+
+    def _save(self, conn: Any, deltas: dict[str, SiteCounters], claims: dict[str, str]) -> dict[str, str]:
+        with conn.transaction(), conn.cursor() as cur:
+            if deltas:
+                cur.executemany(_upsert("%s", "GREATEST"), _rows(deltas))
+            held: dict[str, str] = {}
+            for stream_id, site_id in claims.items():
+                cur.execute(
+                    "INSERT INTO link_site_streams (stream_id, site_id) VALUES (%s, %s) "
+                    "ON CONFLICT (stream_id) DO NOTHING",
+                    (stream_id, site_id),
+                )
+                row = cur.execute(
+                    "SELECT site_id FROM link_site_streams WHERE stream_id = %s", (stream_id,)
+                ).fetchone()
+                held[stream_id] = str(row[0]) if row else site_id
+        return held
 
     def close(self) -> None:
         with self._lock:

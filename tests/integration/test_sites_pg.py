@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from rxd.site_store import PgSiteStore
@@ -32,4 +33,21 @@ def test_two_replicas_add_counts_and_agree_on_stream_owners(pg_dsn: str) -> None
     assert a.info_bits == 160 and a.payload_bytes == 80
     assert (a.last_record_at_s, a.last_seen_s) == (200.0, 200.0)
     assert reread.streams_of("a") == ["cam-1"] and reread.streams_of("b") == []
+    reread.close()
+
+
+def test_counts_wait_out_a_lost_connection(pg_dsn: str) -> None:  # noqa: F811
+    book = SiteBook(PgSiteStore(pg_dsn, connect_timeout_s=5))
+    book.count("a", "cam-1", ok=True, new=True, records=2, info_bits=80, payload_bytes=30)
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # the database drops rxd's connection
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        book.flush()
+    book.flush()  # a fresh connection; nothing counted was lost
+    book.close()
+    reread = SiteBook(PgSiteStore(pg_dsn, connect_timeout_s=5))
+    assert reread.sites["a"].counters.records_indexed == 2 and reread.site_of("cam-1") == "a"
     reread.close()
