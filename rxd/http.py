@@ -171,9 +171,9 @@ class HttpApi:
                 "label": f.label,
                 "description": f.description,
                 "values": list(f.values),
-                # What a filter may ask for: the engine refuses "unknown" (records the transmitter could
-                # not read are matched as "not seen", never searched for).
-                "searchable": [v for v in f.values if v != UNKNOWN],
+                # What a filter may ask for, "unknown" last: a person whose field the transmitter could
+                # not read.
+                "searchable": [*(v for v in f.values if v != UNKNOWN), UNKNOWN],
             }
             for f in schema.fields
         ]

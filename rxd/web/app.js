@@ -45,7 +45,9 @@ async function api(path, body) {
 function slotSelect(field) {
   const select = el("select", { id: `slot-${field.name}`, name: field.name });
   select.append(el("option", { value: "", text: "any" }));
-  for (const v of field.searchable || field.values) select.append(el("option", { value: v, text: v }));
+  for (const v of field.searchable || field.values) {
+    select.append(el("option", { value: v, text: v === "unknown" ? "unknown (not seen)" : v }));
+  }
   return el("label", { text: field.label || field.name }, select);
 }
 

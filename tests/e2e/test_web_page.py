@@ -100,6 +100,14 @@ async def test_operators_page(chain: Chain, shared_data: Path, tmp_path: Path) -
         await page.fill("#q", "woman in a red or white top")
         await page.click("button[type=submit]")
         await page.wait_for_selector("#slots span:has-text('upper_color: red or white')")
+        # "unknown" is a slot value too: people whose shoes the transmitter could not read.
+        await page.fill("#q", "")
+        assert await page.inner_text("#slot-shoe_color option[value=unknown]") == "unknown (not seen)"
+        await page.select_option("#slot-shoe_color", "unknown")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#slots span:has-text('shoe_color: unknown')")
+        assert query_of(page.url)["shoe_color"] == ["unknown"]
+        await page.select_option("#slot-shoe_color", "")
         await page.fill("#q", "")
         await page.click("#clear")
         await page.click("button[type=submit]")
