@@ -87,6 +87,11 @@ def tuning_grid() -> dict[str, Any]:
     grid["mask-knn"] = {**off, "foreground": {"enabled": True, "method": "knn", "threshold": 400.0}}
     for p in (1.0, 6.0):
         grid[f"balance-p{p:g}"] = {**off, "site_balance": {"enabled": True, "minkowski_p": p}}
+    # pairs of the changes that helped alone, at their chosen settings: which combination txd ships
+    naming, balance = {"naming_weight": NAMING_WEIGHT}, {"site_balance": dict(BALANCE)}
+    grid["fusion-naming"] = {**off, "views": 3, **naming}
+    grid["fusion-balance"] = {**off, "views": 3, **balance}
+    grid["naming-balance"] = {**off, **naming, **balance}
     return grid
 
 
@@ -158,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=data_dir(), help="the shared data folder")
     p.add_argument("--out", type=Path, default=Path("var/bench/ablation"), help="one folder per run")
     p.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=INPUTS, help="videos to run")
-    p.add_argument("--configs", nargs="+", help="configurations to run (default: all seven)")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        help="configurations to run, from either list (default: all seven, or the grid)",
+    )
     p.add_argument("--tune", action="store_true", help="run the tuning grid instead (on --inputs)")
     p.add_argument("--naming-weight", type=float, default=NAMING_WEIGHT, help="colour naming weight")
     p.add_argument("--mask", default=json.dumps(MASK), help="perception.foreground overrides (JSON)")
@@ -166,11 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--balance", default=json.dumps(BALANCE), help="perception.site_balance overrides (JSON)")
     p.add_argument("--snr-db", type=float, default=12.0, help="Es/N0 of the semantic link")
     args = p.parse_args(argv)
-    chosen = (
-        tuning_grid()
-        if args.tune
-        else configs(args.naming_weight, json.loads(args.mask), json.loads(args.balance))
-    )
+    main_rows = configs(args.naming_weight, json.loads(args.mask), json.loads(args.balance))
+    chosen = tuning_grid() if args.tune else main_rows
+    if args.configs:  # any configuration by name, from either list
+        chosen = {**tuning_grid(), **main_rows}
     if args.mask_min_share is not None:
         for name, over in chosen.items():
             if over["foreground"].get("enabled"):

@@ -103,7 +103,7 @@ async def test_an_empty_mask_gives_the_unmasked_answer(model: AttributeUnderstan
 @pytest.mark.asyncio(loop_scope="module")
 async def test_colour_naming_moves_colour_heads_only(schema: Schema) -> None:
     crop, mask = _person_on_grass()
-    base = AttributeUnderstander(AttributesConfig(threads=1))
+    base = AttributeUnderstander(AttributesConfig(threads=1, colour_naming_weight=0.0))
     named = AttributeUnderstander(AttributesConfig(threads=1, colour_naming_weight=2.0))
     try:
         (b,) = await base.understand([crop], schema, [mask])
@@ -114,8 +114,16 @@ async def test_colour_naming_moves_colour_heads_only(schema: Schema) -> None:
     for head in ("gender", "sleeve", "lower_length"):
         assert n.probabilities[head] == b.probabilities[head]
     red = COLOURS.index("red")
-    assert n.probabilities["upper_color"][red] > b.probabilities["upper_color"][red]
-    assert sum(n.probabilities["upper_color"]) == pytest.approx(1.0, abs=1e-3)
+    # the Understanding keeps the model's own distribution and the names apart (pooled when deciding)
+    assert n.probabilities["upper_color"] == b.probabilities["upper_color"]
+    assert int(np.argmax(n.names["upper_color"])) == red and n.names == b.names
+    assert n.confidence["upper_color"] > b.confidence["upper_color"]
+    # the blocking calls need no worker thread (closed above)
+    pooled, _ = named.predict_with_evidence([crop], [mask])
+    heads, _ = base.predict_with_evidence([crop], [mask])
+    assert pooled["upper_color"][0, red] > heads["upper_color"][0, red]
+    assert pooled["upper_color"][0].sum() == pytest.approx(1.0, abs=1e-3)
+    assert np.array_equal(pooled["gender"], heads["gender"])
 
 
 def test_mask_pixels_blank_the_background_for_the_network_only() -> None:
@@ -128,3 +136,25 @@ def test_mask_pixels_blank_the_background_for_the_network_only() -> None:
     assert np.array_equal(hist, plain_hist) and np.array_equal(names, plain_names)
     empty_chw, _, _ = prepare(crop, np.zeros(mask.shape, bool), 0.2, fill_background=True)
     assert np.array_equal(empty_chw, prepare(crop)[0])  # a mask that covers nothing blanks nothing
+
+
+def test_colour_names_are_pooled_after_the_views_are_fused(schema: Schema) -> None:
+    from txd.understanding.attributes import DEFAULT_THRESHOLDS, decide, fuse_views
+
+    k = len(COLOURS)
+    red, black = COLOURS.index("red"), COLOURS.index("black")
+    # two views: the model leans black on the first (the more confident one), the pixels say red on both
+    probs = {h: np.full((2, k), 1 / k, np.float32) for h in ("upper_color", "lower_color", "shoe_color")}
+    probs["upper_color"][0] = 0.4 / (k - 1)
+    probs["upper_color"][0, black] = 0.6
+    names = {"upper_color": np.zeros((2, k), np.float32)}
+    names["upper_color"][:, red] = 1.0
+    views = decide(probs, DEFAULT_THRESHOLDS, schema, probs, names, 1.0)
+    assert views[0].names["upper_color"][red] == 1.0 and views[0].probabilities["upper_color"][black] == 0.6
+    plain = fuse_views(views, DEFAULT_THRESHOLDS, schema, "best", 0.0)
+    pooled = fuse_views(views, DEFAULT_THRESHOLDS, schema, "best", 1.0)
+    assert plain.fields["upper_color"] == "black"
+    # "best" still takes the first view (its model evidence is the most confident); the names move it
+    assert pooled.probabilities["upper_color"] == views[0].probabilities["upper_color"]
+    assert pooled.confidence["upper_color"] != plain.confidence["upper_color"]
+    assert pooled.fields["upper_color"] in ("red", "unknown") and pooled.names["upper_color"][red] == 1.0

@@ -367,19 +367,38 @@ def decide(
     thresholds: Mapping[str, float],
     schema: Schema,
     evidence: Mapping[str, NDArray[np.float32]] | None = None,
+    names: Mapping[str, NDArray[np.float32]] | None = None,
+    naming_weight: float = 0.0,
 ) -> list[Understanding]:
     """Per crop: each field's top value, or "unknown" when the top *evidence* probability (the balanced
     posterior; `probs` when not given) is below the field's threshold; confidence = top of `probs`.
     Abstaining on the balanced posterior keeps the prior out of the decision to answer: a crop that shows
-    nothing has a flat balanced posterior, even where the prior alone would pick the frequent class."""
+    nothing has a flat balanced posterior, even where the prior alone would pick the frequent class.
+    `names` (per colour head, N x colours: the share of the region's pixels named each colour, NaN rows
+    where none) are pooled with both at `naming_weight` before deciding; the Understanding keeps the model's
+    own distributions and the names apart, so that several views are fused first and pooled once."""
     n = len(next(iter(probs.values())))
     seen = evidence or probs
+    named = names or {}
     return [
         _decide_one(
-            {h: p[i] for h, p in probs.items()}, {h: e[i] for h, e in seen.items()}, thresholds, schema
+            {h: p[i] for h, p in probs.items()},
+            {h: e[i] for h, e in seen.items()},
+            thresholds,
+            schema,
+            {h: v[i] for h, v in named.items() if np.all(np.isfinite(v[i]))},
+            naming_weight,
         )
         for i in range(n)
     ]
+
+
+def _pool(
+    dists: Mapping[str, NDArray[np.floating]], names: Mapping[str, NDArray[np.floating]], weight: float
+) -> dict[str, NDArray[np.floating]]:
+    if weight <= 0:
+        return dict(dists)
+    return {h: combine(d, names[h], weight) if h in names else d for h, d in dists.items()}
 
 
 def _decide_one(
@@ -387,11 +406,15 @@ def _decide_one(
     evidence: Mapping[str, NDArray[np.floating]],
     thresholds: Mapping[str, float],
     schema: Schema,
+    names: Mapping[str, NDArray[np.floating]] | None = None,
+    naming_weight: float = 0.0,
 ) -> Understanding:
     fields: dict[str, str] = {}
     confidence: dict[str, float] = {}
+    named = names or {}
+    pooled, pooled_evidence = _pool(probs, named, naming_weight), _pool(evidence, named, naming_weight)
     for spec in schema.fields:
-        p, e = probs.get(spec.name), evidence.get(spec.name)
+        p, e = pooled.get(spec.name), pooled_evidence.get(spec.name)
         # A model that returns NaN or infinite probabilities for a field abstains on it.
         if p is None or e is None or not (np.all(np.isfinite(p)) and np.all(np.isfinite(e))):
             fields[spec.name] = UNKNOWN
@@ -406,24 +429,50 @@ def _decide_one(
         confidence=confidence,
         probabilities={h: tuple(round(float(v), 5) for v in p) for h, p in probs.items()},
         evidence={h: tuple(round(float(v), 5) for v in e) for h, e in evidence.items()},
+        names={h: tuple(round(float(v), 5) for v in n) for h, n in named.items()},
     )
 
 
 def fuse_views(
-    views: Sequence[Understanding], thresholds: Mapping[str, float], schema: Schema, rule: FusionRule
+    views: Sequence[Understanding],
+    thresholds: Mapping[str, float],
+    schema: Schema,
+    rule: FusionRule,
+    naming_weight: float = 0.0,
 ) -> Understanding:
     """One decision from several crops of a track: per field, the views' probabilities and evidence fused
-    by `rule`, then decided as for one crop. Views without probabilities (other backends) are voted."""
+    by `rule`, the views' colour names averaged, then pooled and decided as for one crop (so the names do
+    not choose the view "best" takes). Views without probabilities (other backends) are voted."""
     usable = [v for v in views if v.probabilities and v.evidence]
     if not usable:
         return vote(views, schema)
     heads = [h for h in HEADS if all(h in v.probabilities and h in v.evidence for v in usable)]
     probs: dict[str, NDArray[np.floating]] = {}
     evidence: dict[str, NDArray[np.floating]] = {}
+    names: dict[str, NDArray[np.floating]] = {}
     for h in heads:
         rows = np.array([v.probabilities[h] for v in usable]), np.array([v.evidence[h] for v in usable])
         probs[h], evidence[h] = fuse_with_evidence(*rows, rule)
-    return _decide_one(probs, evidence, thresholds, schema)
+        shown = [v.names[h] for v in usable if h in v.names]
+        if shown:
+            names[h] = np.mean(np.array(shown), axis=0)
+    return _decide_one(probs, evidence, thresholds, schema, names, naming_weight)
+
+
+def _pool_rows(
+    dists: Mapping[str, NDArray[np.float32]], names: Mapping[str, NDArray[np.float32]], weight: float
+) -> dict[str, NDArray[np.float32]]:
+    """Rows (N x classes) of each colour head pooled with their names where the region had pixels."""
+    out = dict(dists)
+    if weight <= 0:
+        return out
+    for head, shares in names.items():
+        known = np.all(np.isfinite(shares), axis=1)
+        if head in out and known.any():
+            rows = out[head].copy()
+            rows[known] = combine(rows[known], shares[known], weight).astype(np.float32)
+            out[head] = rows
+    return out
 
 
 class AttributeUnderstander:
@@ -458,7 +507,20 @@ class AttributeUnderstander:
     def predict_with_evidence(
         self, crops: Sequence[NDArray[np.uint8]], masks: Sequence[Mask | None] | None = None
     ) -> tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]]]:
-        """(probabilities with the configured prior weights, balanced probabilities) per head, blocking."""
+        """(probabilities with the configured prior weights, balanced probabilities) per head, blocking;
+        the colour heads pooled with their regions' colour names (config colour_naming_weight)."""
+        probs, evidence, names = self.predict_parts(crops, masks)
+        weight = self.config.colour_naming_weight
+        return _pool_rows(probs, names, weight), _pool_rows(evidence, names, weight)
+
+    def predict_parts(
+        self, crops: Sequence[NDArray[np.uint8]], masks: Sequence[Mask | None] | None = None
+    ) -> tuple[
+        dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]]
+    ]:
+        """(the heads' probabilities with the configured prior weights, their balanced probabilities, per
+        colour head the share of its region's pixels named each colour: N x colours, NaN rows where the
+        region has no pixels), blocking."""
         import torch
 
         for i, crop in enumerate(crops):
@@ -468,6 +530,7 @@ class AttributeUnderstander:
         cfg = self.config
         chunks: dict[str, list[NDArray[np.float32]]] = {name: [] for name in HEADS}
         balanced: dict[str, list[NDArray[np.float32]]] = {name: [] for name in HEADS}
+        named: list[NDArray[np.float32]] = []
         step = cfg.batch_size
         with torch.inference_mode():
             for start in range(0, len(crops), step):
@@ -477,30 +540,18 @@ class AttributeUnderstander:
                 ]
                 x = torch.from_numpy(np.stack([p[0] for p in prepared]))
                 hist = torch.from_numpy(np.stack([p[1] for p in prepared]))
-                names = np.stack([p[2] for p in prepared])
+                named.append(np.stack([p[2] for p in prepared]))
                 logits = forward_top(net, net["bottom"](x), hist)
                 for name, value in probabilities(net, logits, cfg.prior_weights, cfg.temperatures).items():
-                    chunks[name].append(self._named(name, value, names))
+                    chunks[name].append(value)
                 for name, value in probabilities(net, logits, {}).items():
-                    balanced[name].append(self._named(name, value, names))
+                    balanced[name].append(value)
+        names = np.concatenate(named)
         return (
             {name: np.concatenate(parts) for name, parts in chunks.items()},
             {name: np.concatenate(parts) for name, parts in balanced.items()},
+            {head: names[:, i] for i, head in enumerate(REGIONS)},
         )
-
-    def _named(
-        self, head: str, probs: NDArray[np.float32], names: NDArray[np.float32]
-    ) -> NDArray[np.float32]:
-        """A colour head's rows pooled with its region's colour names (config colour_naming_weight)."""
-        weight = self.config.colour_naming_weight
-        if weight <= 0 or head not in REGIONS:
-            return probs
-        shares = names[:, list(REGIONS).index(head)]
-        known = np.all(np.isfinite(shares), axis=1)
-        out = probs.copy()
-        if known.any():
-            out[known] = combine(probs[known], shares[known], weight).astype(np.float32)
-        return out
 
     async def understand(
         self,
@@ -515,12 +566,14 @@ class AttributeUnderstander:
         if len(unknown) == len(schema.fields):
             raise InvalidInput(f"the attribute model reads person attributes; schema {schema.id} has none")
         loop = asyncio.get_running_loop()
-        work = functools.partial(self.predict_with_evidence, list(crops), masks)
-        probs, evidence = await loop.run_in_executor(self._executor, work)
-        return decide(probs, self.config.abstain_thresholds, schema, evidence)
+        work = functools.partial(self.predict_parts, list(crops), masks)
+        probs, evidence, names = await loop.run_in_executor(self._executor, work)
+        cfg = self.config
+        return decide(probs, cfg.abstain_thresholds, schema, evidence, names, cfg.colour_naming_weight)
 
     def fuse(self, views: Sequence[Understanding], schema: Schema) -> Understanding:
-        return fuse_views(views, self.config.abstain_thresholds, schema, self.config.fusion)
+        cfg = self.config
+        return fuse_views(views, cfg.abstain_thresholds, schema, cfg.fusion, cfg.colour_naming_weight)
 
     async def aclose(self) -> None:
         """Stop the model's worker thread once the prediction it runs (if any) is done."""

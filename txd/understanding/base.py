@@ -21,12 +21,15 @@ class Understanding:
 
     A backend that has them also gives, per field, `probabilities` over the field's known values (schema
     order, "unknown" left out) and the `evidence` its abstention looked at; several views of one track are
-    fused from these."""
+    fused from these (and `names`, where the backend names colours from the pixels)."""
 
     fields: dict[str, str]
     confidence: dict[str, float] = field(default_factory=dict)
     probabilities: dict[str, tuple[float, ...]] = field(default_factory=dict)
     evidence: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # Per colour field, the share of the view's garment pixels named each value (colour naming), pooled
+    # with `probabilities` and `evidence` when deciding (after fusing several views).
+    names: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 # A person mask of one crop (its height x width, True on the person), from background subtraction.
