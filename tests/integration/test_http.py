@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.conftest import Chain
@@ -80,6 +81,15 @@ async def test_text_query_over_http(chain: Chain) -> None:
             client.query, stub, text="a man", filters={"upper_color": "white"}, min_probability=0.99
         )
         assert {h.record.record_id for h in sure.hits} == {1, 3}, sure
+        # "unknown" is a filter value like the others (a field the camera could not read); others are refused.
+        unseen = await asyncio.to_thread(client.query, stub, filters={"lower_length": "unknown"})
+        assert [(s.name, list(s.values)) for s in unseen.parsed_slots] == [("lower_length", ["unknown"])]
+        with pytest.raises(grpc.RpcError) as refused:
+            await asyncio.to_thread(client.query, stub, filters={"lower_length": "unseen"})
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "allowed: unknown, long, short" in str(refused.value.details())
+    status, reply = await call(f"{base(chain)}/api/query", {"filters": {"lower_length": "unknown"}})
+    assert status == 200 and reply["slots"] == {"lower_length": ["unknown"]}, reply
     status, page = await call(f"{base(chain)}/")
     assert status == 200 and b'<form id="search"' in page
     status, stats = await call(f"{base(chain)}/api/stats")
@@ -98,6 +108,7 @@ async def test_text_query_over_http(chain: Chain) -> None:
         ({"text": "x", "filters": {"upper_color": [1]}}, 400, "filters"),
         ({"text": "x", "filters": {"upper_color": []}}, 400, "one or more values"),
         ({"text": "x", "filters": {"upper_color": "red|mauve"}}, 400, "mauve"),
+        ({"text": "x", "filters": {"sleeve": "unseen"}}, 400, "allowed: unknown, long, short"),
         ({"text": "x", "top_k": "many"}, 400, "bad query value"),
         ({"text": "x", "min_probability": 1.5}, 400, "min_probability must be 0..1"),
         ({"text": "x", "min_probability": "high"}, 400, "bad query value"),
