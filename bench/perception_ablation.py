@@ -9,7 +9,7 @@ scored by their boxes, the intel video by its time ranges) once per txd configur
 - `naming`: colour names (nearest xkcd survey colour in CIELAB) pooled with the colour heads;
 - `balance`: per-site white balance (gray world over the stream's frames, perception.site_balance);
 - `all`: the four together;
-- `chosen`: txd's defaults, the changes that helped on the tuning input (fusion, naming, balance);
+- `helped-alone`: the three changes that each helped alone on the tuning input (fusion, naming, balance);
 
 and, with `--tune`, a small grid of each change's setting on the tuning input only (PETS09 by default), so
 that a setting is chosen on one video and reported on the others. Every run writes its txd TOML, its
@@ -63,8 +63,8 @@ def configs(naming_weight: float, mask: Mapping[str, Any], balance: Mapping[str,
         "mask": {**off, "foreground": dict(mask)},
         "naming": {**off, "naming_weight": naming_weight},
         "balance": {**off, "site_balance": dict(balance)},
-        # txd's defaults: the changes that helped on the tuning input (PETS09), masks left out
-        "chosen": {**off, "views": 3, "site_balance": dict(balance), "naming_weight": naming_weight},
+        # the three changes that each helped alone on the tuning input (PETS09), masks left out
+        "helped-alone": {**off, "views": 3, "site_balance": dict(balance), "naming_weight": naming_weight},
         "all": {
             "views": 3,
             "foreground": dict(mask),
@@ -153,6 +153,40 @@ def table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], inputs: Sequenc
     return "\n".join([*lines, ""])
 
 
+def compact(rows: Mapping[str, Mapping[str, Mapping[str, float]]], inputs: Sequence[str], tuning: str) -> str:
+    """Markdown: one row per configuration; per input "precision / P@1 / P@5 / P@10 / AP (colour balanced
+    accuracy)", then the mean over the inputs other than `tuning` (the held-out report)."""
+    held = [i for i in inputs if i != tuning]
+    cols = [f"{i} (tuning)" if i == tuning else i for i in inputs] + [f"mean of {', '.join(held)}"]
+    lines = ["| configuration | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    ranked = METRICS[:1] + METRICS[2:6]
+
+    def cell(values: Mapping[str, float]) -> str:
+        return " / ".join(_fmt(values.get(m)) for m in ranked) + f" ({_fmt(values.get(METRICS[-1]))})"
+
+    for name, per_input in rows.items():
+        cells = [cell(per_input[i]) if i in per_input else "-" for i in inputs]
+        have = [per_input[i] for i in held if i in per_input]
+        mean = {m: sum(h[m] for h in have) / len(have) for m in METRICS} if len(have) == len(held) else {}
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {cell(mean) if mean else '-'} |")
+    return "\n".join([*lines, ""])
+
+
+# Configurations renamed since a run's JSON was written.
+_RENAMED = {"chosen": "helped-alone"}
+
+
+def report_main(paths: Sequence[Path], tuning: str) -> int:
+    """Merge the rows of several runs' ablation.json (later files win) into the compact table."""
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for path in paths:
+        for name, per_input in json.loads(path.read_text(encoding="utf-8"))["rows"].items():
+            rows.setdefault(_RENAMED.get(name, name), {}).update(per_input)
+    inputs = [i for i in INPUTS if any(i in r for r in rows.values())]
+    print(compact(rows, inputs, tuning))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.paper.cli import run_one
     from bench.paper.document import attribute_accuracy, results
@@ -174,7 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mask-min-share", type=float, help="understanding.mask_min_share (default txd's)")
     p.add_argument("--balance", default=json.dumps(BALANCE), help="perception.site_balance overrides (JSON)")
     p.add_argument("--snr-db", type=float, default=12.0, help="Es/N0 of the semantic link")
+    p.add_argument("--report", type=Path, nargs="+", help="only print the compact table of these JSON files")
+    p.add_argument(
+        "--tuning-input", default="pets09", choices=INPUTS, help="the input settings were chosen on"
+    )
     args = p.parse_args(argv)
+    if args.report:
+        return report_main(args.report, args.tuning_input)
     main_rows = configs(args.naming_weight, json.loads(args.mask), json.loads(args.balance))
     chosen = tuning_grid() if args.tune else main_rows
     if args.configs:  # any configuration by name, from either list
@@ -215,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + f"  ({time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-    md = table(rows, args.inputs)
+    md = table(rows, args.inputs) + "\n" + compact(rows, args.inputs, args.tuning_input)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "tune" if args.tune else "ablation"
     (args.out / f"{suffix}.md").write_text(md, encoding="utf-8")

@@ -94,20 +94,20 @@ async def test_degenerate_crop_is_invalid_input(
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("level", [0, 128, 255], ids=["black", "grey", "white"])
 async def test_abstains_on_blank_crop(model: AttributeUnderstander, schema: Schema, level: int) -> None:
-    """A crop with no person in it shows nothing to read: every field the network reads is unknown (the
-    balanced posterior is flat), even where the class prior alone would name the frequent class; the colour
-    fields are too without colour naming, and with it they name the crop's one colour."""
+    """A crop with no person in it shows nothing to read: every field is unknown (the balanced posterior is
+    flat), even where the class prior alone would name the frequent class. With colour naming on, the colour
+    fields may name the crop's one colour (its pixels are that colour); the others stay unknown."""
     crop = np.full((160, 80, 3), level, np.uint8)
     (result,) = await model.understand([crop], schema)
-    heads_only = AttributeUnderstander(AttributesConfig(threads=1, colour_naming_weight=0.0))
+    naming = AttributeUnderstander(AttributesConfig(threads=1, colour_naming_weight=1.0))
     try:
-        (plain,) = await heads_only.understand([crop], schema)
+        (named,) = await naming.understand([crop], schema)
     finally:
-        await heads_only.aclose()
-    named = {0: "black", 128: "grey", 255: "white"}[level]
+        await naming.aclose()
+    colour = {0: "black", 128: "grey", 255: "white"}[level]
     for name in schema.field_names:
-        assert plain.fields[name] == UNKNOWN, (name, plain)
-        assert result.fields[name] in ((UNKNOWN, named) if name.endswith("_color") else (UNKNOWN,)), result
+        assert result.fields[name] == UNKNOWN, (name, result)
+        assert named.fields[name] in ((UNKNOWN, colour) if name.endswith("_color") else (UNKNOWN,)), named
 
 
 def test_prior_weight_moves_answers_towards_frequent_classes() -> None:

@@ -205,10 +205,10 @@ class _NoPeople:
 
 
 def test_pipeline_runs_masks_and_balance_only_when_enabled() -> None:
-    # the defaults chosen on PETS09 (README): white balance on, masks off
-    assert not PerceptionConfig().foreground.enabled and PerceptionConfig().site_balance.enabled
-    on = PerceptionConfig.model_validate({"foreground": {"enabled": True}})
-    off = PerceptionConfig.model_validate({"site_balance": {"enabled": False}})
+    # the defaults chosen on PETS09 (README): both off
+    assert not PerceptionConfig().foreground.enabled and not PerceptionConfig().site_balance.enabled
+    on = PerceptionConfig.model_validate({"foreground": {"enabled": True}, "site_balance": {"enabled": True}})
+    off = PerceptionConfig()
     frame = np.full((48, 64, 3), 120, np.uint8)
     for cfg, enabled in ((on, True), (off, False)):
         pipeline = cfg.pipeline(PerceptionModels(_NoPeople(), None))

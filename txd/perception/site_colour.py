@@ -18,9 +18,9 @@ class SiteBalanceConfig(Frozen):
     read. Per-crop balance inside the attribute model cannot see this: a crop is mostly one person."""
 
     enabled: bool = Field(
-        True,
-        description="correct each view by its stream's estimated white balance (on: chosen on PETS09 with "
-        "`python -m bench.perception_ablation --tune`, see README)",
+        False,
+        description="correct each view by its stream's estimated white balance; off: with track fusion it "
+        "did not help on PETS09 (`python -m bench.perception_ablation`, see README)",
     )
     minkowski_p: float = Field(
         6.0,

@@ -134,12 +134,13 @@ class AttributesConfig(BaseModel):
         "at least mask_min_share of the crop) are set to its mean input; the model trained on whole crops",
     )
     colour_naming_weight: float = Field(
-        1.0,
+        0.0,
         ge=0,
         le=4,
         description="weight of the pixels' colour names (nearest xkcd survey colour in CIELAB, "
         "txd.understanding.colour_names) pooled log-linearly with each colour head's distribution and "
-        "evidence; 0: the heads alone; 1 chosen on PETS09 (`python -m bench.perception_ablation --tune`)",
+        "evidence, after a track's views are fused; 0 (the heads alone): with track fusion naming did not "
+        "help on PETS09; 1 was the best weight alone (`python -m bench.perception_ablation --tune`, README)",
     )
 
 
