@@ -68,7 +68,9 @@ class SiteConnection:
             answers.put_nowait(answer)
 
     def close(self) -> None:
-        """The connection ended: every request in flight hears so, and the sending side stops."""
+        """The connection ended: every request in flight hears so, and the sending side stops (once)."""
+        if self.closed:
+            return
         self.closed = True
         for answers in self._answers.values():
             answers.put_nowait(None)
@@ -198,6 +200,13 @@ class BackhaulService(sites_pb2_grpc.BackhaulServicer):
             if reply is None or not hmac.compare_digest(reply.proof, expected):
                 raise Unauthenticated(f"site {site_id!r} did not prove it holds its key (a wrong key file?)")
         conn = self.backhaul.attach(site_id)
+
+        # However the call ends (the site hung up, a proxy cancelled it, the server stops), the site's
+        # fetches hear so at once and the backhaul counts down: not only when this handler is cancelled.
+        def ended(_: Context) -> None:
+            conn.close()
+
+        context.add_done_callback(ended)  # type: ignore[arg-type]  # the stubs want a class; any callable works
         reader = asyncio.create_task(self._read(answers, conn), name=f"rxd-backhaul-{site_id}")
         try:
             while (request := await conn.requests.get()) is not None:
