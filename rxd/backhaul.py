@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Context = aio.ServicerContext[object, object]
 PROOF_TIMEOUT_S = 10.0  # how long a site may take to answer the backhaul's key challenge
+READER_WAIT_S = 1.0  # how long a closing backhaul waits for its reader task to end
 
 _FAILURES: dict[str, type[SemcomError]] = {
     grpc.StatusCode.INVALID_ARGUMENT.name: InvalidInput,
@@ -212,9 +213,10 @@ class BackhaulService(sites_pb2_grpc.BackhaulServicer):
             while (request := await conn.requests.get()) is not None:
                 yield request
         finally:
+            self.backhaul.detach(conn)  # first: nothing below may keep the site counted as connected
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            self.backhaul.detach(conn)
+            # A read of a call the peer cancelled may not end at once: wait a moment, never forever.
+            await asyncio.wait({reader}, timeout=READER_WAIT_S)
 
     async def _read(self, answers: AsyncIterator[sites_pb2.SiteAnswer], conn: SiteConnection) -> None:
         try:
