@@ -132,7 +132,8 @@ def frame_records(result: Result, schema: Schema, cfg: TxdConfig) -> None:
 
 
 def _rate(n: int, seconds: float) -> str:
-    return f"{n / seconds:8.1f}/s" if seconds > 0 else "       -  "
+    # A stage that did not run (the colour stage with masks and white balance off) shows no rate.
+    return f"{n / seconds:8.1f}/s" if seconds >= 1e-3 else "       -  "
 
 
 def report_stream(r: Result, cfg: TxdConfig) -> None:
