@@ -56,12 +56,13 @@ class SiteBalance:
         check_frame(frame_bgr)
         cfg = self.config
         step = cfg.stride_px
-        pix = frame_bgr[::step, ::step].reshape(-1, 3).astype(np.float64) / 255.0
-        lum = pix.mean(axis=1)
-        keep = (lum > 20 / 255) & (lum < 235 / 255)
+        sample = frame_bgr[::step, ::step].reshape(-1, 3)
+        lum = sample.sum(axis=1, dtype=np.int32)
+        keep = (lum > 3 * 20) & (lum < 3 * 235)
         if int(keep.sum()) < 16:  # a dark or blown-out frame: nothing to learn from it
             return self.gains
-        stat = np.power(pix[keep], cfg.minkowski_p).mean(axis=0)
+        pix = sample[keep].astype(np.float32) * np.float32(1 / 255)
+        stat = np.power(pix, np.float32(cfg.minkowski_p)).mean(axis=0, dtype=np.float64)
         self.frames += 1
         weight = 1.0 / min(self.frames, cfg.window_frames)
         self._stat += weight * (stat - self._stat)
