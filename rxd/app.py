@@ -125,6 +125,7 @@ class Rxd:
         )
         # Sites and their counters live in the index database, so they survive a restart.
         self.sites = SiteBook(open_site_store(cfg.index))
+        self.sites.follow_streams(self.receiver.streams)  # the link's per-stream counts, kept there too
         self.backhaul = Backhaul(self.sites)
         # transmitter.address: a fallback for streams of sites with no backhaul open (none when empty).
         self.tx_channel = (
@@ -193,6 +194,7 @@ class Rxd:
         while True:
             await asyncio.sleep(SITES_FLUSH_S)
             try:
+                self.sites.take_streams()
                 await asyncio.to_thread(self.sites.flush)
             except Exception as err:  # kept for the next try: the counts are never lost to one failure
                 log.warning("writing the sites' counters failed: %s", err)
@@ -222,6 +224,7 @@ class Rxd:
             await self.tx_channel.close(None)
         self.store.close()
         try:  # after the records: a write lock the index left open is released by now
+            self.sites.take_streams()
             await asyncio.to_thread(self.sites.close)
         except Exception as err:
             log.error("the sites' last counts were not written: %s", err)

@@ -66,6 +66,17 @@ def hit_json(hit: Hit, clip: ClipWindow) -> dict[str, Any]:
     }
 
 
+def _unfollowed(stream_id: str) -> dict[str, Any]:
+    """A stream whose totals the index tail cannot give (records=None: see its link's records_indexed)."""
+    return {
+        "stream_id": stream_id,
+        "records": None,
+        "first_time_s": None,
+        "last_time_s": None,
+        "location_ids": [],
+    }
+
+
 def _finite(value: float) -> float | None:
     """JSON has no NaN: an SNR never estimated is null."""
     return value if math.isfinite(value) else None
@@ -253,22 +264,13 @@ class HttpApi:
         doc = self.core.stats()
         link = self.core.receiver.streams
         record_bits = self.core.engine.schemas.get(self.core.cfg.task.schema_id).record_bits
-        streams = []
-        for totals in self.tail.totals():
+        streams = self.tail.totals()
+        if not self.tail.enabled:  # no per-stream totals from the index (PostgreSQL): the link's streams
+            streams = [_unfollowed(sid) for sid in sorted(link)]
+        for totals in streams:
             rx = link.get(totals["stream_id"])
-            totals["link"] = (
-                None
-                if rx is None
-                else {
-                    "bursts_ok": rx.bursts_ok,
-                    "bursts_failed": rx.bursts_failed,
-                    "records_failed": rx.records_failed,
-                    "info_bits": rx.info_bits,
-                    "snr_db": _finite(rx.snr_db),
-                    "airtime_s": rx.airtime_s,
-                }
-            )
-            streams.append(totals)
+            # The same counts as Receiver.Stats gives per stream, kept in the index (true after a restart).
+            totals["link"] = None if rx is None else {**asdict(rx), "snr_db": _finite(rx.snr_db)}
         doc["streams"] = streams
         doc["live"] = self.tail.enabled
         doc["record_bits"] = record_bits

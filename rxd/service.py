@@ -164,6 +164,8 @@ class ReceiverService(receiver_pb2_grpc.ReceiverServicer):
                 airtime_s=s.airtime_s,
                 bursts_learned=s.bursts_learned,
                 bursts_model_refused=s.bursts_model_refused,
+                records_conflicting=s.records_conflicting,
+                bursts_unauthenticated=s.bursts_unauthenticated,
             )
             for sid, s in sorted(self.core.receiver.streams.items())
         ]

@@ -5,18 +5,22 @@ of that stream from any other site is refused (REJECTED, saying which site owns 
 key (stream_id, record_id) and every clip route (stream -> site -> its backhaul) unambiguous. Ownership and
 the counters are kept in the index database (rxd.site_store), so they survive a restart; counters are
 written as increments, so replicas sharing one PostgreSQL index add up instead of overwriting each other.
+The link's per-stream counts (semcom.link.receiver.StreamStats) are kept the same way: loaded at start, the
+link counts on from them, and what it counted since the last flush is written as increments.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from semcom.errors import InvalidInput
+from semcom.link.receiver import StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,35 @@ class SiteCounters:
 
 
 COUNTER_NAMES = tuple(f.name for f in fields(SiteCounters))
+# The link's per-stream counts: every one is added up, except the SNR, which is the last estimate.
+STREAM_COUNTER_NAMES = tuple(f.name for f in fields(StreamStats))
+LAST_VALUE = "snr_db"
+
+
+def stream_increment(now: StreamStats, then: StreamStats) -> StreamStats | None:
+    """What a stream counted from `then` to `now`, None when nothing; its SNR is `now`'s if it changed
+    (NaN: keep the stored one)."""
+    out, changed = StreamStats(), False
+    for name in STREAM_COUNTER_NAMES:
+        a, b = getattr(now, name), getattr(then, name)
+        if name == LAST_VALUE:
+            if not math.isnan(a) and (math.isnan(b) or a != b):
+                out.snr_db, changed = a, True
+        elif a != b:
+            setattr(out, name, a - b)
+            changed = True
+    return out if changed else None
+
+
+def add_stream(into: StreamStats, delta: StreamStats) -> None:
+    """Add `delta`'s counts to `into`; a measured SNR in `delta` replaces `into`'s."""
+    for name in STREAM_COUNTER_NAMES:
+        value = getattr(delta, name)
+        if name == LAST_VALUE:
+            if not math.isnan(value):
+                into.snr_db = value
+        else:
+            setattr(into, name, getattr(into, name) + value)
 
 
 class SiteStore(Protocol):
@@ -50,9 +83,18 @@ class SiteStore(Protocol):
     def load(self) -> tuple[dict[str, SiteCounters], dict[str, str]]:
         """Every site's counters and every stream's site."""
 
-    def save(self, deltas: dict[str, SiteCounters], claims: dict[str, str]) -> dict[str, str]:
-        """Add `deltas` to the stored counters and record `claims` (stream -> site) not yet held; returns
-        the owner the store holds for each claimed stream (another replica may have claimed it first)."""
+    def load_streams(self) -> dict[str, StreamStats]:
+        """Every stream's link counts."""
+
+    def save(
+        self,
+        deltas: dict[str, SiteCounters],
+        claims: dict[str, str],
+        streams: dict[str, StreamStats],
+    ) -> dict[str, str]:
+        """Add `deltas` to the stored site counters and `streams` to the stored stream counts, and record
+        `claims` (stream -> site) not yet held; returns the owner the store holds for each claimed stream
+        (another replica may have claimed it first)."""
 
     def close(self) -> None: ...
 
@@ -94,12 +136,17 @@ class SiteBook:
         self._lock = threading.Lock()
         self.sites: dict[str, SiteState] = {}
         self.owners: dict[str, str] = {}
+        self.stored_streams: dict[str, StreamStats] = {}  # the link's counts per stream, as loaded
         self._deltas: dict[str, SiteCounters] = {}
         self._claims: dict[str, str] = {}
+        self._live: Mapping[str, StreamStats] = {}  # the link's counts, counted on from the loaded ones
+        self._taken: dict[str, StreamStats] = {}  # `_live` as it was at the last take_streams
+        self._stream_deltas: dict[str, StreamStats] = {}
         if store is not None:
             counters, owners = store.load()
             self.sites = {sid: SiteState(sid, c) for sid, c in counters.items()}
             self.owners = dict(owners)
+            self.stored_streams = store.load_streams()
 
     def _site(self, site_id: str) -> SiteState:
         return self.sites.setdefault(site_id, SiteState(site_id))
@@ -162,20 +209,50 @@ class SiteBook:
                 self._claims[stream_id] = site_id
                 log.info("site %r now owns stream_id=%s", site_id or "(unnamed)", stream_id)
 
+    def follow_streams(self, streams: MutableMapping[str, StreamStats]) -> None:
+        """Keep the link's per-stream counts (BurstReceiver.streams): each stored stream's counts are put
+        in first, so that the link counts on from them and serves true totals after a restart; what it
+        counts from now on is written as increments (take_streams, then flush)."""
+        for stream_id, stored in self.stored_streams.items():
+            streams[stream_id] = replace(stored)
+        self._live = streams
+        self._taken = {sid: replace(s) for sid, s in streams.items()}
+
+    def take_streams(self) -> None:
+        """Set aside what the link counted per stream since the last take, for the next flush. Call it
+        on the event loop, where the link counts (a thread could read a burst half counted)."""
+        taken = []
+        for stream_id, now in list(self._live.items()):
+            delta = stream_increment(now, self._taken.get(stream_id, StreamStats()))
+            if delta is not None:
+                taken.append((stream_id, delta))
+                self._taken[stream_id] = replace(now)
+        if taken:
+            with self._lock:
+                for stream_id, delta in taken:
+                    add_stream(self._stream_deltas.setdefault(stream_id, StreamStats()), delta)
+
     def flush(self) -> None:
         """Write the increments and claims since the last flush (blocking: run it in a thread)."""
         with self._lock:
-            deltas, claims = self._deltas, self._claims
-            self._deltas, self._claims = {}, {}
-        if self.store is None or not (deltas or claims):
+            deltas, claims, streams = self._deltas, self._claims, self._stream_deltas
+            self._deltas, self._claims, self._stream_deltas = {}, {}, {}
+        if self.store is None or not (deltas or claims or streams):
             return
         try:
-            held = self.store.save(deltas, claims)
+            held = self.store.save(deltas, claims, streams)
         except Exception:
             with self._lock:  # kept for the next flush: nothing counted is lost to a failed write
                 for sid, d in deltas.items():
                     self._deltas.setdefault(sid, SiteCounters()).add(d)
                 self._claims = {**claims, **self._claims}
+                for stream_id, sd in streams.items():
+                    # The later increment on top of the earlier one: a newer SNR stays the last value.
+                    newer = self._stream_deltas.get(stream_id)
+                    merged = replace(sd)
+                    if newer is not None:
+                        add_stream(merged, newer)
+                    self._stream_deltas[stream_id] = merged
             raise
         with self._lock:
             for stream_id, owner in held.items():

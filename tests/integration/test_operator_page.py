@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from grpc import aio
 
 from rxd.app import Rxd
-from semcom.pb.v1 import receiver_pb2_grpc, transmitter_pb2
+from semcom.pb.v1 import receiver_pb2, receiver_pb2_grpc, transmitter_pb2
 from tests.conftest import Chain, shared_embedder, start_chain, stop_chain
 from tests.fixtures.link import PEOPLE, announce_all, wait_indexed
 from tests.fixtures.txd import BrightnessUnderstander, ingest
@@ -70,12 +72,24 @@ async def test_keyframe_thumbnail_over_the_backward_channel(tmp_path: Path, shar
         await stop_chain(chain)
 
 
+async def _grpc_streams(rxd: Rxd) -> dict[str, dict[str, Any]]:
+    """Receiver.Stats's per-stream counts, as `semcom status` prints them."""
+    async with aio.insecure_channel(f"127.0.0.1:{rxd.port}") as ch:
+        reply = await receiver_pb2_grpc.ReceiverStub(ch).Stats(receiver_pb2.StatsRequest(), timeout=10)
+    return {s.stream_id: {f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields} for s in reply.streams}
+
+
 @pytest.mark.asyncio
 async def test_counts_come_from_the_index_after_a_restart(chain: Chain) -> None:
     await announce_all(chain.txd_address, "cam-r", PEOPLE)
     await wait_indexed(chain.rxd_address, 3)
     bursts = chain.rxd.core.stats()["bursts_ok"]
+    before = await _grpc_streams(chain.rxd)
     await chain.rxd.stop(1.0)
+    # The link's own counts at the stop (a burst answered after the call above is in them too).
+    (link,) = [asdict(s) for s in chain.rxd.receiver.streams.values()]
+    assert before["cam-r"]["records_indexed"] == link["records_indexed"] == 3 and link["info_bits"] > 0
+    assert math.isfinite(link["snr_db"]) and link["channel_symbols"] > 0 and link["payload_bytes"] > 0
     again = Rxd(chain.rxd.cfg, embedder=shared_embedder())
     await again.start()
     try:
@@ -84,6 +98,10 @@ async def test_counts_come_from_the_index_after_a_restart(chain: Chain) -> None:
         assert status == 200 and stats["records_indexed"] == 3 and stats["bursts_ok"] == bursts >= 1
         (stream,) = stats["streams"]
         assert (stream["stream_id"], stream["records"], stream["location_ids"]) == ("cam-r", 3, [3])
+        # The per-stream link counts run on from the index, not from 0: the same over HTTP and gRPC.
+        assert stream["link"] == link and stats["info_bits_received"] == link["info_bits"]
+        after = (await _grpc_streams(again))["cam-r"]
+        assert {k: after[k] for k in link} == link
         assert stats["semantic_bits_indexed"] == 3 * stats["record_bits"]
         status, _, body = await get(f"{base(again)}/api/schema")
         sleeve = next(f for f in json.loads(body)["fields"] if f["name"] == "sleeve")

@@ -196,6 +196,27 @@ async def test_site_handshake_is_checked_and_streams_are_unique_across_sites(tmp
         await again.stop(1.0)
 
 
+@pytest.mark.asyncio
+async def test_streams_the_index_tail_cannot_follow_are_listed_from_the_link() -> None:
+    # An index in memory, like one in PostgreSQL, gives no per-stream totals to the page's live view.
+    overrides = ["server.listen=127.0.0.1:0", "metrics.enabled=false", "http.listen=127.0.0.1:0"]
+    cfg = load_config(RxdConfig, overrides=[*overrides, "index.path=:memory:"])
+    rxd = Rxd(cfg, embedder=shared_embedder())
+    await rxd.start()
+    try:
+        (fb,) = await _transmit(f"127.0.0.1:{rxd.port}", "site-a", _burst("cam-1", "site-a"))
+        assert fb.status == link_pb2.ACK_STATUS_OK
+        assert rxd.http is not None
+        status, raw = await _get(f"http://127.0.0.1:{rxd.http.port}/api/stats")
+        stats = json.loads(raw)
+        assert status == 200 and not stats["live"]
+        (stream,) = stats["streams"]
+        assert (stream["stream_id"], stream["records"], stream["location_ids"]) == ("cam-1", None, [])
+        assert (stream["link"]["bursts_ok"], stream["link"]["records_indexed"]) == (1, 1)
+    finally:
+        await rxd.stop(1.0)
+
+
 def _rxd_config(tmp: Path) -> RxdConfig:
     return load_config(
         RxdConfig,

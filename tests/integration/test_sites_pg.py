@@ -1,12 +1,17 @@
-"""Site ownership and counters in a real PostgreSQL index: two replicas add up and agree on owners."""
+"""Site ownership and counters in a real PostgreSQL index: two replicas add up and agree on owners; the
+link's per-stream counts survive a reopen and add up too."""
 
 from __future__ import annotations
+
+import math
+from collections import defaultdict
 
 import psycopg
 import pytest
 
 from rxd.site_store import PgSiteStore
 from rxd.sites import SiteBook
+from semcom.link.receiver import StreamStats
 from tests.fixtures.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -51,3 +56,27 @@ def test_counts_wait_out_a_lost_connection(pg_dsn: str) -> None:  # noqa: F811
     reread = SiteBook(PgSiteStore(pg_dsn, connect_timeout_s=5))
     assert reread.sites["a"].counters.records_indexed == 2 and reread.site_of("cam-1") == "a"
     reread.close()
+
+
+def test_the_links_stream_counts_survive_a_reopen_and_replicas_add_up(pg_dsn: str) -> None:  # noqa: F811
+    def opened() -> tuple[SiteBook, defaultdict[str, StreamStats]]:
+        book = SiteBook(PgSiteStore(pg_dsn, connect_timeout_s=5))
+        live: defaultdict[str, StreamStats] = defaultdict(StreamStats)
+        book.follow_streams(live)
+        return book, live
+
+    one, live_one = opened()
+    two, live_two = opened()
+    live_one["cam-1"].bursts_ok, live_one["cam-1"].records_indexed, live_one["cam-1"].snr_db = 2, 5, 6.5
+    live_one["cam-1"].airtime_s, live_one["cam-1"].records_conflicting = 0.5, 1
+    live_two["cam-1"].bursts_ok, live_two["cam-1"].bursts_failed, live_two["cam-1"].records_failed = 1, 1, 2
+    live_two["cam-2"].bursts_unauthenticated, live_two["cam-2"].bursts_failed = 3, 3
+    for book in (one, two):
+        book.take_streams()
+        book.close()
+    again, served = opened()
+    cam1, cam2 = served["cam-1"], served["cam-2"]
+    assert (cam1.bursts_ok, cam1.bursts_failed, cam1.records_indexed, cam1.records_failed) == (3, 1, 5, 2)
+    assert cam1.records_conflicting == 1 and cam1.airtime_s == 0.5 and cam1.snr_db == 6.5
+    assert (cam2.bursts_unauthenticated, cam2.bursts_failed) == (3, 3) and math.isnan(cam2.snr_db)
+    again.close()

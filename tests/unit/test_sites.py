@@ -1,9 +1,12 @@
-"""Sites without servers: the handshake's checks, stream ownership, counters that survive a reopen, and
-fetch routing over the backhaul (a site not connected, a failure the site reports, a connection lost)."""
+"""Sites without servers: the handshake's checks, stream ownership, counters (per site and the link's per
+stream) that survive a reopen, and fetch routing over the backhaul (a site not connected, a failure the
+site reports, a connection lost)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import defaultdict
 from pathlib import Path
 
 import grpc
@@ -13,6 +16,7 @@ from rxd.backhaul import Backhaul
 from rxd.site_store import SqliteSiteStore
 from rxd.sites import SiteBook, SiteCounters
 from semcom.errors import InvalidInput, NotFound, PeerUnavailable, SiteNotConnected
+from semcom.link.receiver import StreamStats
 from semcom.link.site import (
     SITE_METADATA_KEY,
     backhaul_proof,
@@ -80,26 +84,99 @@ def test_streams_are_owned_by_the_first_site_and_counts_survive_a_reopen(tmp_pat
     assert SiteBook(SqliteSiteStore(path)).sites["a"].counters.bursts_ok == 3
 
 
+def _burst(stats: StreamStats, *, records: int = 2, snr_db: float = math.nan) -> None:
+    """What the link counts for one burst accepted (semcom.link.receiver)."""
+    stats.bursts_ok += 1
+    stats.records_indexed += records
+    stats.info_bits += 100
+    stats.channel_symbols += 64
+    stats.payload_bytes += 30
+    stats.airtime_s += 0.25
+    if not math.isnan(snr_db):
+        stats.snr_db = snr_db
+
+
+def _link(book: SiteBook) -> defaultdict[str, StreamStats]:
+    live: defaultdict[str, StreamStats] = defaultdict(StreamStats)
+    book.follow_streams(live)
+    return live
+
+
+def test_the_links_stream_counts_survive_a_reopen_and_replicas_add_up(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    book = SiteBook(SqliteSiteStore(path))
+    live = _link(book)
+    _burst(live["cam-1"], snr_db=7.5)
+    live["cam-1"].bursts_failed += 1
+    live["cam-1"].records_failed += 3
+    live["cam-1"].bursts_unauthenticated += 1
+    book.take_streams()
+    book.flush()
+    _burst(live["cam-1"])  # no SNR measured: the last one stays
+    live["cam-1"].records_conflicting += 1
+    _burst(live["cam-2"], records=1, snr_db=-2.0)
+    live["cam-2"].bursts_learned += 1
+    live["cam-2"].bursts_model_refused += 1
+    book.take_streams()
+    book.close()
+
+    again = SiteBook(SqliteSiteStore(path))
+    served = _link(again)  # the link counts on from the stored counts
+    one, two = served["cam-1"], served["cam-2"]
+    assert (one.bursts_ok, one.bursts_failed, one.records_indexed, one.records_failed) == (2, 1, 4, 3)
+    assert (one.records_conflicting, one.bursts_unauthenticated, one.bursts_learned) == (1, 1, 0)
+    assert (one.info_bits, one.channel_symbols, one.payload_bytes) == (200, 128, 60)
+    assert one.airtime_s == pytest.approx(0.5) and one.snr_db == 7.5
+    assert (two.bursts_ok, two.records_indexed, two.bursts_learned, two.bursts_model_refused) == (1, 1, 1, 1)
+    assert two.snr_db == -2.0
+    # Increments, not totals: this process and a replica that loaded the same counts each add theirs.
+    replica = SiteBook(SqliteSiteStore(path))
+    other = _link(replica)
+    _burst(served["cam-1"], snr_db=9.0)
+    _burst(other["cam-1"], records=5)
+    for b in (again, replica):
+        b.take_streams()
+        b.take_streams()  # nothing new: nothing taken twice
+        b.close()
+    final = SiteBook(SqliteSiteStore(path)).stored_streams["cam-1"]
+    assert (final.bursts_ok, final.records_indexed, final.info_bits, final.snr_db) == (4, 11, 400, 9.0)
+    # A stream with no SNR ever measured keeps NaN (stored as NULL), not 0 dB.
+    fresh = SiteBook(SqliteSiteStore(tmp_path / "other.db"))
+    _burst(_link(fresh)["cam-3"])
+    fresh.take_streams()
+    fresh.close()
+    assert math.isnan(SiteBook(SqliteSiteStore(tmp_path / "other.db")).stored_streams["cam-3"].snr_db)
+
+
 class _FailingStore(SqliteSiteStore):
     fail = True
 
-    def save(self, deltas: dict[str, SiteCounters], claims: dict[str, str]) -> dict[str, str]:
+    def save(
+        self, deltas: dict[str, SiteCounters], claims: dict[str, str], streams: dict[str, StreamStats]
+    ) -> dict[str, str]:
         if self.fail:
             raise OSError("disk full")
-        return super().save(deltas, claims)
+        return super().save(deltas, claims, streams)
 
 
 def test_a_failed_write_keeps_the_counts_for_the_next(tmp_path: Path) -> None:
     store = _FailingStore(tmp_path / "index.db")
     book = SiteBook(store)
+    live = _link(book)
     _count(book, "a", "cam-1")
+    _burst(live["cam-1"], snr_db=3.0)
+    book.take_streams()
     with pytest.raises(OSError):
         book.flush()
     _count(book, "a", "cam-1")
+    _burst(live["cam-1"])  # taken after the failed write: its SNR must not undo the one kept
+    book.take_streams()
     store.fail = False
     book.close()
     reopened = SiteBook(SqliteSiteStore(tmp_path / "index.db"))
     assert reopened.sites["a"].counters.bursts_ok == 2 and reopened.site_of("cam-1") == "a"
+    stream = reopened.stored_streams["cam-1"]
+    assert (stream.bursts_ok, stream.records_indexed, stream.snr_db) == (2, 4, 3.0)
 
 
 def test_routing_by_stream() -> None:

@@ -267,6 +267,8 @@ Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
 
 @_typing.final
 class StreamStats(_message.Message):
+    """A stream's link counts since the index was created (kept in the index, so true after a restart)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STREAM_ID_FIELD_NUMBER: _builtins.int
@@ -281,6 +283,8 @@ class StreamStats(_message.Message):
     AIRTIME_S_FIELD_NUMBER: _builtins.int
     BURSTS_LEARNED_FIELD_NUMBER: _builtins.int
     BURSTS_MODEL_REFUSED_FIELD_NUMBER: _builtins.int
+    RECORDS_CONFLICTING_FIELD_NUMBER: _builtins.int
+    BURSTS_UNAUTHENTICATED_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     bursts_ok: _builtins.int
     bursts_failed: _builtins.int
@@ -297,6 +301,10 @@ class StreamStats(_message.Message):
     """accepted bursts sent in the learned mode"""
     bursts_model_refused: _builtins.int
     """learned bursts refused: model unknown here, or other weights"""
+    records_conflicting: _builtins.int
+    """refused: the index holds a different record under the same id"""
+    bursts_unauthenticated: _builtins.int
+    """forged, altered, from a site without a key here, or unsealed"""
     def __init__(
         self,
         *,
@@ -312,10 +320,12 @@ class StreamStats(_message.Message):
         airtime_s: _builtins.float = ...,
         bursts_learned: _builtins.int = ...,
         bursts_model_refused: _builtins.int = ...,
+        records_conflicting: _builtins.int = ...,
+        bursts_unauthenticated: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["airtime_s", b"airtime_s", "bursts_failed", b"bursts_failed", "bursts_learned", b"bursts_learned", "bursts_model_refused", b"bursts_model_refused", "bursts_ok", b"bursts_ok", "channel_symbols", b"channel_symbols", "info_bits", b"info_bits", "payload_bytes", b"payload_bytes", "records_failed", b"records_failed", "records_indexed", b"records_indexed", "snr_db", b"snr_db", "stream_id", b"stream_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["airtime_s", b"airtime_s", "bursts_failed", b"bursts_failed", "bursts_learned", b"bursts_learned", "bursts_model_refused", b"bursts_model_refused", "bursts_ok", b"bursts_ok", "bursts_unauthenticated", b"bursts_unauthenticated", "channel_symbols", b"channel_symbols", "info_bits", b"info_bits", "payload_bytes", b"payload_bytes", "records_conflicting", b"records_conflicting", "records_failed", b"records_failed", "records_indexed", b"records_indexed", "snr_db", b"snr_db", "stream_id", b"stream_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
