@@ -220,6 +220,7 @@ class Perceiver:
             embedder = _MemoEmbedder(appearance.build()) if appearance is not None else None
             _MODELS[key] = (_MemoDetector(config.detector.build()), embedder)
         self.detector, self.embedder = _MODELS[key]
+        self.detector.calls = 0  # this run's calls (frames already seen by an earlier run cost none)
         self.frames_analysed = 0
 
     def run(self, frames: Iterable[VideoFrame]) -> list[Keyframe]:
