@@ -264,9 +264,11 @@ def _ingest(address: str, stream_id: str) -> transmitter_pb2.IngestReply:
     return reply
 
 
-def _ingest_until_killed(address: str) -> None:
+def _ingest_until_killed(address: str, finished: threading.Event) -> None:
+    """One try of the uploader; `finished` is set when it went through (the uploader then stops)."""
     with contextlib.suppress(grpc.RpcError):  # the kill cuts the call: the uploader tries again later
         _ingest(address, "cam-v")
+        finished.set()
 
 
 def _records(index: Path, stream_id: str) -> list[tuple[int, int, float, str]]:
@@ -288,22 +290,39 @@ def test_sigkill_txd_during_video_uploads_resumes_without_duplicates(tmp_path: P
         t0 = time.monotonic()
         clean = _ingest(chain.address("txd"), "clean")
         clean_s = time.monotonic() - t0  # with the models' first load, as after every restart below
+        # An uploader sends the video again until one try goes through, then stops; a try that went
+        # through before its kill point is a finished upload (sending it once more would be a new one),
+        # and the later kills hit a txd that is still delivering its records.
+        finished = threading.Event()
+        cut = 0
         for _ in range(KILLS):
-            upload = threading.Thread(target=_ingest_until_killed, args=(chain.address("txd"),), daemon=True)
-            upload.start()
+            upload = None
+            if not finished.is_set():
+                upload = threading.Thread(
+                    target=_ingest_until_killed, args=(chain.address("txd"), finished), daemon=True
+                )
+                upload.start()
             time.sleep(rng.uniform(0.05, clean_s))  # the kill point (fault timing, not synchronisation)
             chain.kill("txd")
-            upload.join(30)
+            if upload is not None:
+                upload.join(30)
+                cut += not finished.is_set()
             chain.start("txd")
-        again = _ingest(chain.address("txd"), "cam-v")  # the uploader's last try, to the end
+        if not finished.is_set():
+            again = _ingest(chain.address("txd"), "cam-v")  # the uploader's last try, to the end
+            assert again.records_sent == clean.records_sent
         wait_until(lambda: drained(chain), 60, "txd's outbox did not drain")
     finally:
         codes = chain.stop_all()
     assert codes == {"txd": 0, "channel-sim": 0, "rxd": 0}
     want = _records(tmp_path / "index.db", "clean")
     got = _records(tmp_path / "index.db", "cam-v")
-    print(f"video upload, txd killed x{KILLS}: clean {len(want)} records, after the kills {len(got)}")
-    assert clean.records_sent == len(want) >= 5 and again.records_sent == len(want)
+    print(
+        f"video upload, txd killed x{KILLS} ({cut} tries cut short): clean {len(want)} records, "
+        f"after the kills {len(got)}"
+    )
+    assert cut >= 1  # at least one upload was resumed after a crash
+    assert clean.records_sent == len(want) >= 5
     assert [r[0] for r in got] == list(range(1, len(got) + 1))  # no id skipped or reused
     assert sorted(r[1:] for r in got) == sorted(r[1:] for r in want)  # 0 lost, 0 duplicated, 0 changed
 
