@@ -142,12 +142,12 @@ async def search_and_read(page: Any) -> None:
     every = await page.locator("li.hit").count()
     await page.select_option("#f-minp", "0.9")
     await page.click("button[type=submit]")
-    await page.wait_for_function(f"document.querySelectorAll('li.hit').length < {every}")
+    await page.wait_for_function(f"() => document.querySelectorAll('li.hit').length < {every}")
     assert query_of(page.url)["minp"] == ["0.9"]
     assert all("p 100 %" in m for m in await page.locator("li.hit .meta").all_inner_texts())
     await page.select_option("#f-minp", "")
     await page.click("button[type=submit]")
-    await page.wait_for_function(f"document.querySelectorAll('li.hit').length === {every}")
+    await page.wait_for_function(f"() => document.querySelectorAll('li.hit').length === {every}")
 
 
 async def thumbnails(page: Any, analysed: int) -> None:
