@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from semcom.colour import srgb_to_lab
+
 # Categories whose nearest example lies within this CIEDE2000 distance of the nearest category's are
 # near-ties and all kept ("salmon" is pink and orange): about the difference an observer notices at a
 # glance. A category the survey itself attaches to the name ("teal blue", "teal green" are xkcd names) is
@@ -37,18 +39,7 @@ def _lab(hexes: Sequence[str]) -> NDArray[np.float64]:
     """sRGB hex colours to CIELAB (D65)."""
     from matplotlib import colors as mcolors  # imported on first use: about half a second
 
-    rgb = np.array([mcolors.to_rgb(h) for h in hexes], dtype=np.float64)
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    to_xyz = np.array(
-        [
-            [0.4124564, 0.3575761, 0.1804375],
-            [0.2126729, 0.7151522, 0.0721750],
-            [0.0193339, 0.1191920, 0.9503041],
-        ]
-    )
-    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+    return srgb_to_lab(np.array([mcolors.to_rgb(h) for h in hexes], dtype=np.float64))
 
 
 def delta_e2000(lab1: NDArray[np.float64], lab2: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -9,6 +9,7 @@ import pytest
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from semcom.colour import srgb_to_lab
 from semcom.errors import InvalidInput
 from txd.perception.detect import Detection
 from txd.perception.foreground import ForegroundConfig, ForegroundModel, box_mask
@@ -16,7 +17,7 @@ from txd.perception.keyframes import KeyframeConfig, KeyframeSelector, understan
 from txd.perception.pipeline import PerceptionConfig, PerceptionModels
 from txd.perception.site_colour import SiteBalance, SiteBalanceConfig, apply_gains, gray_world_gains
 from txd.perception.track import TrackState
-from txd.understanding.colour_names import combine, lookup_table, name_pixels, naming_shares, srgb_to_lab
+from txd.understanding.colour_names import combine, lookup_table, name_pixels, naming_shares
 
 pytest.importorskip("cv2")
 COLOURS = ("black", "blue", "brown", "green", "grey", "orange", "pink", "purple", "red", "white", "yellow")

@@ -17,28 +17,13 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from semcom.colour import srgb_to_lab
+
 _LEVELS = 32  # per channel in the lookup table (8-bit values >> 3)
 _GREY_SPELLINGS = {"gray": "grey"}
 # CIE76 distance under which an example counts as the same colour as another colour's own name (a just
 # noticeable difference is about 2.3; 5 is a difference seen only side by side).
 FOCAL_MARGIN_DE = 5.0
-
-
-def srgb_to_lab(rgb: NDArray[np.floating]) -> NDArray[np.float64]:
-    """sRGB values in 0..1 (last axis R, G, B) to CIELAB L*, a*, b* under D65."""
-    c = np.asarray(rgb, np.float64)
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    to_xyz = np.array(
-        [
-            [0.4124564, 0.3575761, 0.1804375],
-            [0.2126729, 0.7151522, 0.0721750],
-            [0.0193339, 0.1191920, 0.9503041],
-        ]
-    )
-    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    lab = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-    return np.asarray(lab, np.float64)
 
 
 def survey_examples(vocabulary: Sequence[str]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
