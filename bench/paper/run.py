@@ -112,16 +112,6 @@ def _point_seed(seed: int, snr_index: int, repeat: int) -> int:
     return int(np.random.SeedSequence([seed, snr_index, repeat]).generate_state(1)[0])
 
 
-def keyframed_targets(bench: Workbench) -> set[int] | None:
-    """The targets a video's source keyframes show (its perception, shared by every scheme); None for a
-    crop set, where every crop is a keyframe."""
-    if isinstance(bench.dataset, CropDataset):
-        return None
-    dataset = bench.dataset
-    shown = (dataset.keyframe_target(k.time_s, k.box) for k in bench.video_keyframes(b"source"))
-    return {t for t in shown if t is not None}
-
-
 def build(
     cfg: PaperConfig, understander: Callable[[], Understander] | None = None
 ) -> tuple[Workbench, list[PaperQuery], Receiver]:
@@ -188,7 +178,7 @@ def build(
             schema,
             max_combinations=cfg.max_combinations,
             seed=cfg.seed,
-            observed=keyframed_targets(bench),
+            observed=bench.keyframed_targets,
         )
     receiver = Receiver(
         describer=build_describer(rxd_cfg.generate),
@@ -280,7 +270,7 @@ def _run(
     state.load = os.getloadavg()
     if "perceiver" in bench.__dict__:  # cached_property: present once perception ran
         perceiver = bench.perceiver
-        keyframed = keyframed_targets(bench) or set()
+        keyframed = bench.keyframed_targets or set()
         state.extra["perception"] = {
             "frames_analysed": perceiver.frames_analysed,
             "detector_calls": perceiver.detector.calls,

@@ -112,6 +112,15 @@ class Workbench:
     def perceiver(self) -> Perceiver:
         return Perceiver(self.perception)
 
+    @cached_property
+    def keyframed_targets(self) -> set[int] | None:
+        """The targets the source video's keyframes show (its perception, shared by every scheme); None
+        for a crop set, where every crop is a keyframe."""
+        if isinstance(self.dataset, CropDataset):
+            return None
+        shown = (self.dataset.keyframe_target(k.time_s, k.box) for k in self.video_keyframes(b"source"))
+        return {t for t in shown if t is not None}
+
     def close_folds(self) -> None:
         """Stop the fold models' workers (the configured understander lives as long as the process)."""
         for model in self._folds.values():
