@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records in the index before the load")
     parser.add_argument("--pool", type=int, default=3000, help="records embedded for real (description pool)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent query clients")
-    parser.add_argument("--workers", type=int, default=2, help="rxd's query threads (query.workers)")
+    parser.add_argument("--workers", type=int, default=8, help="rxd's query threads (query.workers)")
     parser.add_argument("--rate", type=float, default=20.0, help="records announced per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the measurement")
     parser.add_argument("--seed", type=int, default=7)

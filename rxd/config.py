@@ -154,7 +154,11 @@ class QueryConfig(Frozen):
         5.0, gt=0, description="time budget of one query (parsing and ranking); over it: DEADLINE_EXCEEDED"
     )
     workers: int = Field(
-        2, ge=1, le=64, description="query threads, apart from the one that decodes and indexes bursts"
+        8,
+        ge=1,
+        le=64,
+        description="query threads, apart from the one that decodes and indexes bursts; queries whose texts "
+        "wait for the sentence model at once share one pass, so more threads than cores pay off",
     )
     max_pending: int = Field(
         64, ge=1, description="queries running or waiting at once; more are refused (RESOURCE_EXHAUSTED)"

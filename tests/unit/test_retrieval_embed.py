@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from rxd.retrieval.embed import MINILM_DIM, Embedder
 
@@ -57,3 +60,41 @@ def test_meaning() -> None:
         ]
     )
     assert float(query @ white) > float(query @ red) + 0.02
+
+
+def test_concurrent_calls_share_passes_and_get_their_own_rows() -> None:
+    """Callers that arrive while the model runs go through together; each gets its own texts' rows."""
+    embedder = minilm()
+    texts = [f"a person wearing a {c} coat" for c in ("red", "green", "blue", "black", "white", "grey")]
+    alone = np.stack([embedder.encode([t])[0] for t in texts])
+    calls, passes = embedder.calls, embedder.passes
+    barrier = threading.Barrier(len(texts) * 4)
+
+    def one(i: int) -> NDArray[np.float32]:
+        barrier.wait()
+        return embedder.encode([texts[i % len(texts)]])
+
+    with ThreadPoolExecutor(len(texts) * 4) as pool:
+        rows = list(pool.map(one, range(len(texts) * 4)))
+    for i, row in enumerate(rows):  # company changes at most the last bits (padding); 1e-6 is 10x that
+        np.testing.assert_allclose(row[0], alone[i % len(texts)], atol=1e-6)
+    assert embedder.calls - calls == len(rows)
+    assert embedder.passes - passes < len(rows)  # at least two callers shared a pass
+
+
+def test_a_failing_pass_fails_every_caller_in_it_and_the_next_call_works() -> None:
+    embedder = minilm()
+    real = embedder._model
+    assert real is not None
+
+    class Broken:
+        def encode(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("out of memory")
+
+    embedder._model = Broken()  # type: ignore[assignment]
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            embedder.encode(["a man"])
+    finally:
+        embedder._model = real
+    assert embedder.encode(["a man"]).shape == (1, MINILM_DIM)
