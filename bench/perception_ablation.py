@@ -10,12 +10,16 @@ scored by their boxes, the intel video by its time ranges) once per txd configur
 - `balance`: per-site white balance (gray world over the stream's frames, perception.site_balance);
 - `all`: the four together;
 - `helped-alone`: the three changes that each helped alone on the tuning input (fusion, naming, balance);
+- `ranked`, `fusion-ranked`, `all-ranked`: one crop, fusion, and all four, with each field's confidence on
+  the wire (schema person/2) and rxd's answers ranked by it; the others send person/1 (hard answers);
 
 and, with `--tune`, a small grid of each change's setting on the tuning input only (PETS09 by default), so
 that a setting is chosen on one video and reported on the others. Every run writes its txd TOML, its
-results.json/.md beside it, and the script ends with one table (semantic scheme: precision, precision
-where answered, P@1/5/10, average precision; and the mean balanced accuracy of the sent records' fields
+results.json/.md beside it, and the script ends with two tables (semantic scheme: the exact set's precision,
+its precision where answered and its recall; P@1/5/10 and average precision of the ranked answers, and P@10
+of the one- and of the two-attribute queries apart; the mean balanced accuracy of the sent records' fields
 against the identity each one shows, over all fields and over the colour fields; per input and their mean).
+The queries: every value, up to 40 pairs of values and up to 40 whole outfits the keyframed people carry.
 
 Perception (detection, appearance) is shared between the runs of one input by frame content: every
 configuration sees the same tracks and the same queries.
@@ -39,13 +43,19 @@ INPUTS = ("pets09", "tud-stadtmitte", "tud-campus", "intel")
 METRICS = (
     "precision",
     "precision_answered",
+    "recall",
     "precision_at_1",
     "precision_at_5",
     "precision_at_10",
     "average_precision",
+    "precision_at_10_single",
+    "precision_at_10_pair",
     "field_balanced_accuracy",
     "colour_balanced_accuracy",
 )
+# The compact table: exact-set precision and its recall, the ranked metrics, P@10 by query kind.
+COMPACT = ("precision", "recall", "precision_at_10_single", "precision_at_10_pair", "average_precision")
+PAIRS = 40  # two-attribute queries per input at most (a seeded sample of the pairs the people carry)
 COLOUR_FIELDS = ("upper_color", "lower_color", "shoe_color")
 OFF: dict[str, Any] = {"enabled": False}
 # The settings each change is switched on with (the `all` row uses each one's); --tune varies them.
@@ -70,6 +80,16 @@ def configs(naming_weight: float, mask: Mapping[str, Any], balance: Mapping[str,
             "foreground": dict(mask),
             "site_balance": dict(balance),
             "naming_weight": naming_weight,
+        },
+        # confidence on the wire (person/2: 2 bits a field) and answers ranked by it
+        "ranked": {**off, "schema": "person/2"},
+        "fusion-ranked": {**off, "views": 3, "schema": "person/2"},
+        "all-ranked": {
+            "views": 3,
+            "foreground": dict(mask),
+            "site_balance": dict(balance),
+            "naming_weight": naming_weight,
+            "schema": "person/2",
         },
     }
 
@@ -105,7 +125,8 @@ def _toml_value(v: Any) -> str:
 
 def txd_toml(overrides: Mapping[str, Any]) -> str:
     """The txd config of one run: txd's defaults but for the overridden perception and understanding."""
-    lines = ["[perception]", "analysis_fps = 5.0", "", "[perception.keyframes]"]
+    lines = [f"[site]\nschema_id = {json.dumps(overrides.get('schema', 'person/1'))}", ""]
+    lines += ["[perception]", "analysis_fps = 5.0", "", "[perception.keyframes]"]
     lines += [f"views_per_track = {int(overrides['views'])}", ""]
     for table in ("foreground", "site_balance"):
         lines.append(f"[perception.{table}]")
@@ -154,22 +175,27 @@ def table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], inputs: Sequenc
 
 
 def compact(rows: Mapping[str, Mapping[str, Mapping[str, float]]], inputs: Sequence[str], tuning: str) -> str:
-    """Markdown: one row per configuration; per input "precision / P@1 / P@5 / P@10 / AP (colour balanced
-    accuracy)", then the mean over the inputs other than `tuning` (the held-out report)."""
+    """Markdown: one row per configuration; per input "exact-set precision / its recall / P@10 of
+    one-attribute queries / P@10 of two-attribute queries / AP (colour balanced accuracy)", then the mean over
+    the inputs other than `tuning` (the held-out report; a metric no input has is '-')."""
     held = [i for i in inputs if i != tuning]
     cols = [f"{i} (tuning)" if i == tuning else i for i in inputs] + [f"mean of {', '.join(held)}"]
     lines = ["| configuration | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    ranked = METRICS[:1] + METRICS[2:6]
 
     def cell(values: Mapping[str, float]) -> str:
-        return " / ".join(_fmt(values.get(m)) for m in ranked) + f" ({_fmt(values.get(METRICS[-1]))})"
+        return " / ".join(_fmt(values.get(m)) for m in COMPACT) + f" ({_fmt(values.get(METRICS[-1]))})"
 
     for name, per_input in rows.items():
         cells = [cell(per_input[i]) if i in per_input else "-" for i in inputs]
         have = [per_input[i] for i in held if i in per_input]
-        mean = {m: sum(h[m] for h in have) / len(have) for m in METRICS} if len(have) == len(held) else {}
+        mean = {m: _mean([h.get(m) for h in have]) for m in METRICS} if len(have) == len(held) else {}
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {cell(mean) if mean else '-'} |")
     return "\n".join([*lines, ""])
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    have = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(have) / len(have) if have else math.nan
 
 
 # Configurations renamed since a run's JSON was written.
@@ -240,13 +266,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
             toml = run_dir / "txd.toml"
             toml.write_text(txd_toml(over), encoding="utf-8")
-            common = {"schemes": ("semantic",), "snr_db": (args.snr_db,), "txd_config": toml}
+            common = {
+                "schemes": ("semantic",),
+                "snr_db": (args.snr_db,),
+                "txd_config": toml,
+                "max_pairs": PAIRS,
+            }
             opts = SuiteOptions(args.data, args.out / name, (inp,), common, 2000, Path("var/attributes_loso"))
             cfg = input_configs(opts)[inp]
             t0 = time.perf_counter()
             state = run_one(cfg, progress=False, argv=["(ablation)", name, inp])
             write_report(state)
-            row = dict(summarise_input(results(state))["schemes"]["semantic"])
+            doc = results(state)
+            row = dict(summarise_input(doc)["schemes"]["semantic"])
+            kinds = doc["schemes"]["semantic"]["by_kind"]
+            for kind in ("single", "pair"):
+                row[f"precision_at_10_{kind}"] = kinds.get(kind, {}).get("precision_at_10", math.nan)
             row.update(_field_accuracy(attribute_accuracy(state)))
             rows.setdefault(name, {})[inp] = {m: row[m] for m in METRICS}
             print(

@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--match", choices=["exact", "compatible"], default="exact", help=d["match"].description)
     run.add_argument("--queries", type=Path, help=d["queries"].description)
     run.add_argument("--max-combinations", type=int, default=40, help=d["max_combinations"].description)
+    run.add_argument("--max-pairs", type=int, default=0, help=d["max_pairs"].description)
     run.add_argument("--min-positives", type=int, help=f"{d['min_positives'].description} (default 5)")
     run.add_argument("--analysis-fps", type=float, help=d["analysis_fps"].description)
     link = p.add_argument_group("links")

@@ -63,6 +63,11 @@ class PaperConfig(Frozen):
         "(no queried slot contradicted: a field the transmitter reported unknown does not exclude a hit)",
     )
     max_combinations: int = Field(40, ge=0, description="full-combination queries at most (seeded sample)")
+    max_pairs: int = Field(
+        0,
+        ge=0,
+        description="two-attribute queries at most (seeded sample of value pairs targets carry); 0: none",
+    )
     queries: Path | None = Field(
         None, description="a saved query set (JSON list, or a results.json) instead of generating one"
     )

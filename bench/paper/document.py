@@ -20,21 +20,23 @@ PAPER = {"semantic_accuracy": 93.03, "traditional_accuracy": 39.39, "semantic_bi
 CLIFF_DB = 9.0
 
 
-KINDS = ("single", "combination")
+KINDS = ("single", "pair", "combination")
 
 
 def _by_kind(state: RunState, per_snr: dict[float, list[PointResult]]) -> dict[str, dict[str, float]]:
-    """Mean over SNR points of the mean precision and recall of each kind of query."""
+    """Per kind of query (one attribute, two, a target's whole combination): every metric's mean over the
+    SNR points (the ranked ones over the queries with at least `min_positives` satisfying targets)."""
     kind = {q.query_id: q.kind for q in state.queries}
+    n = state.config.min_positives
     out: dict[str, dict[str, float]] = {}
     for k in KINDS:
         per = {
-            snr: summarise([s for p in pts for s in p.scores if kind[s.query_id] == k])
+            snr: summarise([s for p in pts for s in p.scores if kind[s.query_id] == k], n)
             for snr, pts in per_snr.items()
         }
         if any(v["precision"].n for v in per.values()):
             overall = across_snr(per)
-            out[k] = {m: overall[m]["mean"] for m in METRICS}
+            out[k] = {m: overall[m]["mean"] for m in (*METRICS, ANSWERED, *RANKED)}
     return out
 
 

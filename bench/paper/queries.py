@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Collection, Mapping, Sequence
@@ -65,10 +66,12 @@ def generate_queries(
     max_combinations: int,
     seed: int,
     observed: Collection[int] | None = None,
+    max_pairs: int = 0,
 ) -> list[PaperQuery]:
-    """Every attribute value that some target carries as its main (first listed) value, then the full
-    known-attribute combination of each target (main values; distinct, at least two attributes, a seeded
-    sample of at most `max_combinations`).
+    """Every attribute value that some target carries as its main (first listed) value; then, when
+    `max_pairs` > 0, two-attribute queries: the pairs of main values some target carries (distinct, a seeded
+    sample of at most `max_pairs`); then the full known-attribute combination of each target (main values;
+    distinct, at least two attributes, a seeded sample of at most `max_combinations`).
 
     `observed` (indices into `targets`) limits the queries to targets the input shows: on video, the people
     that perception keyframed in the source, which is the same for every scheme. A query is still scored
@@ -89,12 +92,23 @@ def generate_queries(
         if len(known) >= 2:
             slots = dict(sorted(known.items(), key=lambda kv: order[kv[0]]))
             combos.setdefault(tuple(slots.items()), slots)
-    picked = list(combos.values())
-    if len(picked) > max_combinations:
-        picked = [picked[i] for i in sorted(rng.sample(range(len(picked)), max_combinations))]
+    pairs: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    for slots in combos.values() if max_pairs else ():
+        for a, b in itertools.combinations(slots.items(), 2):
+            pairs.setdefault((a, b), dict((a, b)))
+    pair_list = _sample(list(pairs.values()), max_pairs, rng)
+    picked = _sample(list(combos.values()), max_combinations, rng)
     queries = [PaperQuery(f"s{i:02d}", "single", s, phrase(s, rng)) for i, s in enumerate(singles)]
+    queries += [PaperQuery(f"p{i:03d}", "pair", s, phrase(s, rng)) for i, s in enumerate(pair_list)]
     queries += [PaperQuery(f"c{i:03d}", "combination", s, phrase(s, rng)) for i, s in enumerate(picked)]
     return queries
+
+
+def _sample(items: list[dict[str, str]], most: int, rng: random.Random) -> list[dict[str, str]]:
+    """At most `most` of `items`, a seeded sample in their order."""
+    if len(items) <= most:
+        return items
+    return [items[i] for i in sorted(rng.sample(range(len(items)), most))]
 
 
 def load_queries(path: Path, schema: Schema) -> list[PaperQuery]:

@@ -15,6 +15,8 @@ from .metrics import ANSWERED, METRICS, RANKED, Summary, summarise
 from .plots import plot_accuracy, plot_overhead, plot_pr
 from .state import RunState, by_scheme
 
+_BY_KIND = ("precision", "recall", "precision_at_10", "average_precision")
+
 
 def _pct_or_dash(v: float) -> str:
     return "-" if math.isnan(v) else f"{100 * v:.1f}"
@@ -103,14 +105,14 @@ def _overall(state: RunState, doc: dict[str, Any]) -> list[str]:
         o = scheme["overall"]
         cells = " | ".join(f"{100 * o[m]['mean']:.1f} | {100 * o[m]['std']:.1f}" for m in METRICS)
         lines.append(f"| {n} | {cells} | {_cell(o, ANSWERED)} |")
-    lines += ["", "Mean precision / recall over SNR by query kind (%):", ""]
+    lines += ["", "Mean over SNR by query kind, precision / recall / P@10 / AP (%; '-': no such query):", ""]
     lines += ["| scheme | " + " | ".join(KINDS) + " |", "|---" * (len(KINDS) + 1) + "|"]
     for n, scheme in doc["schemes"].items():
         kinds = scheme["by_kind"]
         lines.append(
             f"| {n} | "
             + " | ".join(
-                f"{100 * kinds[k]['precision']:.1f} / {100 * kinds[k]['recall']:.1f}" if k in kinds else "-"
+                " / ".join(_pct_or_dash(kinds[k].get(m, math.nan)) for m in _BY_KIND) if k in kinds else "-"
                 for k in KINDS
             )
             + " |"

@@ -179,6 +179,7 @@ def build(
             max_combinations=cfg.max_combinations,
             seed=cfg.seed,
             observed=bench.keyframed_targets,
+            max_pairs=cfg.max_pairs,
         )
     receiver = Receiver(
         describer=build_describer(rxd_cfg.generate),

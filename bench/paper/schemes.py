@@ -181,22 +181,26 @@ class Workbench:
         kept: list[tuple[Keyframe, int | None]] = list(zip(keyframes, shown, strict=True))
         if oracle:
             labelled = [(k, t) for k, t in kept if t is not None]
-            seen = [self.dataset.targets[t].record_fields(self.schema) for _, t in labelled]
+            seen = [Understanding(self.dataset.targets[t].record_fields(self.schema)) for _, t in labelled]
             kept = list(labelled)
         else:
-            seen = [u.fields for u in self.understand_keyframes([k for k, _ in kept])]
+            seen = self.understand_keyframes([k for k, _ in kept])
         last: dict[int, dict[str, str]] = {}
         out = RecordSet([], {})
-        for (kf, target), fields in zip(kept, seen, strict=True):
-            if last.get(kf.track_id) == fields:
+        for (kf, target), u in zip(kept, seen, strict=True):
+            if last.get(kf.track_id) == u.fields:
                 continue
-            last[kf.track_id] = dict(fields)
-            record = self._record(len(out.records) + 1, kf.track_id, EPOCH_S + kf.time_s, fields)
+            last[kf.track_id] = dict(u.fields)
+            record = self._record(len(out.records) + 1, kf.track_id, EPOCH_S + kf.time_s, u)
             out.records.append(record)
             out.shows[record.record_id] = target
         return out
 
-    def _record(self, record_id: int, track_id: int, time_s: float, fields: dict[str, str]) -> Record:
+    def _record(self, record_id: int, track_id: int, time_s: float, seen: Understanding) -> Record:
+        """A record as txd builds it: the fields and each field's confidence the understanding stated, for
+        the fields whose schema carries confidence bits (person/2; person/1 answers are taken at their word,
+        whichever way they travel)."""
+        carried = {f.name for f in self.schema.fields if f.confidence_bits}
         return Record(
             schema_id=self.schema.id,
             stream_id="bench",
@@ -204,7 +208,8 @@ class Workbench:
             record_id=record_id,
             time_s=time_s,
             location_id=0,
-            fields=self.schema.normalise(fields),
+            fields=self.schema.normalise(seen.fields),
+            confidence={k: v for k, v in seen.confidence.items() if k in carried},
         )
 
     # -- the transmitter's view of the source ---------------------------------------------------------------
@@ -247,15 +252,15 @@ class Workbench:
         models each crop is understood by the model that did not train on its subset."""
         assert isinstance(self.dataset, CropDataset)
         index = [i for i, image in enumerate(images) if image is not None]
-        seen: dict[int, dict[str, str]] = {}
+        seen: dict[int, Understanding] = {}
         if oracle:
-            seen = {i: self.dataset.targets[i].record_fields(self.schema) for i in index}
+            seen = {i: Understanding(self.dataset.targets[i].record_fields(self.schema)) for i in index}
         else:
             subsets = self.dataset.crops.subsets
             for subset in dict.fromkeys(subsets[i] for i in index):
                 part = [i for i in index if subsets[i] == subset]
                 crops = [image for i in part if (image := images[i]) is not None]
-                seen.update(zip(part, (u.fields for u in self.understand(crops, subset)), strict=True))
+                seen.update(zip(part, self.understand(crops, subset), strict=True))
         records = [self._record(i + 1, i % 4096, EPOCH_S + float(i), seen[i]) for i in index]
         return RecordSet(records, {i + 1: i for i in index})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -14,12 +15,14 @@ from bench.paper.config import PaperConfig
 from bench.paper.labels import Target, load_video_labels
 from bench.paper.links import Air, LinkSettings, channel_models, send_bytes, send_bytes_sampled, send_records
 from bench.paper.queries import generate_queries, load_queries, phrase
+from bench.paper.schemes import Workbench
 from rxd.retrieval.parse import parse_query, slot_sets
 from semcom.codec import frame_bits
 from semcom.errors import InvalidInput
 from semcom.phy.mcs import Mcs
 from semcom.record import Record
 from semcom.schema import SchemaRegistry
+from txd.understanding.base import Understanding
 
 PERSON = SchemaRegistry.builtin().get("person/1")
 HEADER = "person,start_s,end_s,gender,upper_color,sleeve,lower_color,lower_length,shoe_color,notes\n"
@@ -137,6 +140,17 @@ def test_queries_cover_values_and_combinations_and_parse_back() -> None:
     for q in queries:
         assert parse_query(q.text, PERSON).slots == slot_sets(q.slots), q.text
     assert len(generate_queries(targets(), PERSON, max_combinations=1, seed=1)) == 9
+    # Two-attribute queries only when asked for; the rest of the set stays the same.
+    with_pairs = generate_queries(targets(), PERSON, max_combinations=10, seed=1, max_pairs=100)
+    pairs = [q.slots for q in with_pairs if q.kind == "pair"]
+    assert all(len(p) == 2 for p in pairs) and len(pairs) == len({tuple(p.items()) for p in pairs}) > 0
+    for combo in combos:  # every pair of a target's main values is asked
+        assert all(dict([a, b]) in pairs for a, b in itertools.combinations(combo.items(), 2))
+    assert [q.slots for q in with_pairs if q.kind != "pair"] == [q.slots for q in queries]
+    assert len([q for q in generate_queries(targets(), PERSON, max_combinations=10, seed=1, max_pairs=3)
+                if q.kind == "pair"]) == 3  # fmt: skip
+    for q in with_pairs:
+        assert parse_query(q.text, PERSON).slots == slot_sets(q.slots), q.text
 
 
 def test_queries_ask_for_main_values_of_observed_targets_only() -> None:
@@ -235,3 +249,14 @@ def test_saved_query_sets_load_back_and_bad_ones_are_named(tmp_path: Path) -> No
         path.write_text(json.dumps(bad))
         with pytest.raises(InvalidInput, match=message):
             load_queries(path, PERSON)
+
+
+def test_bench_records_carry_stated_confidences_where_the_schema_has_bits() -> None:
+    """As txd builds them: person/2 records keep the understanding's confidences (ranked answers are
+    measured on them), person/1 records none (hard answers), whichever way they travel."""
+    seen = Understanding({"gender": "male", "upper_color": "red"}, {"gender": 0.9, "upper_color": 0.6})
+    for schema_id, expected in (("person/1", {}), ("person/2", {"gender": 0.9, "upper_color": 0.6})):
+        bench = object.__new__(Workbench)  # only the schema is needed to build a record
+        bench.schema = SchemaRegistry.builtin().get(schema_id)
+        record = bench._record(1, 7, 12.5, seen)
+        assert record.confidence == expected and record.fields["upper_color"] == "red"
