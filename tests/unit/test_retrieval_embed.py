@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import threading
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from rxd.retrieval.embed import MINILM_DIM, Embedder
+from rxd.retrieval.embed import MINILM_DIM, Embedder, ProcessEmbedder, _Child
 
 # Loading sentence-transformers and the weights takes ~10 s on a small CPU.
 pytestmark = [
@@ -91,10 +92,37 @@ def test_a_failing_pass_fails_every_caller_in_it_and_the_next_call_works() -> No
         def encode(self, *args: object, **kwargs: object) -> None:
             raise RuntimeError("out of memory")
 
-    embedder._model = Broken()  # type: ignore[assignment]
+    embedder._model = Broken()
     try:
         with pytest.raises(RuntimeError, match="out of memory"):
             embedder.encode(["a man"])
     finally:
         embedder._model = real
     assert embedder.encode(["a man"]).shape == (1, MINILM_DIM)
+
+
+def test_the_model_in_a_child_process_gives_the_same_rows_and_survives_its_death() -> None:
+    """rxd's default: the same vectors as in-process; a killed child fails its pass, the next one starts
+    another; closing stops it."""
+    texts = [
+        "a woman in a red coat",
+        "the man wearing a black long-sleeved shirt, blue jeans and black shoes",
+    ]
+    local = minilm().encode(texts)
+    remote = ProcessEmbedder(threads=1)
+    try:
+        remote.load()
+        np.testing.assert_allclose(remote.encode(texts), local, atol=1e-6)  # the same model, the same rows
+        assert remote.dim == MINILM_DIM
+        child = remote._model
+        assert isinstance(child, _Child) and child.process.is_alive()
+        child.process.kill()
+        child.process.join(10)
+        with pytest.raises(RuntimeError, match="sentence model process died"):
+            remote.encode(texts[:1])
+        np.testing.assert_allclose(remote.encode(texts), local, atol=1e-6)  # a new child
+        assert isinstance(remote._model, _Child) and remote._model is not child
+    finally:
+        last = remote._model
+        asyncio.run(remote.aclose())
+    assert isinstance(last, _Child) and not last.process.is_alive()
