@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from semcom.errors import BackendDead, BackendFailed
 from semcom.registry import Registry
 
 if TYPE_CHECKING:
@@ -227,8 +228,9 @@ class ProcessEmbedder(Embedder):
     take Python's GIL back from the threads that rank, parse and answer gRPC; under 8 concurrent clients on 2
     cores rxd then used one core in all and a pass took up to 3 times as long. In a process of its own the
     model has a core to itself. The child is spawned at load, gets each pass's texts over a pipe and returns
-    the rows; it exits when the pipe closes (rxd stopping, or killed). If it dies, the pass fails with
-    RuntimeError and the next pass starts a new one.
+    the rows; it exits when the pipe closes (rxd stopping, or killed). If it cannot load the model, loading
+    fails with BackendDead (rxd does not start); if it dies, the pass fails with BackendFailed (its queries
+    answer INTERNAL) and the next pass starts a new one.
     """
 
     async def aclose(self) -> None:
@@ -272,12 +274,12 @@ class _Child:
             status, payload = parent.recv()
         except EOFError:
             process.join(10)
-            raise RuntimeError(
+            raise BackendDead(
                 f"the sentence model process exited at start (code {process.exitcode})"
             ) from None
         if status != "ready":
             process.join(10)
-            raise RuntimeError(f"the sentence model process could not load the model: {payload}")
+            raise BackendDead(f"the sentence model process could not load the model: {payload}")
         return cls(process, parent, int(payload))
 
     def encode(self, sentences: list[str], **options: Any) -> Any:
@@ -287,9 +289,11 @@ class _Child:
                 status, payload = self.conn.recv()
             except (EOFError, OSError) as err:
                 self.alive = False
-                raise RuntimeError(f"the sentence model process died (code {self.process.exitcode})") from err
+                raise BackendFailed(
+                    f"the sentence model process died (code {self.process.exitcode})"
+                ) from err
         if status != "ok":
-            raise RuntimeError(f"the sentence model process failed a pass: {payload}")
+            raise BackendFailed(f"the sentence model process failed a pass: {payload}")
         return payload
 
     def close(self) -> None:

@@ -7,12 +7,14 @@ import functools
 import importlib.util
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
 from rxd.retrieval.embed import MINILM_DIM, Embedder, ProcessEmbedder, _Child
+from semcom.errors import BackendDead, BackendFailed
 
 # Loading sentence-transformers and the weights takes ~10 s on a small CPU.
 pytestmark = [
@@ -118,7 +120,7 @@ def test_the_model_in_a_child_process_gives_the_same_rows_and_survives_its_death
         assert isinstance(child, _Child) and child.process.is_alive()
         child.process.kill()
         child.process.join(10)
-        with pytest.raises(RuntimeError, match="sentence model process died"):
+        with pytest.raises(BackendFailed, match="sentence model process died"):
             remote.encode(texts[:1])
         np.testing.assert_allclose(remote.encode(texts), local, atol=1e-6)  # a new child
         assert isinstance(remote._model, _Child) and remote._model is not child
@@ -126,3 +128,9 @@ def test_the_model_in_a_child_process_gives_the_same_rows_and_survives_its_death
         last = remote._model
         asyncio.run(remote.aclose())
     assert isinstance(last, _Child) and not last.process.is_alive()
+
+
+def test_a_model_the_child_cannot_load_fails_the_load_clearly(tmp_path: Path) -> None:
+    embedder = ProcessEmbedder(str(tmp_path / "no-such-model"), threads=1)
+    with pytest.raises(BackendDead, match="could not load the model"):
+        embedder.load()
