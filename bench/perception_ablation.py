@@ -166,11 +166,8 @@ def table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], inputs: Sequenc
                 lines.append(f"| {name} | {inp} | {cells} |")
         have = [per_input[i] for i in inputs if i in per_input]
         if len(have) > 1:
-            means = []
-            for m in METRICS:
-                vals = [h[m] for h in have if h.get(m) is not None and not math.isnan(h[m])]
-                means.append(_fmt(sum(vals) / len(vals)) if vals else "-")
-            lines.append(f"| {name} | **mean** | {' | '.join(means)} |")
+            means = " | ".join(_fmt(_mean([h.get(m) for h in have])) for m in METRICS)
+            lines.append(f"| {name} | **mean** | {means} |")
     return "\n".join([*lines, ""])
 
 
