@@ -250,13 +250,13 @@ class ProcessEmbedder(Embedder):
 
 
 class _Child:
-    """A spawned process serving one model's `encode` over a pipe, one pass at a time."""
+    """A spawned process serving one model's `encode` over a pipe, one pass at a time (its Embedder never
+    runs two at once, so a pass's request and answer are never interleaved with another's)."""
 
     def __init__(self, process: Any, conn: Connection, dim: int) -> None:
         self.process = process
         self.conn = conn
         self.dim = dim
-        self._lock = threading.Lock()
         self.alive = True
 
     @classmethod
@@ -283,15 +283,12 @@ class _Child:
         return cls(process, parent, int(payload))
 
     def encode(self, sentences: list[str], **options: Any) -> Any:
-        with self._lock:
-            try:
-                self.conn.send((sentences, options))
-                status, payload = self.conn.recv()
-            except (EOFError, OSError) as err:
-                self.alive = False
-                raise BackendFailed(
-                    f"the sentence model process died (code {self.process.exitcode})"
-                ) from err
+        try:
+            self.conn.send((sentences, options))
+            status, payload = self.conn.recv()
+        except (EOFError, OSError) as err:
+            self.alive = False
+            raise BackendFailed(f"the sentence model process died (code {self.process.exitcode})") from err
         if status != "ok":
             raise BackendFailed(f"the sentence model process failed a pass: {payload}")
         return payload
